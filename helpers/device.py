@@ -1,0 +1,171 @@
+"""Where the course runs and how big its runs are.
+
+Three things live here and nowhere else:
+
+* ``get_device()``: the torch device every helper and notebook uses (cuda > mps > cpu,
+  overridable with the ``COURSE_DEVICE`` environment variable or an argument).
+* ``seed_everything()``: one call that seeds Python, NumPy and torch.
+* ``sizes()``: the run sizes for the current ``TUTORIAL_SCALE`` (``ci``, ``laptop`` or
+  ``full``), one frozen dataclass. Notebooks read their sizes from it instead of
+  hard-coding a second code path. Default: ``full`` on CUDA, else ``laptop``.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+SCALES = ("ci", "laptop", "full")
+_DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to train on: the argument, else ``$COURSE_DEVICE``, else cuda > mps > cpu.
+
+    An unknown or unavailable device is a clear error rather than a crash deep in a loop.
+    """
+    choice = device if device is not None else os.environ.get("COURSE_DEVICE") or None
+    if choice is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(choice)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"Unknown device {choice!r}: use one of {', '.join(_DEVICE_KINDS)} (e.g. 'cuda:0'), "
+            "or unset COURSE_DEVICE to pick automatically."
+        ) from err
+    if dev.type not in _DEVICE_KINDS:
+        raise ValueError(f"Unsupported device {choice!r}: the course runs on {', '.join(_DEVICE_KINDS)}.")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device {choice!r} was asked for, but torch sees no CUDA GPU here. Use 'cpu'.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"Device {choice!r} was asked for, but MPS is not available here. Use 'cpu'.")
+    return dev
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """How big every run in the course is, for one ``TUTORIAL_SCALE``.
+
+    Each block belongs to one notebook; a helper or notebook reads only its own block.
+    """
+
+    scale: str
+    """Name of the scale these sizes are for: ci, laptop or full."""
+
+    # --- notebook 01: toy models of superposition -------------------------------------
+    toy_steps: int
+    """Adam steps for each toy-model sweep."""
+    toy_batch: int
+    """Samples per step (per instance) for toy models."""
+    toy_seeds: int
+    """Seeds per setting; the lowest-loss seed is kept (toy models have local minima)."""
+    toy_densities: int
+    """Number of feature densities in the 5-features-in-2-D sweeps."""
+    phase_grid: int
+    """Cells per axis of the one-extra-feature phase diagram (grid is phase_grid**2)."""
+    dim_features: int
+    """Features in the feature-dimensionality experiment."""
+    dim_hidden: int
+    """Hidden dimensions in the feature-dimensionality experiment."""
+
+    # --- notebook 02: SAEs on ground-truth data -----------------------------------------
+    gt_features: int
+    """G: ground-truth features (the report uses 512)."""
+    gt_dim: int
+    """h: dimension of the toy activations (the report uses 256)."""
+    sae_steps: int
+    """Adam steps per SAE training run on toy data."""
+    sae_batch: int
+    """Batch size for SAE training (the report uses 256)."""
+    sae_dict_ratios: tuple[float, ...]
+    """Dictionary sizes J as multiples of G for the size sweeps."""
+    sae_l1_values: tuple[float, ...]
+    """L1 coefficients (alpha) for the sweeps."""
+
+    # --- notebook 03: hyperparameter diagnostics -----------------------------------------
+    grid_steps: int
+    """Adam steps per SAE in the (size x L1) diagnostic grid."""
+    grid_l1_values: tuple[float, ...]
+    """L1 coefficients of the diagnostic grid."""
+    dead_window: int
+    """T: a latent that fired in none of the last T batches counts as dead (toy data)."""
+
+    # --- notebook 04: SAEs on a language model's MLP --------------------------------------
+    lm_tokens: int
+    """Tokens of activations harvested from the language model."""
+    lm_sae_steps: int
+    """Adam steps for SAEs on language-model activations."""
+    lm_expansions: tuple[int, ...]
+    """Dictionary sizes as multiples of the MLP width."""
+    lm_dead_window: int
+    """T for dead latents on language-model activations (the report uses 3000)."""
+
+
+def _quarter_decades(lo: float, hi: float) -> tuple[float, ...]:
+    n = int(round(4 * np.log10(hi / lo)))
+    return tuple(float(f"{v:.4g}") for v in np.logspace(np.log10(lo), np.log10(hi), n + 1))
+
+
+_LAPTOP = RunSizes(
+    scale="laptop",
+    toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=24,
+    dim_features=200, dim_hidden=20,
+    gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
+    sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 1.0),
+    grid_steps=5_000, grid_l1_values=_quarter_decades(1e-2, 1.0), dead_window=500,
+    lm_tokens=400_000, lm_sae_steps=6_000, lm_expansions=(1, 2, 4, 8), lm_dead_window=1000,
+)
+
+_SIZES = {
+    "laptop": _LAPTOP,
+    "ci": replace(
+        _LAPTOP, scale="ci",
+        toy_steps=1_500, toy_batch=512, toy_seeds=3, toy_densities=6, phase_grid=20,
+        dim_features=100, dim_hidden=10,
+        gt_features=128, gt_dim=64, sae_steps=3_000,
+        sae_l1_values=_quarter_decades(1e-3, 1.0)[::2],
+        grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 1.0)[::2], dead_window=300,
+        lm_tokens=100_000, lm_sae_steps=2_000, lm_expansions=(1, 2, 4), lm_dead_window=300,
+    ),
+    "full": replace(
+        _LAPTOP, scale="full",
+        toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=12, phase_grid=40,
+        dim_features=400, dim_hidden=30,
+        sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 1.0),
+        lm_tokens=4_000_000, lm_sae_steps=30_000, lm_expansions=(1, 2, 4, 8, 16), lm_dead_window=3000,
+    ),
+}
+
+
+def current_scale() -> str:
+    """``$TUTORIAL_SCALE`` if set, else ``full`` on CUDA and ``laptop`` elsewhere."""
+    scale = os.environ.get("TUTORIAL_SCALE", "").strip().lower()
+    if not scale:
+        return "full" if torch.cuda.is_available() else "laptop"
+    if scale not in SCALES:
+        raise ValueError(f"TUTORIAL_SCALE={scale!r} is not a scale: use one of {', '.join(SCALES)}.")
+    return scale
+
+
+def sizes(scale: str | None = None) -> RunSizes:
+    """The run sizes for ``scale`` (default: ``current_scale()``)."""
+    scale = current_scale() if scale is None else scale
+    if scale not in _SIZES:
+        raise ValueError(f"Unknown scale {scale!r}: use one of {', '.join(SCALES)}.")
+    return _SIZES[scale]

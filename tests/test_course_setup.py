@@ -1,0 +1,125 @@
+"""The course's plumbing: environments agree, notebooks share one setup cell, scales and
+devices fail clearly."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import colab
+from helpers.device import SCALES, current_scale, get_device, seed_everything, sizes
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _requirement_names(lines):
+    names = set()
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        names.add(line if line.startswith("-e") else line.replace(" ", ""))
+    return names
+
+
+def test_requirements_and_environment_list_the_same_packages():
+    req = _requirement_names((ROOT / "requirements.txt").read_text().splitlines())
+    env_lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = next(i for i, l in enumerate(env_lines) if l.strip() == "- pip:")
+    pip_section = [l.strip()[2:] for l in env_lines[start + 1:] if l.strip().startswith("- ")]
+    env = _requirement_names(pip_section)
+    assert req == env, (
+        "requirements.txt and environment.yml disagree: only in requirements.txt: "
+        f"{sorted(req - env)}, only in environment.yml: {sorted(env - req)}"
+    )
+    assert "torch>=2.2" in req, "requirements.txt must accept the preinstalled torch (torch>=2.2)"
+    assert "transformer-lens>=3.9,<5" in req, "TransformerLens must allow 3.9 (SAELens) and 4.x"
+
+
+def test_course_has_its_four_notebooks():
+    names = [p.name for p in NOTEBOOKS]
+    assert names == [
+        "01_toy_superposition.ipynb",
+        "02_sae_ground_truth.ipynb",
+        "03_hyperparameter_diagnostics.ipynb",
+        "04_lm_mlp_features.ipynb",
+    ], f"unexpected notebooks: {names}"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_starts_with_the_shared_setup_cell(nb_path):
+    nb = json.loads(nb_path.read_text())
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert "".join(first_code["source"]) == colab.SETUP_CELL, (
+        f"{nb_path.name}: the first code cell differs from helpers.colab.SETUP_CELL; "
+        "run `python -m helpers.colab` to refresh it"
+    )
+    sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "sys.path" not in sources.replace(colab.SETUP_CELL, ""), f"{nb_path.name} edits sys.path"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_small_and_executed(nb_path):
+    assert nb_path.stat().st_size < 2_000_000, f"{nb_path.name} is over 2 MB: trim stored outputs"
+    nb = json.loads(nb_path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code), (
+        f"{nb_path.name} has unexecuted cells: commit it with the outputs of a ci-scale run"
+    )
+
+
+def test_readme_links_each_notebook_to_colab():
+    readme = (ROOT / "README.md").read_text()
+    for nb_path in NOTEBOOKS:
+        assert colab.colab_url(nb_path.name) in readme, f"README lacks the Colab badge of {nb_path.name}"
+
+
+def test_unknown_scale_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TUTORIAL_SCALE", "huge")
+    with pytest.raises(ValueError, match="TUTORIAL_SCALE"):
+        current_scale()
+    with pytest.raises(ValueError, match="Unknown scale"):
+        sizes("huge")
+
+
+def test_every_scale_has_sizes_and_ci_is_smallest():
+    for scale in SCALES:
+        assert sizes(scale).scale == scale
+    assert sizes("ci").toy_steps <= sizes("laptop").toy_steps <= sizes("full").toy_steps
+    assert sizes("ci").lm_tokens <= sizes("laptop").lm_tokens <= sizes("full").lm_tokens
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device().type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ValueError, match="Unknown device"):
+        get_device("tpu-9000")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            get_device("cuda")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+
+
+def test_seeding_repeats():
+    seed_everything(3)
+    a = torch.rand(4)
+    seed_everything(3)
+    assert torch.equal(a, torch.rand(4)), "seed_everything must make torch.rand repeatable"
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    from helpers.paths import atomic_write
+
+    target = tmp_path / "table.json"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and not list(tmp_path.iterdir()), "an interrupted write left files behind"
+    with atomic_write(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole"
