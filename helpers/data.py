@@ -15,11 +15,24 @@ Everything is generated on the chosen device, seeded, in whatever batch size is 
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from helpers.device import get_device
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A seed for one named random stream (``"ground-truth"``, ``"sae-init"``, ...).
+
+    Equal user seeds must not give equal random numbers in different places: with both the
+    ground-truth features and an SAE's orthogonal init drawn from ``manual_seed(0)``, the
+    init *is* (a linear map of) the answer, and the SAE looks far better than it is.
+    """
+    digest = hashlib.blake2b(f"{stream}:{seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits: a valid torch seed
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class GroundTruthData:
     def __init__(self, cfg: GroundTruthConfig = GroundTruthConfig(), device: str | torch.device | None = None):
         self.cfg = cfg
         self.device = get_device(device)
-        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        gen = torch.Generator(device="cpu").manual_seed(stream_seed(cfg.seed, "ground-truth"))
         G, h = cfg.n_features, cfg.d
         # Uniform on the sphere: normalised Gaussian vectors.
         feats = torch.randn(G, h, generator=gen)
@@ -74,36 +87,65 @@ class GroundTruthData:
         self._prob_scale = (decay * (cfg.mean_active / (0.5 * decay.sum()))).to(self.device)  # (G,)
         if float(self._prob_scale.max()) * 1.0 > 1.0:
             raise ValueError("mean_active is too large for this decay: a probability would exceed 1")
-        self._sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        # Byte b of a two-part uniform u = (b + v) / 256 can only give u < s_g if b <= 256 s_g.
+        self._byte_threshold = (self._prob_scale * 256).floor().clamp(max=255).to(torch.uint8)  # (G,)
+        self._sample_gen = torch.Generator(device=self.device).manual_seed(stream_seed(cfg.seed, "sampling"))
 
     # ------------------------------------------------------------------------------------
+    @property
+    def feature_probabilities(self) -> torch.Tensor:
+        """(G,) probability that each feature is active in a sample (s_g * E[Phi(z)] = s_g / 2)."""
+        return 0.5 * self._prob_scale
+
     @property
     def expected_active(self) -> float:
         """Expected number of active features per sample (the configured mean_active)."""
         return float(0.5 * self._prob_scale.sum())
 
+    def _random_bytes(self, n: int) -> torch.Tensor:
+        """(n, G) independent uniform bytes (0..255) from the sampling generator."""
+        G, g = self.cfg.n_features, self._sample_gen
+        if self.device.type == "cpu":
+            # One 64-bit draw gives eight bytes: 8x fewer calls into the (serial) CPU generator
+            # than drawing bytes or floats one at a time, which dominated sampling on a CPU.
+            words = torch.empty((n * G + 7) // 8, dtype=torch.int64).random_(-(2**63), None, generator=g)
+            return words.view(torch.uint8)[: n * G].view(n, G)
+        return torch.randint(0, 256, (n, G), dtype=torch.uint8, device=self.device, generator=g)
+
     def _active(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Which features are on in n samples, and their coefficients.
 
-        Returns (sample index, feature index, coefficient), one entry per active feature.
-        Exact and cheap: a feature can only be on if its uniform draw u falls below its
-        largest possible probability s_g (about 2% of draws), so the correlated Gaussian is
-        only evaluated there; it is on iff u < Phi(z_g) * s_g, and then u / p is uniform(0, 1).
+        Returns (sample index, feature index, coefficient), one entry per active feature,
+        sorted by sample. Exact and cheap: feature g is on iff a uniform u falls below its
+        probability p = Phi(z_g) * s_g <= s_g, where s_g is its largest possible probability
+        (a few percent). We draw u in two parts, u = (b + v) / 256 with a uniform byte b and
+        v ~ U(0, 1): u < s_g needs b <= floor(256 s_g), so only those few (sample, feature)
+        pairs get a v, a correlated Gaussian z and a CDF. Given that it is on, u / p is U(0, 1).
         """
-        g = self._sample_gen
-        s = self._prob_scale  # (G,) the probability of feature g when Phi(z_g) = 1
-        u = torch.rand(n, self.cfg.n_features, device=self.device, generator=g)  # (n, G)
-        rows, cols = (u < s).nonzero(as_tuple=True)  # candidates, ~2% of (n, G)
-        u = u[rows, cols]
+        g, s = self._sample_gen, self._prob_scale  # s: (G,) the probability when Phi(z_g) = 1
+        b = self._random_bytes(n)  # (n, G)
+        rows, cols = (b <= self._byte_threshold).nonzero(as_tuple=True)  # ~2% of (n, G), row-major
+        u = (b[rows, cols].float() + torch.rand(rows.shape, device=self.device, generator=g)) / 256
         if self.cfg.correlated:
-            eps_r = torch.randn(n, self._corr_factor_t.shape[0], device=self.device, generator=g)
+            eps_r = torch.randn(n, self._corr_factor_t.shape[0], device=self.device, generator=g)  # (n, r)
             eps_g = torch.randn(rows.shape, device=self.device, generator=g)
-            z = (eps_r[rows] * self._corr_factor_t[:, cols].T).sum(1) + eps_g * self._corr_scale[cols]
+            # One small (n, r) @ (r, G) GEMM is cheaper than gathering r factors per candidate.
+            z = (eps_r @ self._corr_factor_t)[rows, cols] + eps_g * self._corr_scale[cols]
             p = torch.special.ndtr(z) * s[cols]  # ndtr: the standard normal CDF
         else:
             p = 0.5 * s[cols]
         on = u < p
         return rows[on], cols[on], u[on] / p[on]
+
+    def _random_bytes(self, n: int) -> torch.Tensor:
+        """(n, G) independent uniform bytes (0..255) from the sampling generator."""
+        G, g = self.cfg.n_features, self._sample_gen
+        if self.device.type == "cpu":
+            # One 64-bit draw gives eight bytes: 8x fewer calls into the serial CPU generator
+            # than one float per (sample, feature), which used to dominate sampling on a CPU.
+            words = torch.empty((n * G + 7) // 8, dtype=torch.int64).random_(-(2**63), None, generator=g)
+            return words.view(torch.uint8)[: n * G].view(n, G)
+        return torch.randint(0, 256, (n, G), dtype=torch.uint8, device=self.device, generator=g)
 
     def sample_coefficients(self, n: int) -> torch.Tensor:
         """Sparse ground-truth coefficients c, shape (n, G): Bernoulli(p) * uniform(0, 1)."""
@@ -115,6 +157,12 @@ class GroundTruthData:
     def sample(self, n: int) -> torch.Tensor:
         """n toy activations x = c @ F, shape (n, h) (summed sparsely: ~5 features per row)."""
         rows, cols, vals = self._active(n)
+        if self.device.type in ("cpu", "cuda"):
+            # A weighted sum of feature rows per sample is exactly an embedding bag; it never
+            # materialises the (n_active, h) gathered rows that index_add_ would need.
+            counts = torch.bincount(rows, minlength=n)
+            offsets = counts.cumsum(0) - counts  # rows are sorted, so sample i's features are contiguous
+            return nn.functional.embedding_bag(cols, self.features, offsets, mode="sum", per_sample_weights=vals)
         x = torch.zeros(n, self.cfg.d, device=self.device)
         return x.index_add_(0, rows, self.features[cols] * vals[:, None])
 
@@ -123,14 +171,36 @@ class GroundTruthData:
         c = self.sample_coefficients(n)
         return c @ self.features, c
 
+    def latent_correlation(self) -> torch.Tensor:
+        """(G, G) correlation matrix of the Gaussian z that decides which features fire together.
+
+        Identity when ``correlated=False``. The Bernoulli draw on top dilutes it: whether two
+        rare features fire together correlates only about sqrt(s_a s_b) / 6 times as strongly
+        (s: a feature's largest probability, ~0.1 for the commonest).
+        """
+        G = self.cfg.n_features
+        if not self.cfg.correlated:
+            return torch.eye(G, device=self.device)
+        corr = self._corr_factor_t.T @ self._corr_factor_t  # (G, G) off-diagonal covariances
+        return corr.fill_diagonal_(1.0)
+
     def measured_mean_active(self, n: int = 50_000) -> float:
         """Mean number of active features per sample over n fresh samples."""
         return float((self.sample_coefficients(n) > 0).sum(1).float().mean())
 
-    def cooccurrence(self, n: int = 50_000) -> torch.Tensor:
-        """Correlation matrix of which features are active, estimated from n samples, (G, G)."""
-        on = (self.sample_coefficients(n) > 0).float()
-        on = on - on.mean(0)
-        cov = on.T @ on / n
+    def cooccurrence(self, n: int = 50_000, chunk: int = 16_384) -> torch.Tensor:
+        """Correlation matrix of which features are active, estimated from n samples, (G, G).
+
+        Drawn ``chunk`` samples at a time, so memory stays O(chunk * G) for any n.
+        """
+        G = self.cfg.n_features
+        counts = torch.zeros(G, dtype=torch.float64, device=self.device)
+        pairs = torch.zeros(G, G, dtype=torch.float64, device=self.device)
+        for start in range(0, n, chunk):
+            on = (self.sample_coefficients(min(chunk, n - start)) > 0).float()  # (chunk, G)
+            counts += on.sum(0).double()
+            pairs += (on.T @ on).double()  # exact: sums of 0/1 products stay small integers
+        mean = counts / n
+        cov = pairs / n - mean[:, None] * mean[None, :]
         std = cov.diagonal().clamp_min(1e-12).sqrt()
-        return cov / std[:, None] / std[None, :]
+        return (cov / std[:, None] / std[None, :]).float()

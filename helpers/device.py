@@ -97,6 +97,14 @@ class RunSizes:
     """Dictionary sizes J as multiples of G for the size sweeps."""
     sae_l1_values: tuple[float, ...]
     """L1 coefficients (alpha) for the sweeps."""
+    sae_alpha: float
+    """alpha for the single SAE and the noise appendix: inside the Goldilocks zone at this scale."""
+    sae_grid_steps: int
+    """Adam steps per SAE in notebook 02's (dictionary size x L1) grid."""
+    sae_grid_l1_values: tuple[float, ...]
+    """L1 coefficients (alpha) of that grid."""
+    sae_noise_levels: tuple[float, ...]
+    """Input noise std for the denoising appendix, in units of the data's per-dimension RMS."""
 
     # --- notebook 03: hyperparameter diagnostics -----------------------------------------
     grid_steps: int
@@ -127,7 +135,9 @@ _LAPTOP = RunSizes(
     toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=24,
     dim_features=200, dim_hidden=20,
     gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
-    sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 1.0),
+    sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
+    sae_alpha=0.1, sae_grid_steps=4_000, sae_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2],
+    sae_noise_levels=(0.0, 0.1, 0.2, 0.5, 1.0),
     grid_steps=5_000, grid_l1_values=_quarter_decades(1e-2, 1.0), dead_window=500,
     lm_tokens=400_000, lm_sae_steps=6_000, lm_expansions=(1, 2, 4, 8), lm_dead_window=1000,
 )
@@ -139,7 +149,7 @@ _SIZES = {
         toy_steps=1_500, toy_batch=512, toy_seeds=3, toy_densities=6, phase_grid=20,
         dim_features=100, dim_hidden=10,
         gt_features=128, gt_dim=64, sae_steps=3_000,
-        sae_l1_values=_quarter_decades(1e-3, 1.0)[::2],
+        sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.3, sae_grid_steps=2_000,
         grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 1.0)[::2], dead_window=300,
         lm_tokens=100_000, lm_sae_steps=2_000, lm_expansions=(1, 2, 4), lm_dead_window=300,
     ),
@@ -148,6 +158,9 @@ _SIZES = {
         toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=12, phase_grid=40,
         dim_features=400, dim_hidden=30,
         sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 1.0),
+        sae_l1_values=_quarter_decades(1e-3, 10.0), sae_grid_steps=20_000,
+        sae_grid_l1_values=_quarter_decades(1e-2, 10.0),
+        sae_noise_levels=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
         lm_tokens=4_000_000, lm_sae_steps=30_000, lm_expansions=(1, 2, 4, 8, 16), lm_dead_window=3000,
     ),
 }

@@ -38,14 +38,20 @@ def test_requirements_and_environment_list_the_same_packages():
     assert "transformer-lens>=3.9,<5" in req, "TransformerLens must allow 3.9 (SAELens) and 4.x"
 
 
-def test_course_has_its_four_notebooks():
+COURSE = [
+    "01_toy_superposition.ipynb",
+    "02_sae_ground_truth.ipynb",
+    "03_hyperparameter_diagnostics.ipynb",
+    "04_lm_mlp_features.ipynb",
+]
+
+
+def test_notebooks_are_the_course_chapters_in_order():
     names = [p.name for p in NOTEBOOKS]
-    assert names == [
-        "01_toy_superposition.ipynb",
-        "02_sae_ground_truth.ipynb",
-        "03_hyperparameter_diagnostics.ipynb",
-        "04_lm_mlp_features.ipynb",
-    ], f"unexpected notebooks: {names}"
+    assert names, "notebooks/ holds no numbered notebook"
+    assert names == COURSE[: len(names)], (
+        f"notebooks/ should hold the course's chapters in order without gaps, {COURSE}; got {names}"
+    )
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)

@@ -1,0 +1,142 @@
+"""Our SAE trainer next to SAELens 6 on the same kind of toy data, and file compatibility.
+
+SAELens is an optional extra, so run this with an interpreter that has it, e.g.::
+
+    python3 -m venv /work/venv-saelens
+    /work/venv-saelens/bin/pip install torch==2.13.0 sae-lens && /work/venv-saelens/bin/pip install --no-deps -e .
+    /work/venv-saelens/bin/python benchmarks/peer_saelens.py [--quick]
+
+Both sides train a 256 -> 512 standard (ReLU) SAE at batch 256 and generate their data as
+they go: ours with ``GroundTruthData.sample``, SAELens with its ``sae_lens.synthetic`` toolkit
+(``ActivationGenerator`` + ``FeatureDictionary``, ``train_toy_sae``) configured like ours: the
+same 512 feature directions, the same marginal firing probabilities and low-rank latent
+correlation, magnitudes with the mean and spread of uniform(0, 1). ``ours_over_saelens`` is
+the ratio of examples per second. Then SAELens loads SAEs that ``save_sae`` wrote (with and
+without a decoder bias) and we load one that SAELens trained and saved; the latents and
+reconstructions must agree. The last line printed is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+
+import torch
+
+import sae_lens
+from sae_lens import SAE as SaeLensSAE
+from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+from sae_lens.synthetic import ActivationGenerator, FeatureDictionary, train_toy_sae
+
+from helpers.data import GroundTruthConfig, GroundTruthData
+from helpers.sae import SAE, SAEConfig, load_sae, save_sae, train_sae
+
+H, G, J, B, LR = 256, 512, 512, 256, 1e-3
+
+
+def saelens_data(ours: GroundTruthData) -> tuple[FeatureDictionary, ActivationGenerator]:
+    """SAELens' synthetic data set up to match ``GroundTruthData`` (see the module docstring)."""
+    feature_dict = FeatureDictionary(G, H, initializer=None, seed=0)
+    with torch.no_grad():
+        feature_dict.feature_vectors.copy_(ours.features)
+    factor = ours._corr_factor_t.T.contiguous()  # (G, r): correlation = factor factor^T + diag
+    diag = 1.0 - factor.pow(2).sum(1)
+    generator = ActivationGenerator(
+        G,
+        firing_probabilities=ours.feature_probabilities,  # our marginal P(feature g is on)
+        mean_firing_magnitudes=0.5,
+        std_firing_magnitudes=(1 / 12) ** 0.5,
+        correlation_matrix=(factor, diag),
+    )
+    return feature_dict, generator
+
+
+def saelens_examples_per_s(ours: GroundTruthData, steps: int) -> float:
+    feature_dict, generator = saelens_data(ours)
+
+    def fresh() -> StandardTrainingSAE:
+        return StandardTrainingSAE(StandardTrainingSAEConfig(d_in=H, d_sae=J, l1_coefficient=0.1 / J,
+                                                             apply_b_dec_to_input=False))
+
+    quiet = contextlib.redirect_stderr(io.StringIO())  # its progress bar
+    with quiet:
+        train_toy_sae(fresh(), feature_dict, generator, training_samples=B * 20, batch_size=B, lr=LR)  # warm up
+        sae = fresh()
+        t0 = time.perf_counter()
+        train_toy_sae(sae, feature_dict, generator, training_samples=B * steps, batch_size=B, lr=LR)
+    return B * steps / (time.perf_counter() - t0)
+
+
+def ours_examples_per_s(data: GroundTruthData, steps: int) -> float:
+    cfg = SAEConfig(d_in=H, d_sae=J, l1_coeffs=(0.1,), lr=LR, batch_size=B)
+    train_sae(SAE(cfg, device="cpu"), data.sample, steps=20, progress=False)  # warm up
+    log = train_sae(SAE(cfg, device="cpu"), data.sample, steps=steps, progress=False)
+    return log.examples / log.seconds
+
+
+def saelens_reads_ours() -> dict:
+    """Save with ``save_sae``, load with SAELens, compare latents and reconstructions."""
+    worst, ok = 0.0, True
+    x = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu").sample(512)
+    for decoder_bias in (False, True):
+        sae = SAE(SAEConfig(d_in=H, d_sae=J, decoder_bias=decoder_bias, steps=200), device="cpu")
+        train_sae(sae, lambda n: x[:n] + 0.3, progress=False)  # +0.3: an offset for b_dec to learn
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = save_sae(sae, tmp)[0]
+            theirs = SaeLensSAE.load_from_disk(str(folder), device="cpu")
+        with torch.no_grad():
+            ours = sae(x + 0.3)
+            acts = theirs.encode(x + 0.3)
+            recon = theirs.decode(acts)
+        diff = max(float((acts - ours.acts[0]).abs().max()), float((recon - ours.x_hat[0]).abs().max()))
+        worst = max(worst, diff)
+        ok = ok and diff < 1e-4 and theirs.cfg.apply_b_dec_to_input == decoder_bias
+    return {"saelens_loads_ours": ok, "saelens_loads_ours_max_abs_diff": worst}
+
+
+def ours_reads_saelens(data: GroundTruthData) -> dict:
+    """Train briefly with SAELens, save with SAELens, load with ``load_sae``: same reconstruction."""
+    feature_dict, generator = saelens_data(data)
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=H, d_sae=J, l1_coefficient=0.1 / J))
+    with contextlib.redirect_stderr(io.StringIO()):
+        train_toy_sae(sae, feature_dict, generator, training_samples=B * 50, batch_size=B, lr=LR)
+    x = data.sample(512)
+    with tempfile.TemporaryDirectory() as tmp:
+        sae.save_inference_model(tmp)
+        ours = load_sae(tmp, device="cpu")
+        theirs = SaeLensSAE.load_from_disk(tmp, device="cpu")
+    with torch.no_grad():
+        diff = float((ours(x).x_hat[0] - theirs.decode(theirs.encode(x))).abs().max())
+    return {"ours_loads_saelens": diff < 1e-4, "ours_loads_saelens_max_abs_diff": diff}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke test, noisier numbers)")
+    args = parser.parse_args()
+    steps = 300 if args.quick else 1500
+    data = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu")
+    # Alternate the two sides so that a slow spell of a shared machine hits both.
+    ours_runs, theirs_runs = [], []
+    for _ in range(2):
+        ours_runs.append(ours_examples_per_s(data, steps))
+        theirs_runs.append(saelens_examples_per_s(data, steps))
+    ours_rate, theirs_rate = max(ours_runs), max(theirs_runs)
+    summary = {
+        "benchmark": "peer_saelens",
+        "sae_lens_version": sae_lens.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "d_in": H, "d_sae": J, "batch": B, "steps": steps,
+        "ours_examples_per_s": round(ours_rate),
+        "saelens_examples_per_s": round(theirs_rate),
+        "ours_over_saelens": round(ours_rate / theirs_rate, 2),
+        **saelens_reads_ours(),
+        **ours_reads_saelens(data),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
