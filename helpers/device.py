@@ -113,6 +113,8 @@ class RunSizes:
     """L1 coefficients of the diagnostic grid."""
     dead_window: int
     """T: a latent that fired in none of the last T batches counts as dead (toy data)."""
+    grid_lr: float
+    """Adam learning rate of the diagnostic grid (the report uses 1e-3)."""
 
     # --- notebook 04: SAEs on a language model's MLP --------------------------------------
     lm_tokens: int
@@ -130,6 +132,10 @@ def _quarter_decades(lo: float, hi: float) -> tuple[float, ...]:
     return tuple(float(f"{v:.4g}") for v in np.logspace(np.log10(lo), np.log10(hi), n + 1))
 
 
+# ci: half decades, plus quarter decades around the report's Goldilocks zone (0.03-0.3) and
+# its dead-latent boundary (0.177), and large values where oversized dictionaries die.
+_GRID_CI_L1 = (0.01, 0.03162, 0.1, 0.1778, 0.3162, 0.5623, 1.0, 3.162, 10.0, 31.62)
+
 _LAPTOP = RunSizes(
     scale="laptop",
     toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=24,
@@ -138,7 +144,7 @@ _LAPTOP = RunSizes(
     sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
     sae_alpha=0.1, sae_grid_steps=4_000, sae_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2],
     sae_noise_levels=(0.0, 0.1, 0.2, 0.5, 1.0),
-    grid_steps=5_000, grid_l1_values=_quarter_decades(1e-2, 1.0), dead_window=500,
+    grid_steps=2_500, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
     lm_tokens=400_000, lm_sae_steps=6_000, lm_expansions=(1, 2, 4, 8), lm_dead_window=1000,
 )
 
@@ -150,14 +156,14 @@ _SIZES = {
         dim_features=100, dim_hidden=10,
         gt_features=128, gt_dim=64, sae_steps=3_000,
         sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.3, sae_grid_steps=2_000,
-        grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 1.0)[::2], dead_window=300,
+        grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500,
         lm_tokens=100_000, lm_sae_steps=2_000, lm_expansions=(1, 2, 4), lm_dead_window=300,
     ),
     "full": replace(
         _LAPTOP, scale="full",
         toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=12, phase_grid=40,
         dim_features=400, dim_hidden=30,
-        sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 1.0),
+        sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 10.0), grid_lr=1e-3,
         sae_l1_values=_quarter_decades(1e-3, 10.0), sae_grid_steps=20_000,
         sae_grid_l1_values=_quarter_decades(1e-2, 10.0),
         sae_noise_levels=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),

@@ -388,3 +388,296 @@ def load_grid(folder) -> GridResult:
         reference_size=meta["reference_size"], logs=logs, dictionaries=dicts,
         config=meta["config"], seconds=meta["seconds"], from_cache=True,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Notebook 03's toy-data grid (also read by notebook 04 for the side-by-side comparison)
+# --------------------------------------------------------------------------------------
+def toy_grid(correlated: bool = True, decay: float = 0.99, scale: str | None = None,
+             size_ratios: Sequence[float] | None = None, l1_values: Sequence[float] | None = None,
+             progress: bool = True) -> tuple[GridResult, "GroundTruthData"]:
+    """The (size x L1) grid on ground-truth toy data at this ``TUTORIAL_SCALE``, cached.
+
+    Returns the grid and the data generator (whose ``features`` are the ground truth).
+    ``correlated`` and ``decay`` switch the report's two data properties; any change is a
+    new cache entry, so every variant is trained once per machine.
+    """
+    from dataclasses import asdict
+
+    from helpers.data import GroundTruthConfig, GroundTruthData
+    from helpers.device import sizes
+
+    s = sizes(scale)
+    cfg = GroundTruthConfig(n_features=s.gt_features, d=s.gt_dim, correlated=correlated, decay=decay, seed=0)
+    data = GroundTruthData(cfg)
+    grid = run_grid(
+        data.sample, s.gt_dim, s.sae_dict_ratios if size_ratios is None else size_ratios,
+        s.grid_l1_values if l1_values is None else l1_values,
+        s.grid_steps, reference_size=s.gt_features, lr=s.grid_lr, dead_window=s.dead_window,
+        ground_truth=data.features, cache_name=f"toy-{s.scale}", config_for_key=asdict(cfg),
+        progress=progress,
+    )
+    return grid, data
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+PANELS = {
+    "mmcs_ground_truth": ("MMCS with the ground truth", "viridis", (0.0, 1.0)),
+    "dead": (f"dead latents (capped at {DEAD_CAP})", "magma", (0, DEAD_CAP)),
+    "ssll": ("summed standardized log losses (SSLL)", "coolwarm", None),
+    "mmcs_larger": ("MMCS with larger dictionaries", "viridis", (0.0, 1.0)),
+    "l0": ("L0: active latents per input", "cividis", None),
+    "std_log_recon": ("standardized log reconstruction loss", "coolwarm", None),
+    "std_log_l1": ("standardized log L1 loss", "coolwarm", None),
+}
+"""Heatmap title, colormap and colour range for each metric ``plot_diagnostics`` can draw."""
+
+
+def plot_diagnostics(grid: GridResult, metrics: Sequence[str] = ("mmcs_ground_truth", "dead", "ssll", "mmcs_larger"),
+                     title: str = "", marks: dict[str, tuple[int, float]] | None = None, annotate: bool = True):
+    """Heatmaps of ``metrics`` side by side, sharing axes: L1 coefficient (x) by size (y).
+
+    ``marks`` maps a label to a (d_sae, l1) cell to circle in every panel (e.g. the
+    suggestions of ``suggest_hyperparameters``). Missing values (log 0, no larger
+    dictionary, no ground truth) are drawn grey. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    for m in metrics:
+        if m not in PANELS:
+            raise ValueError(f"cannot draw {m!r}: choose from {sorted(PANELS)}")
+    S, L = grid.shape
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 0.6, 0.45 * S + 2.2),
+                             sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    xlabels = [f"{a:.2g}" for a in grid.l1_values]
+    ylabels = [grid.size_label(i) for i in range(S)]
+    for ax, m in zip(axes[0], metrics):
+        name, cmap, lims = PANELS[m]
+        vals = np.asarray(grid.metric(m), dtype=float)
+        if m == "dead":
+            vals = np.minimum(vals, DEAD_CAP)
+        cm = plt.get_cmap(cmap).copy()
+        cm.set_bad("lightgrey")
+        vmin, vmax = lims if lims else (np.nanmin(vals) if np.isfinite(vals).any() else 0, np.nanmax(vals) if np.isfinite(vals).any() else 1)
+        im = ax.imshow(np.ma.masked_invalid(vals), origin="lower", aspect="auto", cmap=cm, vmin=vmin, vmax=vmax)
+        fig.colorbar(im, ax=ax, shrink=0.85)
+        if annotate and S * L <= 80:
+            for i in range(S):
+                for j in range(L):
+                    v = vals[i, j]
+                    txt = "" if not np.isfinite(v) else (f"{int(v)}" if m == "dead" else f"{v:.2f}")
+                    r, g, b, _ = cm(im.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+                    ax.text(j, i, txt, ha="center", va="center", fontsize=6.5,  # readable on any cell colour
+                            color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+        for label, (J, a) in (marks or {}).items():
+            i, j = grid.index(J, a)
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="red"))
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(L), xlabels, rotation=90, fontsize=7)
+        ax.set_xlabel("L1 coefficient alpha")
+    axes[0][0].set_yticks(range(S), ylabels, fontsize=8)
+    axes[0][0].set_ylabel("dictionary size" + (" (x reference)" if grid.reference_size else ""))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# From diagnostics to a choice
+# --------------------------------------------------------------------------------------
+class Suggestion(NamedTuple):
+    """One method's choice of hyperparameters."""
+
+    method: str
+    d_sae: int
+    l1: float
+    reason: str
+
+    def describe(self, reference_size: int | None = None) -> str:
+        size = f"{self.d_sae / reference_size:g}x" if reference_size else f"J={self.d_sae}"
+        return f"{self.method:<22} size {size:>5}, L1 {self.l1:<7.3g} {self.reason}"
+
+
+class Suggestions(NamedTuple):
+    """What each diagnostic suggests, and the choice they agree on."""
+
+    dead: Suggestion
+    stickiness: Suggestion
+    mmcs_larger: Suggestion
+    agreed: Suggestion
+
+    def describe(self, reference_size: int | None = None) -> str:
+        return "\n".join(s.describe(reference_size) for s in self)
+
+
+def _dead_free_run(dead_row: np.ndarray) -> int:
+    """Index of the last alpha before the first cell with dead latents (-1 if the first has some)."""
+    bad = np.flatnonzero(np.asarray(dead_row) > 0)
+    return (len(dead_row) if bad.size == 0 else int(bad[0])) - 1
+
+
+def loss_steepness(grid: GridResult) -> np.ndarray:
+    """(S, L) how fast the standardized log reconstruction loss climbs per decade of alpha.
+
+    The central difference along the L1 axis, per decade of alpha (grids need not be evenly
+    spaced). Small values are the report's 'sticky' basin: more L1 pressure, yet the
+    reconstruction barely suffers. A cell only counts while the L1 loss is in its own basin
+    (positive, and not past its peak, after which it falls as latents die): elsewhere, and at the first
+    and last alpha, the value is NaN.
+    """
+    r, l = grid.std_log_recon, grid.std_log_l1
+    la = np.log10(np.asarray(grid.l1_values, dtype=float))
+    slope = np.abs(np.diff(r, axis=1)) / np.diff(la)  # (S, L-1) between neighbours
+    out = np.full(r.shape, np.nan)
+    out[:, 1:-1] = (slope[:, :-1] + slope[:, 1:]) / 2
+    # The L1 loss rises with alpha until latents start dying, then falls: the basin is
+    # everything up to its peak (after it, reconstruction is flat only because it is lost).
+    cols = np.arange(r.shape[1])[None, :]
+    peak = np.array([np.nanargmax(row) if np.isfinite(row).any() else -1 for row in l])[:, None]
+    out[~(np.isfinite(l) & (cols <= peak))] = np.nan
+    return out
+
+
+def suggest_hyperparameters(grid: GridResult) -> Suggestions:
+    """Apply the report's three diagnostics to ``grid``; none of them reads the ground truth.
+
+    * dead latents: the largest dictionary, with the largest L1 coefficient, that has no
+      dead latent (every smaller L1 at that size must be dead-free too);
+    * loss stickiness: the cell where the reconstruction loss is flattest along the L1 axis
+      while the L1 loss is still in its basin (``loss_steepness``): more sparsity, for free;
+    * MMCS with larger dictionaries: the cell where it peaks (among cells with L0 >= 1).
+
+    The agreed choice takes the size most methods picked (MMCS with larger dictionaries
+    breaks ties: it was the most reliable on toy data in the report) and the geometric mean
+    of the L1 values those methods gave for it, snapped to the grid (a tie goes to the
+    smaller L1, further from where latents die).
+    """
+    S, L = grid.shape
+    Js, alphas = grid.d_sae_values, grid.l1_values
+
+    # 1. dead latents
+    runs = np.array([_dead_free_run(grid.dead[i]) for i in range(S)])
+    if runs.max() < 0:
+        i1, j1 = 0, 0
+        why1 = "(every cell has dead latents: the grid starts too large; fell back to its corner)"
+    else:
+        i1 = int(max(range(S), key=lambda i: (runs[i], i)))  # largest alpha first, then the larger size
+        j1 = int(runs[i1])
+        why1 = f"largest dead-free L1 of any size ({int(grid.dead[i1, j1])} dead over the last window)"
+    dead = Suggestion("dead latents", int(Js[i1]), float(alphas[j1]), why1)
+
+    # 2. loss stickiness
+    steep = loss_steepness(grid)
+    if np.isfinite(steep).any():
+        i2, j2 = np.unravel_index(np.nanargmin(steep), steep.shape)
+        why2 = f"flattest reconstruction loss along L1 ({steep[i2, j2]:.2f} std per decade)"
+    else:
+        i2, j2 = 0, 0
+        why2 = "(grid too small to measure stickiness: need 3 L1 values)"
+    sticky = Suggestion("loss stickiness", int(Js[i2]), float(alphas[j2]), why2)
+
+    # 3. MMCS with larger dictionaries
+    # Only dictionaries that still encode something (on average at least one active latent
+    # per input): where the L1 penalty silenced everything, two dictionaries can "agree" on
+    # leftover directions that no input uses.
+    ml = np.where(grid.l0 >= 1.0, grid.mmcs_larger, np.nan)
+    if np.isfinite(ml).any():
+        i3, j3 = np.unravel_index(np.nanargmax(ml), ml.shape)
+        why3 = f"highest agreement with larger dictionaries (MMCS {ml[i3, j3]:.3f})"
+    else:
+        i3, j3 = 0, 0
+        why3 = "(one size only: nothing larger to compare with)"
+    larger = Suggestion("MMCS with larger", int(Js[i3]), float(alphas[j3]), why3)
+
+    picks = [(i1, j1), (i2, j2), (i3, j3)]
+    votes = {i: sum(p[0] == i for p in picks) for i, _ in picks}
+    top = max(votes.values())
+    i_agreed = i3 if votes[i3] == top else max((i for i in votes if votes[i] == top), key=lambda i: i)
+    chosen = [j for i, j in picks if i == i_agreed]
+    log_alpha = np.mean([math.log(alphas[j]) for j in chosen])
+    j_agreed = int(np.argmin(np.abs(np.log(alphas) - log_alpha)))
+    names = [s.method for s, (i, _) in zip((dead, sticky, larger), picks) if i == i_agreed]
+    agreed = Suggestion("agreed", int(Js[i_agreed]), float(alphas[j_agreed]),
+                        f"size chosen by {len(names)} of 3 ({', '.join(names)})")
+    return Suggestions(dead, sticky, larger, agreed)
+
+
+def plot_loss_basins(grid: GridResult, d_sae: int | None = None):
+    """Reconstruction loss, L1 loss and ground-truth MMCS against alpha at one size (log axes).
+
+    The report's figures 5 and 6: the 'sticky' basin is where both losses stay flat while
+    alpha grows. Default size: the reference size (1x) if it is in the grid.
+    """
+    import matplotlib.pyplot as plt
+
+    if d_sae is None:
+        d_sae = grid.reference_size if grid.reference_size in grid.d_sae_values else int(grid.d_sae_values[0])
+    i, _ = grid.index(d_sae, float(grid.l1_values[0]))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    ax.loglog(grid.l1_values, grid.recon_loss[i], "o-", label="reconstruction loss")
+    l1 = np.where(grid.l1_loss[i] > 0, grid.l1_loss[i], np.nan)
+    ax.loglog(grid.l1_values, l1, "s-", label="L1 loss (0: not drawn)")
+    ax.set_xlabel("L1 coefficient alpha")
+    ax.set_ylabel("final loss (log scale)")
+    ax.set_title(f"Losses at size {grid.size_label(i)}: look for flat basins")
+    if np.isfinite(grid.mmcs_ground_truth[i]).any():
+        ax2 = ax.twinx()
+        ax2.plot(grid.l1_values, grid.mmcs_ground_truth[i], "k--", alpha=0.6, label="MMCS with ground truth")
+        ax2.set_ylabel("MMCS with the ground truth")
+        ax2.set_ylim(0, 1.05)
+        ax2.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def plot_mmcs_larger_by_size(grid: GridResult):
+    """MMCS with larger dictionaries against size, one line per alpha (method 3 as curves)."""
+    import matplotlib.pyplot as plt
+
+    S, L = grid.shape
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    colors = plt.get_cmap("plasma")(np.linspace(0, 0.9, L))
+    for j in range(L):
+        ax.plot(range(S - 1), grid.mmcs_larger[:-1, j], "o-", color=colors[j], label=f"alpha={grid.l1_values[j]:.2g}")
+    ax.set_xticks(range(S - 1), [grid.size_label(i) for i in range(S - 1)])
+    ax.set_xlabel("dictionary size (compared with every larger one)")
+    ax.set_ylabel("mean MMCS with larger dictionaries")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Dictionaries agree most at the right size")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def cell_explorer(grid: GridResult, truth: torch.Tensor | None = None):
+    """Pick a (size, L1) cell with two dropdowns; see its training curves and its match to ``truth``."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from helpers.metrics import best_matches
+
+    def draw(size_index: int, l1_index: int) -> None:
+        i, j = size_index, l1_index
+        log = grid.logs[i]
+        fig, axes = plt.subplots(1, 3 if truth is not None else 2, figsize=(12, 3.2), constrained_layout=True)
+        axes[0].semilogy(log.steps, log.recon_loss[:, j], label="reconstruction")
+        axes[0].semilogy(log.steps, np.maximum(log.l1_loss[:, j], 1e-12), label="L1 term")
+        axes[0].set(xlabel="training step", ylabel="loss (log scale)", title="losses during training")
+        axes[0].legend(fontsize=8)
+        axes[1].plot(log.steps, log.l0[:, j], label="L0 (active latents)")
+        axes[1].plot(log.steps, log.dead[:, j], label="dead latents")
+        axes[1].set(xlabel="training step", ylabel="count", title="sparsity and dead latents")
+        axes[1].legend(fontsize=8)
+        if truth is not None and grid.dictionaries is not None:
+            m = best_matches(grid.dictionary(i, j), truth.detach().cpu().float())
+            axes[2].hist(m.cosine.numpy(), bins=np.linspace(0, 1, 41), color="tab:green")
+            axes[2].set(xlabel="best cosine with a learned feature", ylabel="true features",
+                        title=f"ground truth recovery: MMCS {float(m.cosine.mean()):.3f}")
+        fig.suptitle(f"size {grid.size_label(i)}, alpha {grid.l1_values[j]:.3g}: "
+                     f"L0 {grid.l0[i, j]:.1f}, dead {int(grid.dead[i, j])}")
+        plt.show()
+
+    size_dd = widgets.Dropdown(options=[(grid.size_label(i), i) for i in range(grid.shape[0])], description="size")
+    l1_dd = widgets.Dropdown(options=[(f"{a:.3g}", j) for j, a in enumerate(grid.l1_values)], description="alpha")
+    return widgets.interact(draw, size_index=size_dd, l1_index=l1_dd)
