@@ -144,7 +144,7 @@ _LAPTOP = RunSizes(
     sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
     sae_alpha=0.1, sae_grid_steps=4_000, sae_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2],
     sae_noise_levels=(0.0, 0.1, 0.2, 0.5, 1.0),
-    grid_steps=2_500, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
+    grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
     lm_tokens=400_000, lm_sae_steps=6_000, lm_expansions=(1, 2, 4, 8), lm_dead_window=1000,
 )
 
