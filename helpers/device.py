@@ -83,6 +83,18 @@ class RunSizes:
     """Features in the feature-dimensionality experiment."""
     dim_hidden: int
     """Hidden dimensions in the feature-dimensionality experiment."""
+    dim_densities: int
+    """Densities (one model each) in the feature-dimensionality experiment."""
+    phase_seeds: int
+    """Seeds per phase-diagram cell (isolated wrong cells are local minima; more seeds remove them)."""
+    slider_densities: int
+    """Densities in the precomputed sweep behind the density / importance sliders."""
+    slider_decays: int
+    """Importance decays in that sweep."""
+    abs_features: int
+    """Inputs of the computation-in-superposition (|x|) models."""
+    abs_hidden: int
+    """Hidden ReLU neurons of those models."""
 
     # --- notebook 02: SAEs on ground-truth data -----------------------------------------
     gt_features: int
@@ -121,8 +133,10 @@ class RunSizes:
     """Tokens of activations harvested from the language model."""
     lm_sae_steps: int
     """Adam steps for SAEs on language-model activations."""
-    lm_expansions: tuple[int, ...]
-    """Dictionary sizes as multiples of the MLP width."""
+    lm_expansions: tuple[float, ...]
+    """Dictionary sizes as multiples of the MLP width (the grid's rows)."""
+    lm_l1_values: tuple[float, ...]
+    """L1 coefficients (alpha, divided by J as in the report) of the language-model grid."""
     lm_dead_window: int
     """T for dead latents on language-model activations (the report uses 3000)."""
 
@@ -136,16 +150,21 @@ def _quarter_decades(lo: float, hi: float) -> tuple[float, ...]:
 # its dead-latent boundary (0.177), and large values where oversized dictionaries die.
 _GRID_CI_L1 = (0.01, 0.03162, 0.1, 0.1778, 0.3162, 0.5623, 1.0, 3.162, 10.0, 31.62)
 
+# alpha/J on the tiny model's MLP: 0.1 gives L0 ~100-450 (dense), 10 kills most latents.
+_LM_L1 = (0.1, 0.3, 1.0, 3.0, 10.0)
+
 _LAPTOP = RunSizes(
     scale="laptop",
-    toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=24,
-    dim_features=200, dim_hidden=20,
+    toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=28,
+    dim_features=200, dim_hidden=20, dim_densities=32, phase_seeds=4, slider_densities=16, slider_decays=7,
+    abs_features=40, abs_hidden=20,
     gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
     sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
     sae_alpha=0.1, sae_grid_steps=4_000, sae_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2],
     sae_noise_levels=(0.0, 0.1, 0.2, 0.5, 1.0),
     grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
-    lm_tokens=400_000, lm_sae_steps=6_000, lm_expansions=(1, 2, 4, 8), lm_dead_window=1000,
+    lm_tokens=300_000, lm_sae_steps=4_000, lm_expansions=(0.5, 1, 2, 4, 8), lm_dead_window=1000,
+    lm_l1_values=_LM_L1,
 )
 
 _SIZES = {
@@ -153,21 +172,25 @@ _SIZES = {
     "ci": replace(
         _LAPTOP, scale="ci",
         toy_steps=1_500, toy_batch=512, toy_seeds=3, toy_densities=6, phase_grid=20,
-        dim_features=100, dim_hidden=10,
+        dim_features=100, dim_hidden=10, dim_densities=24, phase_seeds=6, slider_densities=10, slider_decays=5,
+        abs_features=20, abs_hidden=10,
         gt_features=128, gt_dim=64, sae_steps=3_000,
         sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.3, sae_grid_steps=2_000,
         grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500,
-        lm_tokens=100_000, lm_sae_steps=2_000, lm_expansions=(1, 2, 4), lm_dead_window=300,
+        lm_tokens=100_000, lm_sae_steps=1_000, lm_expansions=(0.5, 1, 2), lm_dead_window=300,
+        lm_l1_values=(0.3, 1.0, 3.0),
     ),
     "full": replace(
         _LAPTOP, scale="full",
         toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=12, phase_grid=40,
-        dim_features=400, dim_hidden=30,
+        dim_features=400, dim_hidden=30, dim_densities=48, phase_seeds=12, slider_densities=24, slider_decays=9,
+        abs_features=100, abs_hidden=40,
         sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 10.0), grid_lr=1e-3,
         sae_l1_values=_quarter_decades(1e-3, 10.0), sae_grid_steps=20_000,
         sae_grid_l1_values=_quarter_decades(1e-2, 10.0),
         sae_noise_levels=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
-        lm_tokens=4_000_000, lm_sae_steps=30_000, lm_expansions=(1, 2, 4, 8, 16), lm_dead_window=3000,
+        lm_tokens=450_000, lm_sae_steps=30_000, lm_expansions=(0.5, 1, 2, 4, 8, 16), lm_dead_window=3000,
+        lm_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
     ),
 }
 

@@ -77,6 +77,9 @@ class GridResult:
     """Training time (of the run that produced the cache, if loaded)."""
     from_cache: bool = False
     """True when this result was loaded from disk instead of trained."""
+    saes: list[SAE] | None = None
+    """Per size, the trained stacked SAE (instances = L1 values), with ``keep_saes=True``;
+    never cached (None when loaded from disk)."""
 
     # ---- shapes and labels -----------------------------------------------------------
     @property
@@ -225,6 +228,7 @@ def run_grid(
     seed: int = 0,
     ground_truth: torch.Tensor | None = None,
     keep_dictionaries: bool = True,
+    keep_saes: bool = False,
     cache_name: str | None = None,
     config_for_key: dict | None = None,
     device: str | torch.device | None = None,
@@ -236,6 +240,8 @@ def run_grid(
     ``d_sae_values`` are sizes J, or multiples of ``reference_size`` when it is given
     (``[0.5, 1, 2]`` with ``reference_size=512`` means J = 256, 512, 1024).
     ``ground_truth`` (G, d_in), when known, fills the ``mmcs_ground_truth`` column.
+    ``keep_saes`` keeps the trained models on the result (to splice into a language model);
+    they are not cached, so it cannot be combined with ``cache_name``.
 
     With ``cache_name``, the result is stored under ``cache_dir("diagnostics")`` and
     reused when the same grid is asked for again. The key is made from every argument
@@ -254,6 +260,8 @@ def run_grid(
         )
     if ground_truth is not None and (ground_truth.dim() != 2 or ground_truth.shape[1] != d_in):
         raise ValueError(f"ground_truth must be (G, {d_in}) feature rows, got {tuple(ground_truth.shape)}")
+    if keep_saes and cache_name is not None:
+        raise ValueError("keep_saes=True returns models that the cache does not store: drop cache_name")
     dev = get_device(device)
     config = {
         "version": _CACHE_VERSION, "d_in": d_in, "d_sae_values": list(sizes_J), "l1_values": list(alphas),
@@ -273,7 +281,7 @@ def run_grid(
     cost = np.array([J * L for J in sizes_J], dtype=float)  # one step's work grows with J x L
     bar = tqdm(total=float(cost.sum() * steps), disable=not progress, desc="diagnostic grid",
                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
-    logs, dicts = [], []
+    logs, dicts, saes = [], [], []
     for i, J in enumerate(sizes_J):
         bar.set_description(f"diagnostic grid: size {_label(J, reference_size)} ({i + 1}/{S})")
         cfg = SAEConfig(d_in=d_in, d_sae=J, l1_coeffs=alphas, lr=lr, batch_size=batch_size, steps=steps,
@@ -293,6 +301,8 @@ def run_grid(
         logs.append(train_sae(sae, counted, steps=steps, progress=False))
         with torch.no_grad():
             dicts.append(sae.decoder_directions().detach())  # (L, J, d_in)
+        if keep_saes:
+            saes.append(sae)
     bar.close()
 
     final = [log.final() for log in logs]
@@ -305,7 +315,7 @@ def run_grid(
         d_sae_values=np.array(sizes_J), l1_values=np.array(alphas), **grid,
         mmcs_ground_truth=gt, mmcs_larger=mmcs_with_larger(dicts), reference_size=reference_size,
         logs=logs, dictionaries=[d.cpu().half().numpy() for d in dicts] if keep_dictionaries else None,
-        config=config, seconds=float(sum(log.seconds for log in logs)),
+        config=config, seconds=float(sum(log.seconds for log in logs)), saes=saes if keep_saes else None,
     )
     if path is not None:
         save_grid(result, path)

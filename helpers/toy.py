@@ -16,6 +16,11 @@ so a whole sweep (density x importance x seed) trains as one batch of tensors. T
   distribution to predict and contributes nothing. Feature i's term is weighted by its
   importance, as in the squared error.
 
+The sweeps the notebook draws are functions here too: ``sweep`` (importance decay x density,
+best of several seeds), ``phase_diagram`` (one extra feature), ``dimensionality_sweep`` (many
+features, fractional dimensions), ``pair_experiment`` (correlated / anticorrelated pairs) and
+``abs_sweep`` (computing |x| in superposition, plain autograd since it is small and optional).
+
 Why it is fast: a model this small spends almost all of a plain training step in Python and
 kernel-launch overhead. Here the step is a handful of batched matrix products over all
 instances, gradients are written out by hand (a test checks them against autograd), Adam is
@@ -30,6 +35,7 @@ differ only in their initialisation and are compared on the same data.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -89,8 +95,9 @@ class ToyConfig:
     """Adam steps."""
     batch_size: int = 1024
     """Samples per step (every instance sees its own thresholding of the same draws)."""
-    lr: float = 1e-2
-    """Peak Adam learning rate."""
+    lr: float = 3e-2
+    """Peak Adam learning rate (3e-2: at 1e-2 the dense 5-in-2 models are still turning
+    their third feature off after a few thousand steps)."""
     lr_schedule: str = "cosine"
     """cosine (decay to 0, converges reliably), linear, or constant."""
     seed: int = 0
@@ -360,6 +367,26 @@ def _lr_factor(schedule: str, step: int, steps: int) -> float:
     return 1.0 - frac if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+_THREADED_WORK = 1 << 23
+"""Per-step elements (inst x n x batch) above which a CPU run keeps torch's thread pool."""
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device, work: int):
+    """One CPU thread for small stacks. A step of a toy stack is many tiny ops; with two threads,
+    each op waits for the other thread, and on a busy machine (other jobs on the same cores) that
+    wait is a scheduler time slice: a sweep measured 100x slower. One thread loses little when idle."""
+    if device.type != "cpu" or work > _THREADED_WORK:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 @torch.no_grad()
 def evaluate(model: ToyModel, n_samples: int | None = None, seed: int | None = None) -> np.ndarray:
     """Per-instance loss (inst,) on fresh samples (the same draws for every instance)."""
@@ -385,9 +412,15 @@ def train(model: ToyModel, progress: bool = True, desc: str = "toy models") -> T
     model.W, model.b = params[:nW].view(I, m, n), params[nW:].view(I, n)
     grads = torch.zeros_like(params)
     gW, gb = grads[:nW].view(I, m, n), grads[nW:].view(I, n)
+
+    with _cpu_threads(dev, I * n * cfg.batch_size):
+        return _train_loop(model, params, grads, gW, gb, progress, desc)
+
+
+def _train_loop(model, params, grads, gW, gb, progress: bool, desc: str) -> TrainLog:
+    cfg, dev, I = model.cfg, model.device, model.cfg.n_instances
     m1, m2, denom = torch.zeros_like(params), torch.zeros_like(params), torch.zeros_like(params)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-
     step_fn = _Step(model, cfg.batch_size)
     gen = torch.Generator(device=dev).manual_seed(_stream_seed(cfg.seed, "data"))
     rows, losses = [], []
@@ -563,7 +596,7 @@ def phase_diagram(
     n_seeds: int = 3,
     steps: int = 2000,
     batch_size: int = 256,
-    lr: float = 1e-2,
+    lr: float = 3e-2,
     density_range: tuple[float, float] = (0.01, 1.0),
     importance_range: tuple[float, float] = (0.1, 10.0),
     seed: int = 0,
@@ -592,3 +625,267 @@ def phase_diagram(
     W = best.W.reshape(grid, grid, d_hidden, n)
     return PhaseDiagram(dens, rel, classify_extra_feature(W).numpy(), feature_norms(W)[..., -1].numpy(),
                         superposition(W)[..., -1].numpy(), W, d_hidden, grid * grid * n_seeds, seconds)
+
+
+# --------------------------------------------------------------------------------------
+# Sweeps the notebook draws: density x importance decay, feature dimensionality, pairs
+# --------------------------------------------------------------------------------------
+def decay_importance(n_features: int, decay: float) -> torch.Tensor:
+    """The paper's importance profile ``decay ** i``, (n_features,)."""
+    return torch.as_tensor(decay, dtype=torch.float32) ** torch.arange(n_features, dtype=torch.float32)
+
+
+class Sweep(NamedTuple):
+    """Best-of-seeds models on a (importance decay x density) grid."""
+
+    densities: np.ndarray
+    """(n_densities,) feature density 1 - S (the same for every feature)."""
+    decays: np.ndarray
+    """(n_decays,) importance of feature i is ``decay ** i``."""
+    W: torch.Tensor
+    """(n_decays, n_densities, m, n) winning weights (CPU)."""
+    b: torch.Tensor
+    """(n_decays, n_densities, n) their biases."""
+    loss: np.ndarray
+    """(n_decays, n_densities) their final losses."""
+    readout: str
+    n_models: int
+    """Models trained (grid x seeds)."""
+    seconds: float
+
+
+def sweep(
+    densities: Sequence[float],
+    decays: Sequence[float] = (0.9,),
+    n_features: int = 5,
+    d_hidden: int = 2,
+    readout: str = "relu",
+    n_seeds: int = 3,
+    steps: int = 3000,
+    batch_size: int = 1024,
+    lr: float = 3e-2,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> Sweep:
+    """Every (decay, density) pair as one stack of ``len(decays) * len(densities) * n_seeds`` models.
+
+    Importance ``decay ** i`` (feature 0 most important), every feature on with the same
+    density. Each setting keeps its lowest-loss seed (toy models have local minima).
+    """
+    dens = np.asarray(densities, dtype=np.float64).reshape(-1)
+    dec = np.asarray(decays, dtype=np.float64).reshape(-1)
+    if len(dens) == 0 or len(dec) == 0:
+        raise ValueError("sweep() needs at least one density and one decay")
+    if dec.min() <= 0:
+        raise ValueError(f"importance decays must be positive, got {dec.min()}")
+    D, K = np.meshgrid(dens, dec)  # (n_decays, n_densities)
+    p = torch.as_tensor(D.reshape(-1, 1), dtype=torch.float32)
+    imp = torch.stack([decay_importance(n_features, k) for k in K.reshape(-1)])
+    cfg = ToyConfig(n_features=n_features, d_hidden=d_hidden, n_instances=p.shape[0], feature_probability=p,
+                    importance=imp, readout=readout, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                    device=device, log_every=max(steps // 20, 1))
+    t0 = time.perf_counter()
+    best = best_of_seeds(cfg, n_seeds, progress=progress, desc=f"{n_features} features in {d_hidden}-D, {readout}")
+    seconds = time.perf_counter() - t0
+    shape = (len(dec), len(dens))
+    return Sweep(dens, dec, best.W.reshape(*shape, d_hidden, n_features), best.b.reshape(*shape, n_features),
+                 best.loss.reshape(shape), readout, p.shape[0] * n_seeds, seconds)
+
+
+STICKY_FRACTIONS = {1.0: "1 (own dim)", 3 / 4: "3/4 (tetrahedron)", 2 / 3: "2/3 (triangle)",
+                    1 / 2: "1/2 (digon)", 2 / 5: "2/5 (pentagon)", 3 / 8: "3/8 (square antiprism)"}
+"""Feature dimensionalities of the uniform polytopes the paper finds, with their names."""
+
+
+class Dimensionality(NamedTuple):
+    """Many equally important features in few dimensions, one model per density."""
+
+    densities: np.ndarray
+    """(n_densities,) feature density 1 - S."""
+    dims_per_feature: np.ndarray
+    """(n_densities,) m / ||W||_F^2: hidden dimensions per (fully) represented feature."""
+    feature_dim: np.ndarray
+    """(n_densities, n_features) D_i of every feature (0: not represented)."""
+    n_represented: np.ndarray
+    """(n_densities,) features with ||W_i|| > 0.5."""
+    W: torch.Tensor
+    """(n_densities, m, n) trained weights."""
+
+
+def dimensionality_sweep(
+    densities: Sequence[float],
+    n_features: int = 200,
+    d_hidden: int = 20,
+    steps: int = 3000,
+    batch_size: int = 1024,
+    lr: float = 3e-2,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> Dimensionality:
+    """The paper's feature-dimensionality experiment: importance 1 everywhere, one model per density."""
+    dens = np.asarray(densities, dtype=np.float64).reshape(-1)
+    cfg = ToyConfig(n_features=n_features, d_hidden=d_hidden, n_instances=len(dens),
+                    feature_probability=torch.as_tensor(dens, dtype=torch.float32)[:, None], importance=1.0,
+                    steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                    log_every=max(steps // 20, 1), eval_samples=4096)
+    model = ToyModel(cfg)
+    train(model, progress=progress, desc=f"{n_features} features in {d_hidden}-D")
+    W = model.W.cpu()
+    return Dimensionality(dens, (d_hidden / W.square().sum((-1, -2))).numpy(), feature_dimensionality(W).numpy(),
+                          n_represented(W).numpy(), W)
+
+
+def partner_angles(W: torch.Tensor, n_pairs: int, first: int = 0) -> torch.Tensor:
+    """Angle in degrees between the features of each pair (2k + first, 2k + first + 1): (..., n_pairs)."""
+    a = W[..., first : first + 2 * n_pairs : 2]
+    b = W[..., first + 1 : first + 2 * n_pairs : 2]
+    cos = (a * b).sum(-2) / (a.norm(dim=-2) * b.norm(dim=-2)).clamp_min(1e-12)
+    return torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+
+
+PAIR_KINDS = ("independent", "correlated", "anticorrelated")
+"""How the two features of a pair co-occur: independently, always together, never together."""
+
+
+class PairResult(NamedTuple):
+    """Toy models whose features come in pairs, for several densities and kinds of pairing."""
+
+    densities: np.ndarray
+    """(n_densities,) density of every feature."""
+    kinds: tuple[str, ...]
+    """Entries of ``PAIR_KINDS``, one per row of the arrays below."""
+    W: torch.Tensor
+    """(kinds, n_densities, m, n) winning weights."""
+    partner_angle: np.ndarray
+    """(kinds, n_densities, n_pairs) angle in degrees between the two features of each pair."""
+    n_represented: np.ndarray
+    """(kinds, n_densities) features with norm above half the largest."""
+
+
+def pair_experiment(
+    densities: Sequence[float] = (0.1, 0.3),
+    n_pairs: int = 2,
+    d_hidden: int = 2,
+    kinds: Sequence[str] = PAIR_KINDS,
+    n_seeds: int = 6,
+    steps: int = 3000,
+    batch_size: int = 1024,
+    lr: float = 3e-2,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> PairResult:
+    """2 * n_pairs equally important features whose pairs (0, 1), (2, 3), ... are independent,
+    correlated (always on together) or anticorrelated (never on together); one stack per kind,
+    all densities in it. Every feature is on with the same density (at most 0.5, so that an
+    anticorrelated pair's two probabilities add up to at most 1)."""
+    dens = np.asarray(densities, dtype=np.float64).reshape(-1)
+    bad = [k for k in kinds if k not in PAIR_KINDS]
+    if bad:
+        raise ValueError(f"Unknown pair kinds {bad}: use entries of {PAIR_KINDS}.")
+    if dens.max() > 0.5:
+        raise ValueError(f"densities must be at most 0.5 (anticorrelated partners share one draw), got {dens.max()}")
+    Ws = []
+    for kind in kinds:
+        cfg = ToyConfig(n_features=2 * n_pairs, d_hidden=d_hidden, n_instances=len(dens),
+                        feature_probability=torch.as_tensor(dens, dtype=torch.float32)[:, None], importance=1.0,
+                        n_correlated_pairs=n_pairs if kind == "correlated" else 0,
+                        n_anticorrelated_pairs=n_pairs if kind == "anticorrelated" else 0,
+                        steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                        log_every=max(steps // 20, 1))
+        Ws.append(best_of_seeds(cfg, n_seeds, progress=progress, desc=f"{kind} pairs").W)
+    W = torch.stack(Ws)  # (kinds, densities, m, n)
+    return PairResult(dens, tuple(kinds), W, partner_angles(W, n_pairs).numpy(),
+                      n_represented(W, relative=True).numpy())
+
+
+# --------------------------------------------------------------------------------------
+# Computation in superposition: |x| through a hidden ReLU layer
+# --------------------------------------------------------------------------------------
+class AbsResult(NamedTuple):
+    """Models computing y = |x| for n sparse inputs in [-1, 1] with m < n hidden ReLU neurons."""
+
+    densities: np.ndarray
+    """(n_densities,) density of every input."""
+    W1: torch.Tensor
+    """(n_densities, m, n) input -> neuron weights of the best seed."""
+    W2: torch.Tensor
+    """(n_densities, n, m) neuron -> output weights."""
+    explained: np.ndarray
+    """(n_densities, n) per feature 1 - E[(y_i - |x_i|)^2] / Var(|x_i|) on fresh samples: 1 computed
+    exactly, about 0.5 only one sign (one ReLU), 0 not at all (a constant output)."""
+    loss: np.ndarray
+    """(n_densities,) importance-weighted loss of the best seed."""
+
+
+def abs_sweep(
+    densities: Sequence[float],
+    n_features: int = 20,
+    d_hidden: int = 10,
+    decay: float = 0.9,
+    n_seeds: int = 3,
+    steps: int = 3000,
+    batch_size: int = 1024,
+    lr: float = 3e-2,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> AbsResult:
+    """The paper's absolute-value model ``y = ReLU(W2 ReLU(W1 x + b1) + b2)``, target ``|x|``.
+
+    Inputs are uniform in [-1, 1] when on (so ``|x|`` needs two ReLUs per feature: ReLU(x) +
+    ReLU(-x)); importance ``decay ** i``. One stack over (density, seed), trained with autograd
+    and ``torch.optim.Adam`` (the model is small and this part is optional, so plain code wins).
+    """
+    dev = get_device(device)
+    dens = np.asarray(densities, dtype=np.float64).reshape(-1)
+    n, m = n_features, d_hidden
+    I = len(dens) * n_seeds
+    p = torch.as_tensor(np.repeat(dens, n_seeds), dtype=torch.float32, device=dev)[:, None, None]  # (I, 1, 1)
+    imp = decay_importance(n, decay).to(dev)  # (n,)
+    gen = torch.Generator().manual_seed(_stream_seed(seed, "abs-init"))
+    W1 = (torch.randn(I, m, n, generator=gen) * math.sqrt(2.0 / (m + n))).to(dev).requires_grad_()
+    W2 = (torch.randn(I, n, m, generator=gen) * math.sqrt(2.0 / (m + n))).to(dev).requires_grad_()
+    b1 = torch.zeros(I, m, 1, device=dev, requires_grad=True)
+    b2 = torch.zeros(I, n, 1, device=dev, requires_grad=True)
+    opt = torch.optim.Adam([W1, W2, b1, b2], lr=lr)
+    data_gen = torch.Generator(device=dev).manual_seed(_stream_seed(seed, "abs-data"))
+
+    def sample(B: int, g: torch.Generator) -> torch.Tensor:  # (I, n, B), shared draws as in _Sampler
+        on = torch.rand(n, B, device=dev, generator=g) < p  # (I, n, B)
+        return on * (2 * torch.rand(n, B, device=dev, generator=g) - 1)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(W2 @ torch.relu(W1 @ x + b1) + b2)  # (I, n, B)
+
+    with _cpu_threads(dev, I * max(n, m) * batch_size):
+        for step in tqdm(range(steps), desc="|x| models", disable=not progress, mininterval=0.5):
+            for group in opt.param_groups:
+                group["lr"] = lr * _lr_factor("cosine", step, steps)
+            x = sample(batch_size, data_gen)
+            loss = (imp[:, None] * (forward(x) - x.abs()) ** 2).sum(1).mean(-1)  # (I,)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+    with torch.no_grad():
+        eval_gen = torch.Generator(device=dev).manual_seed(_stream_seed(seed, "abs-eval"))
+        x = sample(8 * batch_size, eval_gen)
+        err = (forward(x) - x.abs()).square().mean(-1)  # (I, n)
+        final = (imp * err).sum(-1).cpu().numpy().reshape(len(dens), n_seeds)
+        # relative to the best constant output (the mean of |x|), which the bias gives for free
+        explained = (1 - err / x.abs().var(-1).clamp_min(1e-12)).cpu().numpy().reshape(len(dens), n_seeds, n)
+    best = final.argmin(1)
+    pick = torch.as_tensor(np.arange(len(dens)) * n_seeds + best, device=dev)
+    return AbsResult(dens, W1.detach()[pick].cpu(), W2.detach()[pick].cpu(),
+                     explained[np.arange(len(dens)), best], final[np.arange(len(dens)), best])
+
+
+def polysemantic_neurons(W1: torch.Tensor, rel: float = 0.3, floor: float = 0.3) -> torch.Tensor:
+    """Neurons (rows of W1 (..., m, n)) with a weight above ``floor`` that also read at least one more
+    feature with a weight above ``rel`` x their largest: (...,) counts."""
+    w = W1.abs()
+    top = w.amax(-1, keepdim=True)
+    used = top.squeeze(-1) > floor
+    return (((w > rel * top).sum(-1) > 1) & used).sum(-1)

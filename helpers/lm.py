@@ -1,0 +1,357 @@
+"""SAEs on a language model's MLP: loading, harvesting activations, evaluating, reading features.
+
+Models load only through TransformerLens' ``TransformerBridge`` (3.9 and 4.x share it and its
+hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
+
+* ``load_model("tiny-offline")``: the one-layer GPT-2 that ``helpers.tiny_lm`` trained on
+  Python's documentation, read from ``data/tiny_lm`` (no network). Any other name is a
+  Hugging Face model id (e.g. ``"EleutherAI/pythia-70m"``, ``"gpt2"``), loaded the same way.
+* ``harvest``: MLP activations for a token budget, in chunks, into a memory-mapped on-disk
+  cache keyed by model, hooks, corpus and budget; a second call only opens the files.
+* ``ce_with_sae``: the cross-entropy loss with the SAE's reconstruction spliced into the MLP
+  (a hook), against the clean model and a zero-ablated MLP.
+* feature reading: top activating contexts (HTML with the tokens highlighted), logit effects,
+  and each latent's effect on the residual stream (for the geometry section).
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from helpers.device import get_device
+from helpers.paths import atomic_write, cache_dir, cache_key
+
+OFFLINE_MODEL = "tiny-offline"
+"""The name of the model shipped in ``data/tiny_lm``."""
+ONLINE_MODEL = "EleutherAI/pythia-70m"
+"""A pretrained model close to the report's (6 layers, GPT-style); needs network access."""
+CORPUS = "python-docs"
+"""The text activations are harvested on: the held-out part of the tiny model's corpus
+(pydoc topics and standard-library docstrings), available offline on every machine."""
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = None, offline: bool = False):
+    """A ``TransformerBridge`` for ``name``: ``"tiny-offline"``, a local folder, or a hub id.
+
+    ``offline=True`` never touches the network (a hub id must then be in the local HF cache).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    dev = get_device(device)
+    if name == OFFLINE_MODEL:
+        from helpers.tiny_lm import model_dir
+
+        folder = model_dir()
+        missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"The offline model is incomplete: {', '.join(missing)} missing in {folder}. "
+                "Rebuild it with `python -m helpers.tiny_lm` (about ten minutes on a CPU)."
+            )
+        source = str(folder)
+    elif Path(name).is_dir():
+        source = str(Path(name))
+    else:
+        source = name
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline)
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+    except OSError as err:
+        raise ValueError(
+            f"Could not load model {name!r}: it is not {OFFLINE_MODEL!r}, not a local folder, and the "
+            f"Hugging Face hub did not provide it ({type(err).__name__}). Check the name (e.g. "
+            f"{ONLINE_MODEL!r}) and the network, or use {OFFLINE_MODEL!r}."
+        ) from err
+    model = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tok, device=str(dev))
+    model.eval()
+    model.course_name = name  # used in cache keys
+    return model
+
+
+def mlp_hooks(layer: int = 0) -> dict[str, str]:
+    """Hook names of one MLP: its post-activation (the SAE's input) and its output."""
+    return {"post": f"blocks.{layer}.mlp.hook_post", "out": f"blocks.{layer}.hook_mlp_out"}
+
+
+# --------------------------------------------------------------------------------------
+# Text
+# --------------------------------------------------------------------------------------
+def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
+    """(n_seq, seq_len) token windows from the corpus, each starting with the BOS token.
+
+    The held-out documents of ``helpers.tiny_lm`` come first (text the offline model never
+    trained on), then the training documents if the budget needs more.
+    """
+    from helpers.tiny_lm import corpus_documents, split_documents
+
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+    train_docs, held = split_documents(corpus_documents())
+    tok = model.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    need = -(-n_tokens // seq_len)  # windows
+    stream: list[int] = []
+    for doc in held + train_docs:
+        stream.append(bos)
+        stream.extend(tok(doc, add_special_tokens=False)["input_ids"])
+        if len(stream) >= need * (seq_len - 1):
+            break
+    body = seq_len - 1
+    n = min(need, len(stream) // body)
+    if n < need:
+        raise ValueError(f"the corpus holds only {n * seq_len} tokens of windows, asked for {n_tokens}")
+    w = torch.tensor(stream[: n * body], dtype=torch.long).view(n, body)
+    return torch.cat([torch.full((n, 1), bos, dtype=torch.long), w], dim=1)
+
+
+# --------------------------------------------------------------------------------------
+# Harvesting into a memory-mapped cache
+# --------------------------------------------------------------------------------------
+class Activations(NamedTuple):
+    """Harvested activations: arrays are memory-mapped from the cache (read-only)."""
+
+    tokens: np.ndarray
+    """(n_seq, seq_len) int32 token ids."""
+    acts: dict[str, np.ndarray]
+    """hook kind ('post', 'out') -> (n_seq * seq_len, d) float32 activations, row = token."""
+    folder: Path
+    from_cache: bool
+    seconds: float
+    """Time this call took (loading, when from_cache)."""
+
+    def sampler(self, kind: str = "post", device: str | torch.device | None = None, seed: int = 0,
+                skip_bos: bool = True):
+        """A ``sample_fn(n)`` for ``train_sae``: random rows of one activation array."""
+        arr = self.acts[kind]
+        dev = get_device(device)
+        rows = np.arange(arr.shape[0])
+        if skip_bos:  # the BOS position's activations are a constant outlier; SAEs skip it
+            rows = rows[rows % self.tokens.shape[1] != 0]
+        data = torch.from_numpy(np.ascontiguousarray(arr[rows])).to(dev)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+
+        def sample(n: int) -> torch.Tensor:
+            idx = torch.randint(0, data.shape[0], (n,), generator=gen).to(dev)
+            return data[idx]
+
+        return sample
+
+
+def harvest(model, n_tokens: int, layer: int = 0, kinds: Sequence[str] = ("post", "out"), seq_len: int = 128,
+            batch_size: int = 16, progress: bool = True) -> Activations:
+    """MLP activations for ``n_tokens`` corpus tokens, cached on disk and memory-mapped.
+
+    Activations go to ``.npy`` files chunk by chunk (memory stays at one batch however large
+    the budget), into a temporary folder renamed into place only when complete, so an
+    interrupted harvest is never mistaken for a finished one. The key covers the model, the
+    layer and hooks, the corpus and the budget.
+    """
+    hooks = mlp_hooks(layer)
+    for k in kinds:
+        if k not in hooks:
+            raise ValueError(f"unknown activation kind {k!r}: use 'post' (MLP neurons) or 'out' (MLP output)")
+    key = cache_key({"model": getattr(model, "course_name", model.cfg.model_name), "layer": layer, "kinds": list(kinds),
+                     "corpus": CORPUS, "n_tokens": n_tokens, "seq_len": seq_len, "version": 1})
+    folder = cache_dir("activations") / f"{getattr(model, 'course_name', 'model').replace('/', '_')}-L{layer}-{key}"
+    t0 = time.perf_counter()
+    if (folder / "meta.json").is_file():
+        return _open(folder, kinds, True, t0)
+
+    windows = corpus_token_windows(model, n_tokens, seq_len)
+    n_seq = windows.shape[0]
+    tmp = folder.with_name(folder.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    dims = {"post": model.cfg.d_mlp, "out": model.cfg.d_model}
+    outs = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=np.float32, shape=(n_seq * seq_len, dims[k]))
+            for k in kinds}
+    np.save(tmp / "tokens.npy", windows.numpy().astype(np.int32))
+    dev = next(model.parameters()).device
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def grab(kind):
+        def hook(x, hook):
+            grabbed[kind] = x.detach()
+            return x
+        return hook
+
+    fwd = [(hooks[k], grab(k)) for k in kinds]
+    with torch.no_grad():
+        for start in tqdm(range(0, n_seq, batch_size), desc=f"harvesting {n_seq * seq_len:,} tokens",
+                          disable=not progress):
+            toks = windows[start:start + batch_size].to(dev)
+            model.run_with_hooks(toks, fwd_hooks=fwd, return_type=None)
+            for k in kinds:
+                outs[k][start * seq_len:(start + len(toks)) * seq_len] = grabbed[k].reshape(-1, dims[k]).float().cpu().numpy()
+    for arr in outs.values():
+        arr.flush()
+    del outs
+    with atomic_write(tmp / "meta.json") as t:
+        t.write_text(json.dumps({"n_seq": n_seq, "seq_len": seq_len, "kinds": list(kinds), "layer": layer}))
+    if folder.exists():  # a concurrent run finished first: keep theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(folder)
+    return _open(folder, kinds, False, t0)
+
+
+def _open(folder: Path, kinds: Sequence[str], from_cache: bool, t0: float) -> Activations:
+    tokens = np.load(folder / "tokens.npy")
+    acts = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in kinds}
+    return Activations(tokens, acts, folder, from_cache, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluating an SAE inside the model
+# --------------------------------------------------------------------------------------
+class SpliceResult(NamedTuple):
+    clean: float
+    """Cross-entropy (nats/token) of the unchanged model."""
+    with_sae: float
+    """... with the MLP activations replaced by the SAE's reconstruction."""
+    zero_ablated: float
+    """... with the MLP activations set to zero."""
+    recovered: float
+    """(zero - with_sae) / (zero - clean): 1 is perfect, 0 is no better than deleting the MLP."""
+
+
+@torch.no_grad()
+def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0, layer: int = 0,
+                batch_size: int = 16) -> SpliceResult:
+    """Splice instance ``instance`` of ``sae`` into the MLP's post-activations and measure CE.
+
+    The SAE reads and rewrites ``blocks.{layer}.mlp.hook_post`` at every position but the
+    first (BOS), which it was not trained on and which stays untouched in all three runs.
+    """
+    from helpers.metrics import ce_loss_recovered
+
+    hook = mlp_hooks(layer)["post"]
+    dev = next(model.parameters()).device
+    tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    one = sae.select(instance) if sae.cfg.n_instances > 1 else sae
+
+    def splice(x, hook):
+        y = x.clone()
+        flat = x[:, 1:].reshape(-1, x.shape[-1]).float()
+        y[:, 1:] = one.decode(one.encode(flat))[0].reshape(x[:, 1:].shape).to(x.dtype)
+        return y
+
+    def zero(x, hook):
+        y = x.clone()
+        y[:, 1:] = 0
+        return y
+
+    sums = np.zeros(3)
+    for start in range(0, tokens.shape[0], batch_size):
+        toks = tokens[start:start + batch_size].to(dev)
+        sums[0] += float(model(toks, return_type="loss"))
+        sums[1] += float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(hook, splice)]))
+        sums[2] += float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(hook, zero)]))
+    n = -(-tokens.shape[0] // batch_size)
+    clean, with_sae, zero_ab = sums / n
+    return SpliceResult(clean, with_sae, zero_ab, float(ce_loss_recovered(clean, with_sae, zero_ab)))
+
+
+# --------------------------------------------------------------------------------------
+# Reading features
+# --------------------------------------------------------------------------------------
+def latent_activations(sae, acts: np.ndarray, instance: int = 0, batch: int = 8192) -> np.ndarray:
+    """(n_rows, d_sae) float32 latent activations of one SAE instance over ``acts``."""
+    one = sae.select(instance) if sae.cfg.n_instances > 1 else sae
+    out = np.empty((acts.shape[0], one.cfg.d_sae), dtype=np.float32)
+    with torch.no_grad():
+        for s in range(0, acts.shape[0], batch):
+            x = torch.from_numpy(np.array(acts[s:s + batch], dtype=np.float32)).to(one.device)
+            out[s:s + batch] = one.encode(x)[0].cpu().numpy()
+    return out
+
+
+def top_contexts(latent_acts: np.ndarray, tokens: np.ndarray, k: int = 5, before: int = 10, after: int = 3):
+    """The ``k`` strongest activations of one latent, each as (token ids, index of the token, value, window acts)."""
+    seq_len = tokens.shape[1]
+    order = np.argsort(-latent_acts)[:k]
+    out = []
+    for row in order:
+        if latent_acts[row] <= 0:
+            break
+        s, p = divmod(int(row), seq_len)
+        lo, hi = max(p - before, 0), min(p + after + 1, seq_len)
+        out.append((tokens[s, lo:hi], p - lo, float(latent_acts[row]), latent_acts[s * seq_len + lo:s * seq_len + hi]))
+    return out
+
+
+def contexts_html(model, contexts, title: str = "") -> str:
+    """Contexts as HTML: every token shaded by the latent's activation, the top token boxed."""
+    tok = model.tokenizer
+    peak = max((c[2] for c in contexts), default=1.0) or 1.0
+    lines = [f"<div style='font-family:monospace;font-size:12px'><b>{html.escape(title)}</b>"]
+    for ids, at, value, vals in contexts:
+        spans = []
+        for i, (t, v) in enumerate(zip(ids.tolist(), vals.tolist())):
+            text = html.escape(tok.decode([t])).replace("\n", "&#x23CE;").replace(" ", "&nbsp;")
+            alpha = max(0.0, min(1.0, v / peak))
+            border = "border:1px solid #c00;" if i == at else ""
+            spans.append(f"<span style='background:rgba(255,140,0,{alpha:.2f});{border}'>{text}</span>")
+        lines.append(f"<div>{value:6.2f} &nbsp;{''.join(spans)}</div>")
+    return "\n".join(lines) + "</div>"
+
+
+@torch.no_grad()
+def residual_effects(model, directions: torch.Tensor, layer: int = 0, chunk: int = 64) -> torch.Tensor:
+    """(n, d_model) what each MLP-neuron-space direction adds to the residual stream: W_out^T v.
+
+    Read off the model itself (so it works for any architecture the bridge supports): the
+    directions are written into ``hook_post`` of a dummy sequence, one per position, and the
+    MLP output minus the output for a zero vector is the linear map applied to them.
+    """
+    hooks = mlp_hooks(layer)
+    dev = next(model.parameters()).device
+    directions = directions.to(dev, torch.float32)
+    n_ctx = model.cfg.n_ctx
+    chunk = min(chunk, n_ctx - 1)
+    outs = []
+    for s in range(0, directions.shape[0], chunk):
+        d = directions[s:s + chunk]
+        toks = torch.zeros(1, d.shape[0] + 1, dtype=torch.long, device=dev)
+        got = {}
+
+        def put(x, hook, d=d):
+            y = x.clone()
+            y[0, 1:] = d.to(x.dtype)
+            y[0, 0] = 0
+            return y
+
+        def grab(x, hook):
+            got["out"] = x.detach()
+            return x
+
+        model.run_with_hooks(toks, return_type=None, fwd_hooks=[(hooks["post"], put), (hooks["out"], grab)])
+        outs.append((got["out"][0, 1:] - got["out"][0, :1]).float())
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def logit_effects(model, residual: torch.Tensor, k: int = 8) -> list[tuple[list[str], list[str]]]:
+    """For each residual-stream direction: the k tokens it promotes most and suppresses most,
+    through the unembedding (the final LayerNorm's scale is left out: a direct, linear read)."""
+    W_U = model.W_U if hasattr(model, "W_U") else model.unembed.W_U  # (d_model, vocab)
+    logits = residual.to(W_U.device, W_U.dtype) @ W_U  # (n, vocab)
+    tok = model.tokenizer
+    out = []
+    for row in logits:
+        top = torch.topk(row, k).indices.tolist()
+        bottom = torch.topk(-row, k).indices.tolist()
+        out.append(([tok.decode([t]) for t in top], [tok.decode([t]) for t in bottom]))
+    return out

@@ -1,0 +1,328 @@
+"""Figures for notebook 01: toy models of superposition.
+
+Every function draws one figure (or into the axes it is given) and returns the figure, so a
+notebook cell is one call plus ``plt.show()``. Inputs are the results ``helpers.toy``
+returns; nothing here trains anything.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
+
+from helpers import toy
+
+DPI = 80
+"""Figures are stored in the notebook: modest resolution keeps it small."""
+
+PHASE_COLORS = ("#d9d9d9", "#2b8cbe", "#e6550d")
+"""Not represented (grey), dedicated dimension (blue), superposition (orange)."""
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def feature_colors(n: int) -> np.ndarray:
+    """One colour per feature, dark (most important, feature 0) to light (least)."""
+    return plt.cm.viridis(np.linspace(0.0, 0.85, n))
+
+
+def _density_label(d: float) -> str:
+    return f"density {d:.2g}"
+
+
+# --------------------------------------------------------------------------------------
+# The columns of W as arrows
+# --------------------------------------------------------------------------------------
+def draw_arrows(ax, W, title: str | None = None, colors=None, scale: float | None = None) -> None:
+    """The n columns of one 2-D ``W`` (2, n) as arrows from the origin, with the unit circle.
+
+    ``scale``: axis half-width (default: 1.35 x the longest column, at least 1.35), so models
+    with large weights (the softmax readout) still fit.
+    """
+    W = _np(W)
+    if W.ndim != 2 or W.shape[0] != 2:
+        raise ValueError(f"draw_arrows draws a 2-D model, W of shape (2, n); got {W.shape}")
+    n = W.shape[1]
+    colors = feature_colors(n) if colors is None else colors
+    lim = scale if scale is not None else 1.35 * max(1.0, float(np.linalg.norm(W, axis=0).max()))
+    ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, ls=":", lw=0.8, color="0.6"))
+    for i in range(n):
+        ax.annotate("", xy=(W[0, i], W[1, i]), xytext=(0, 0),
+                    arrowprops=dict(arrowstyle="-|>", color=colors[i], lw=2, shrinkA=0, shrinkB=0))
+        ax.plot(W[0, i], W[1, i], "o", ms=4, color=colors[i])
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_arrow_grid(W_grid, row_labels: Sequence[str], col_labels: Sequence[str], title: str,
+                    importance=None, cell: float = 1.9):
+    """A grid of arrow plots: ``W_grid`` (rows, cols, 2, n), one small plot per model."""
+    W_grid = _np(W_grid)
+    R, C, _, n = W_grid.shape
+    fig, axes = plt.subplots(R, C, figsize=(cell * C + 1.6, cell * R + 0.9), dpi=DPI, squeeze=False)
+    colors = feature_colors(n)
+    for r in range(R):
+        for c in range(C):
+            draw_arrows(axes[r, c], W_grid[r, c], colors=colors)
+            if r == 0:
+                axes[r, c].set_title(col_labels[c], fontsize=9)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
+    imp = _np(importance) if importance is not None else None
+    handles = [Patch(color=colors[i], label=f"feature {i}" + (f" (I={imp[i]:.2f})" if imp is not None else ""))
+               for i in range(n)]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (cell * C + 1.6), 1))
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# W^T W and the bias
+# --------------------------------------------------------------------------------------
+def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool = True):
+    """W^T W (n, n) as a heatmap (red: +, blue: -, limits +-1) and the bias (n,) beside it."""
+    W, b = _np(W), _np(b)
+    n = W.shape[1]
+    G = W.T @ W
+    lim = max(1.0, float(np.abs(G).max()))
+    im = ax_wtw.imshow(G, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax_wtw.set(xticks=range(n), yticks=range(n), xlabel="feature j", ylabel="feature i")
+    ax_wtw.tick_params(labelsize=7)
+    if title:
+        ax_wtw.set_title(title, fontsize=9)
+    ax_b.imshow(b[:, None], cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax_b.set(xticks=[0], xticklabels=["b"], yticks=[])
+    if colorbar:
+        plt.colorbar(im, ax=[ax_wtw, ax_b], fraction=0.05, pad=0.04, label="W^T W entry / bias")
+    return im
+
+
+def plot_wtw_grid(W, b, labels: Sequence[str], title: str):
+    """W^T W and bias for a row of models: ``W`` (k, m, n), ``b`` (k, n)."""
+    W, b = _np(W), _np(b)
+    k = W.shape[0]
+    fig, axes = plt.subplots(1, 2 * k, figsize=(2.6 * k + 1.2, 2.9), dpi=DPI,
+                             gridspec_kw={"width_ratios": [6, 1] * k})
+    for j in range(k):
+        im = draw_wtw_bias(axes[2 * j], axes[2 * j + 1], W[j], b[j], labels[j], colorbar=False)
+    fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label="W^T W entry (left) / bias b (right)")
+    fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Readouts compared
+# --------------------------------------------------------------------------------------
+def plot_represented_vs_density(sweeps: dict, d_hidden: int = 2):
+    """Features represented (norm > half the largest) vs density, one line per readout.
+
+    ``sweeps``: readout name -> ``toy.Sweep`` with one decay.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=DPI)
+    for (name, sw), marker in zip(sweeps.items(), "osv^"):
+        counts = _np(toy.n_represented(sw.W[0], relative=True))
+        ax.semilogx(sw.densities, counts, marker=marker, label=f"{name} readout")
+    n = sweeps[next(iter(sweeps))].W.shape[-1]
+    ax.axhline(d_hidden, ls="--", color="0.5", lw=1)
+    ax.text(ax.get_xlim()[0], d_hidden + 0.08, f" {d_hidden} = hidden dimensions", color="0.4", fontsize=8)
+    ax.set(xlabel="feature density 1 - S (log)", ylabel="features represented",
+           title=f"How many of the {n} features get a direction", ylim=(0, n + 0.5))
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Phase diagram
+# --------------------------------------------------------------------------------------
+def draw_phase_diagram(ax, pd: "toy.PhaseDiagram", title: str | None = None) -> None:
+    """One phase diagram: relative importance of the extra feature (y) vs density (x), log axes."""
+    d, r = pd.densities, pd.rel_importance
+    # cell edges halfway between the log-spaced centres
+    def edges(v):
+        lv = np.log10(v)
+        mid = (lv[1:] + lv[:-1]) / 2
+        return 10 ** np.concatenate([[2 * lv[0] - mid[0]], mid, [2 * lv[-1] - mid[-1]]])
+
+    ax.pcolormesh(edges(d), edges(r), pd.phase, cmap=ListedColormap(PHASE_COLORS), vmin=-0.5, vmax=2.5)
+    ax.set(xscale="log", yscale="log", xlabel="feature density 1 - S (log)",
+           ylabel="importance of the extra feature / others (log)",
+           title=title or f"{pd.d_hidden + 1} features in {pd.d_hidden}-D")
+    ax.axhline(1.0, color="k", lw=0.6, ls=":")
+    # Name each phase at the middle of its largest block of cells (medians of its cells' indices).
+    for k, name in enumerate(toy.PHASES):
+        ii, jj = np.nonzero(pd.phase == k)
+        if len(ii) >= 4:
+            ax.text(d[int(np.median(jj))], r[int(np.median(ii))], name, ha="center", va="center", fontsize=8,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.75))
+
+
+def plot_phase_diagrams(diagrams: Sequence["toy.PhaseDiagram"]):
+    """Phase diagrams side by side with a shared legend of the phases."""
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(5.2 * len(diagrams) + 0.6, 4.4), dpi=DPI, squeeze=False)
+    for ax, pd in zip(axes[0], diagrams):
+        g = pd.phase.shape[0]
+        draw_phase_diagram(ax, pd, f"{pd.d_hidden + 1} features in {pd.d_hidden}-D ({g}x{g} cells)")
+    handles = [Patch(color=c, label=f"extra feature: {p}") for c, p in zip(PHASE_COLORS, toy.PHASES)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_phase_examples(pd: "toy.PhaseDiagram", cells: Sequence[tuple[int, int]]):
+    """The arrows of a few cells (i_importance, j_density) of a 2-D phase diagram."""
+    if pd.d_hidden != 2:
+        raise ValueError("plot_phase_examples draws 2-D models: pass the d_hidden=2 diagram")
+    fig, axes = plt.subplots(1, len(cells), figsize=(2.2 * len(cells), 2.6), dpi=DPI, squeeze=False)
+    colors = feature_colors(pd.W.shape[-1])
+    colors[-1] = plt.cm.autumn(0.1)
+    for ax, (i, j) in zip(axes[0], cells):
+        draw_arrows(ax, pd.W[i, j], colors=colors,
+                    title=f"density {pd.densities[j]:.2g}, imp {pd.rel_importance[i]:.2g}\n{toy.PHASES[pd.phase[i, j]]}")
+    fig.suptitle("Example cells (red: the extra feature)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Feature dimensionality
+# --------------------------------------------------------------------------------------
+def plot_dimensionality(dim: "toy.Dimensionality", n_features: int, d_hidden: int):
+    """Dimensions per feature (line) and every feature's dimensionality (dots) vs 1 / density."""
+    x = 1.0 / dim.densities
+    fig, ax = plt.subplots(figsize=(8.5, 4.4), dpi=DPI)
+    nudge = {2 / 5: 0.015, 3 / 8: -0.015}  # these two labels would overlap
+    for value, name in toy.STICKY_FRACTIONS.items():
+        ax.axhline(value, color="0.75", lw=0.8, ls="--", zorder=0)
+        ax.text(x.max() * 1.05, value + nudge.get(value, 0.0), name, va="center", fontsize=8, color="0.35")
+    fd = dim.feature_dim
+    xs = np.repeat(x[:, None], fd.shape[1], 1)
+    # Only features the model represents (norm > 0.5): dropped ones have D near 0, and in the
+    # dense regime the leftovers of a rotated principal subspace would smear the plot.
+    keep = _np(toy.feature_norms(dim.W)) > 0.5
+    jitter = np.exp(np.random.default_rng(0).normal(0, 0.02, xs.shape))
+    ax.scatter((xs * jitter)[keep], fd[keep], s=6, alpha=0.35, color="tab:blue", label="one feature's D_i")
+    ax.semilogx(x, dim.dims_per_feature, "k-", lw=2, label="m / ||W||_F^2 (dimensions per feature)")
+    ax.set(xlabel="1 / density = 1 / (1 - S)  (log)", ylabel="dimensions",
+           title=f"Feature dimensionality: {n_features} features in {d_hidden} dimensions", ylim=(0, 1.12),
+           xlim=(x.min() / 1.1, x.max() * 2.8))
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Correlated / anticorrelated pairs
+# --------------------------------------------------------------------------------------
+def pair_colors(n_pairs: int) -> list:
+    """Partners share a hue (dark and light)."""
+    base = plt.cm.tab20(np.arange(2 * n_pairs) % 20)
+    return [base[i] for i in range(2 * n_pairs)]
+
+
+def plot_pairs(pr: "toy.PairResult"):
+    """Arrows of 2-D pair models: one row per kind of pairing, one column per density."""
+    W = _np(pr.W)
+    K, Dn, m, n = W.shape
+    if m != 2:
+        raise ValueError("plot_pairs draws 2-D models; use pair_experiment(d_hidden=2)")
+    colors = pair_colors(n // 2)
+    fig, axes = plt.subplots(K, Dn, figsize=(2.4 * Dn + 1.8, 2.4 * K + 0.5), dpi=DPI, squeeze=False)
+    for k in range(K):
+        for j in range(Dn):
+            ang = ", ".join(f"{a:.0f}" for a in pr.partner_angle[k, j])
+            draw_arrows(axes[k, j], W[k, j], colors=colors, title=f"{_density_label(pr.densities[j])}\npartners at {ang} deg")
+        axes[k, 0].set_ylabel(f"{pr.kinds[k]} pairs", fontsize=9)
+    handles = [Patch(color=colors[i], label=f"pair {i // 2}, feature {i}") for i in range(n)]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.suptitle("Features in pairs: dark and light of one hue are partners")
+    fig.tight_layout(rect=(0, 0, 1 - 1.7 / (2.4 * Dn + 1.8), 1))
+    return fig
+
+
+def plot_gram_rows(pr: "toy.PairResult", density_index: int):
+    """W^T W of every kind of pairing at one density (works for any d_hidden)."""
+    W = _np(pr.W[:, density_index])
+    K, m, n = W.shape
+    fig, axes = plt.subplots(1, K, figsize=(3.1 * K + 1, 3.1), dpi=DPI, squeeze=False)
+    for k in range(K):
+        im = axes[0, k].imshow(W[k].T @ W[k], cmap="RdBu_r", vmin=-1.1, vmax=1.1)
+        axes[0, k].set(title=f"{pr.kinds[k]} pairs", xticks=range(n), yticks=range(n), xlabel="feature j",
+                       ylabel="feature i")
+    fig.colorbar(im, ax=list(axes[0]), fraction=0.03, label="W^T W entry (cosine for unit columns)")
+    fig.suptitle(f"{n} features in {m}-D, {_density_label(pr.densities[density_index])}: pairs are (0,1), (2,3), ...")
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Sliders over a precomputed sweep
+# --------------------------------------------------------------------------------------
+def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int):
+    """Arrows, W^T W and bias of one (decay, density) cell of a 2-D sweep."""
+    fig = plt.figure(figsize=(8.6, 3.3), dpi=DPI)
+    gs = fig.add_gridspec(1, 3, width_ratios=[3.2, 3.4, 0.6])
+    ax0, ax1, ax2 = fig.add_subplot(gs[0]), fig.add_subplot(gs[1]), fig.add_subplot(gs[2])
+    draw_arrows(ax0, sw.W[i_decay, j_density], title="columns of W")
+    draw_wtw_bias(ax1, ax2, sw.W[i_decay, j_density], sw.b[i_decay, j_density], title="W^T W | bias")
+    k = int(toy.n_represented(sw.W[i_decay, j_density], relative=True))
+    fig.suptitle(f"density {sw.densities[j_density]:.3g}, importance {sw.decays[i_decay]:.2f}^i "
+                 f"({sw.readout}): {k} features represented", fontsize=10)
+    return fig
+
+
+def sweep_explorer(sw: "toy.Sweep", density: float | None = None, decay: float | None = None):
+    """Sliders for density and importance decay over a precomputed ``toy.Sweep``.
+
+    Moving a slider only picks a trained model and redraws it, so it feels live. Returns the
+    ``interact`` handle (call ``handle.draw(i, j)`` to draw without widgets).
+    """
+    import ipywidgets as widgets
+
+    j0 = int(np.abs(np.log(sw.densities) - np.log(density)).argmin()) if density else len(sw.densities) // 2
+    i0 = int(np.abs(sw.decays - decay).argmin()) if decay else len(sw.decays) // 2
+    dens_w = widgets.SelectionSlider(options=[(f"{d:.3g}", j) for j, d in enumerate(sw.densities)], value=j0,
+                                     description="density", continuous_update=True)
+    dec_w = widgets.SelectionSlider(options=[(f"{k:.2f}", i) for i, k in enumerate(sw.decays)], value=i0,
+                                    description="decay", continuous_update=True)
+
+    def draw(i: int, j: int):
+        draw_sweep_cell(sw, i, j)
+        plt.show()
+
+    handle = widgets.interact(draw, i=dec_w, j=dens_w)
+    handle.draw = draw
+    return handle
+
+
+# --------------------------------------------------------------------------------------
+# Computation in superposition (|x|)
+# --------------------------------------------------------------------------------------
+def plot_abs(res: "toy.AbsResult"):
+    """W1 of the densest and sparsest |x| models, and what each density computes with its neurons."""
+    W1 = _np(res.W1)
+    D, m, n = W1.shape
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.0), dpi=DPI, layout="constrained",
+                             gridspec_kw={"width_ratios": [1, 1.2, 1.2]})
+    lim = float(np.abs(W1[[0, -1]]).max())
+    for ax, k in zip(axes[:2], (-1, 0)):
+        im = ax.imshow(W1[k], cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        ax.set(title=f"W1 at density {res.densities[k]:.2g}", xlabel="input feature (importance falls ->)",
+               ylabel="hidden neuron", xticks=range(0, n, max(1, n // 10)), yticks=range(0, m, max(1, m // 10)))
+    fig.colorbar(im, ax=axes[1], label="weight from feature to neuron")
+    ax = axes[2]
+    worth = np.clip(res.explained, 0, 1).sum(1)
+    ax.semilogx(res.densities, worth, "o-", label="features computed (sum of per-feature R^2)")
+    ax.semilogx(res.densities, _np(toy.polysemantic_neurons(res.W1)), "s-", label="polysemantic neurons")
+    ax.axhline(m / 2, ls="--", color="0.5", lw=1)
+    ax.text(res.densities[0], m / 2 + 0.15, f" {m // 2} = neurons / 2 (two ReLUs per |x|)", fontsize=8, color="0.4")
+    ax.set(xlabel="feature density (log)", ylabel="count", title=f"|x| of {n} features with {m} neurons",
+           ylim=(0, max(worth.max(), m) + 1))
+    ax.legend(fontsize=8, loc="lower left")
+    return fig
