@@ -349,9 +349,13 @@ def logit_effects(model, residual: torch.Tensor, k: int = 8) -> list[tuple[list[
     W_U = model.W_U if hasattr(model, "W_U") else model.unembed.W_U  # (d_model, vocab)
     logits = residual.to(W_U.device, W_U.dtype) @ W_U  # (n, vocab)
     tok = model.tokenizer
+    # Tokens that are a fragment of a multi-byte character decode to U+FFFD: unreadable, skipped.
+    names = [tok.decode([t]) for t in range(logits.shape[1])]
+    readable = torch.tensor([("\ufffd" not in n) and n.isprintable() for n in names], device=logits.device)
+    logits = logits.masked_fill(~readable, float("nan"))
     out = []
     for row in logits:
-        top = torch.topk(row, k).indices.tolist()
-        bottom = torch.topk(-row, k).indices.tolist()
-        out.append(([tok.decode([t]) for t in top], [tok.decode([t]) for t in bottom]))
+        top = torch.topk(row.nan_to_num(float("-inf")), k).indices.tolist()
+        bottom = torch.topk((-row).nan_to_num(float("-inf")), k).indices.tolist()
+        out.append(([names[t] for t in top], [names[t] for t in bottom]))
     return out
