@@ -102,16 +102,6 @@ class GroundTruthData:
         """Expected number of active features per sample (the configured mean_active)."""
         return float(0.5 * self._prob_scale.sum())
 
-    def _random_bytes(self, n: int) -> torch.Tensor:
-        """(n, G) independent uniform bytes (0..255) from the sampling generator."""
-        G, g = self.cfg.n_features, self._sample_gen
-        if self.device.type == "cpu":
-            # One 64-bit draw gives eight bytes: 8x fewer calls into the (serial) CPU generator
-            # than drawing bytes or floats one at a time, which dominated sampling on a CPU.
-            words = torch.empty((n * G + 7) // 8, dtype=torch.int64).random_(-(2**63), None, generator=g)
-            return words.view(torch.uint8)[: n * G].view(n, G)
-        return torch.randint(0, 256, (n, G), dtype=torch.uint8, device=self.device, generator=g)
-
     def _active(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Which features are on in n samples, and their coefficients.
 

@@ -8,14 +8,15 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
   Hugging Face model id (e.g. ``"EleutherAI/pythia-70m"``, ``"gpt2"``), loaded the same way.
 * ``harvest``: MLP activations for a token budget, in chunks, into a memory-mapped on-disk
   cache keyed by model, hooks, corpus and budget; a second call only opens the files.
-* ``ce_with_sae``: the cross-entropy loss with the SAE's reconstruction spliced into the MLP
-  (a hook), against the clean model and a zero-ablated MLP.
-* feature reading: top activating contexts (HTML with the tokens highlighted), logit effects,
-  and each latent's effect on the residual stream (for the geometry section).
+* ``ce_with_sae`` / ``evaluate_saes``: the cross-entropy loss with the SAE's reconstruction
+  spliced into the MLP (a hook), against the clean model and a zero-ablated MLP; L0, FVU,
+  dead and dense latents.
+* feature reading: top activating contexts, logit effects, each latent's effect on the
+  residual stream, and the pair geometry of notebook 04's section 5. Figures and the HTML
+  view of contexts are in ``helpers.plotting_lm``.
 """
 from __future__ import annotations
 
-import html
 import json
 import time
 from pathlib import Path
@@ -227,41 +228,105 @@ class SpliceResult(NamedTuple):
     """(zero - with_sae) / (zero - clean): 1 is perfect, 0 is no better than deleting the MLP."""
 
 
+class Baselines(NamedTuple):
+    """The two reference losses CE loss recovered is measured between (nats/token)."""
+
+    clean: float
+    zero_ablated: float
+
+
+def _splice_loss(model, tokens: torch.Tensor, fwd_hooks: list, batch_size: int) -> float:
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied."""
+    dev = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, tokens.shape[0], batch_size):
+        toks = tokens[start:start + batch_size].to(dev)
+        loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=fwd_hooks) if fwd_hooks else \
+            model(toks, return_type="loss")
+        total += float(loss) * len(toks)  # weight by sequences: a short last batch counts less
+    return total / tokens.shape[0]
+
+
+def _zero_after_bos(x, hook):
+    y = x.clone()
+    y[:, 1:] = 0
+    return y
+
+
+@torch.no_grad()
+def ce_baselines(model, tokens: torch.Tensor | np.ndarray, layer: int = 0, batch_size: int = 16) -> Baselines:
+    """Loss of the clean model and of the model with the MLP's hidden activations zeroed."""
+    tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    hook = mlp_hooks(layer)["post"]
+    return Baselines(_splice_loss(model, tokens, [], batch_size),
+                     _splice_loss(model, tokens, [(hook, _zero_after_bos)], batch_size))
+
+
 @torch.no_grad()
 def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0, layer: int = 0,
-                batch_size: int = 16) -> SpliceResult:
+                batch_size: int = 16, baselines: Baselines | None = None) -> SpliceResult:
     """Splice instance ``instance`` of ``sae`` into the MLP's post-activations and measure CE.
 
     The SAE reads and rewrites ``blocks.{layer}.mlp.hook_post`` at every position but the
     first (BOS), which it was not trained on and which stays untouched in all three runs.
+    Pass ``baselines`` (from ``ce_baselines`` on the same tokens) to skip recomputing them.
     """
     from helpers.metrics import ce_loss_recovered
 
-    hook = mlp_hooks(layer)["post"]
-    dev = next(model.parameters()).device
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     one = sae.select(instance) if sae.cfg.n_instances > 1 else sae
 
     def splice(x, hook):
         y = x.clone()
-        flat = x[:, 1:].reshape(-1, x.shape[-1]).float()
+        flat = x[:, 1:].reshape(-1, x.shape[-1]).float()            # (batch * (seq - 1), d_mlp)
         y[:, 1:] = one.decode(one.encode(flat))[0].reshape(x[:, 1:].shape).to(x.dtype)
         return y
 
-    def zero(x, hook):
-        y = x.clone()
-        y[:, 1:] = 0
-        return y
+    base = baselines or ce_baselines(model, tokens, layer, batch_size)
+    with_sae = _splice_loss(model, tokens, [(mlp_hooks(layer)["post"], splice)], batch_size)
+    return SpliceResult(base.clean, with_sae, base.zero_ablated,
+                        float(ce_loss_recovered(base.clean, with_sae, base.zero_ablated)))
 
-    sums = np.zeros(3)
-    for start in range(0, tokens.shape[0], batch_size):
-        toks = tokens[start:start + batch_size].to(dev)
-        sums[0] += float(model(toks, return_type="loss"))
-        sums[1] += float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(hook, splice)]))
-        sums[2] += float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(hook, zero)]))
-    n = -(-tokens.shape[0] // batch_size)
-    clean, with_sae, zero_ab = sums / n
-    return SpliceResult(clean, with_sae, zero_ab, float(ce_loss_recovered(clean, with_sae, zero_ab)))
+
+class SAEEval(NamedTuple):
+    """One SAE instance judged on held-back activations and inside the model."""
+
+    d_sae: int
+    alpha: float
+    l0: float
+    """Mean active latents per token."""
+    fvu: float
+    """Fraction of variance unexplained (0 = perfect)."""
+    dead: int
+    """Latents that fire on none of the evaluation tokens."""
+    dense: int
+    """Latents that fire on more than ``dense_threshold`` of them."""
+    ce: SpliceResult
+
+
+@torch.no_grad()
+def evaluate_saes(model, sae, acts: Activations, n_rows: int = 8192, n_seq: int = 32, layer: int = 0,
+                  dense_threshold: float = 0.1, baselines: Baselines | None = None) -> list[SAEEval]:
+    """Every instance of a stacked ``sae``: L0, FVU, dead and dense latents on the last
+    ``n_rows`` harvested tokens (BOS rows left out), and CE loss recovered on ``n_seq`` windows."""
+    from helpers.metrics import fvu, l0
+
+    post = acts.acts["post"]
+    seq_len = acts.tokens.shape[1]
+    rows = np.arange(max(post.shape[0] - n_rows, 0), post.shape[0])
+    rows = rows[rows % seq_len != 0]
+    x = torch.from_numpy(np.asarray(post[rows], dtype=np.float32)).to(sae.device)  # (rows, d_mlp)
+    c = sae.encode(x)                                                               # (inst, rows, d_sae)
+    x_hat = sae.decode(c)                                                           # (inst, rows, d_mlp)
+    rate = (c > 0).float().mean(1)                                                  # (inst, d_sae)
+    tokens = acts.tokens[:n_seq]
+    base = baselines or ce_baselines(model, tokens, layer)
+    out = []
+    for i, alpha in enumerate(sae.cfg.l1_coeffs):
+        out.append(SAEEval(sae.cfg.d_sae, float(alpha), float(l0(c[i])), float(fvu(x, x_hat[i])),
+                           int((rate[i] == 0).sum()), int((rate[i] > dense_threshold).sum()),
+                           ce_with_sae(model, tokens, sae, instance=i, layer=layer, baselines=base)))
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -279,7 +344,9 @@ def latent_activations(sae, acts: np.ndarray, instance: int = 0, batch: int = 81
 
 
 def top_contexts(latent_acts: np.ndarray, tokens: np.ndarray, k: int = 5, before: int = 10, after: int = 3):
-    """The ``k`` strongest activations of one latent, each as (token ids, index of the token, value, window acts)."""
+    """The ``k`` strongest activations of one latent, each as (token ids, index of the token, value, window acts).
+
+    ``latent_acts`` is one latent's (n_seq * seq_len,) activations, rows in ``tokens`` order."""
     seq_len = tokens.shape[1]
     order = np.argsort(-latent_acts)[:k]
     out = []
@@ -290,22 +357,6 @@ def top_contexts(latent_acts: np.ndarray, tokens: np.ndarray, k: int = 5, before
         lo, hi = max(p - before, 0), min(p + after + 1, seq_len)
         out.append((tokens[s, lo:hi], p - lo, float(latent_acts[row]), latent_acts[s * seq_len + lo:s * seq_len + hi]))
     return out
-
-
-def contexts_html(model, contexts, title: str = "") -> str:
-    """Contexts as HTML: every token shaded by the latent's activation, the top token boxed."""
-    tok = model.tokenizer
-    peak = max((c[2] for c in contexts), default=1.0) or 1.0
-    lines = [f"<div style='font-family:monospace;font-size:12px'><b>{html.escape(title)}</b>"]
-    for ids, at, value, vals in contexts:
-        spans = []
-        for i, (t, v) in enumerate(zip(ids.tolist(), vals.tolist())):
-            text = html.escape(tok.decode([t])).replace("\n", "&#x23CE;").replace(" ", "&nbsp;")
-            alpha = max(0.0, min(1.0, v / peak))
-            border = "border:1px solid #c00;" if i == at else ""
-            spans.append(f"<span style='background:rgba(255,140,0,{alpha:.2f});{border}'>{text}</span>")
-        lines.append(f"<div>{value:6.2f} &nbsp;{''.join(spans)}</div>")
-    return "\n".join(lines) + "</div>"
 
 
 @torch.no_grad()
@@ -358,4 +409,77 @@ def logit_effects(model, residual: torch.Tensor, k: int = 8) -> list[tuple[list[
         top = torch.topk(row.nan_to_num(float("-inf")), k).indices.tolist()
         bottom = torch.topk((-row).nan_to_num(float("-inf")), k).indices.tolist()
         out.append(([names[t] for t in top], [names[t] for t in bottom]))
+    return out
+
+
+def pick_latents(latent_acts: np.ndarray, tokens: np.ndarray, n: int = 4, min_freq: float = 1e-3,
+                 max_freq: float = 3e-2, k: int = 20) -> np.ndarray:
+    """``n`` latents worth reading first: moderately rare, and with a consistent trigger.
+
+    A latent's *consistency* is the share of its ``k`` strongest activations that sit on its
+    most common token (or follow its most common previous token). Pure single-token latents
+    are easy to read but teach little, so half the picks are the most consistent latents and
+    half come from the middle of the ranking (a trigger that is shared, but not one token).
+    """
+    freq = (latent_acts > 0).mean(0)
+    cands = np.flatnonzero((freq >= min_freq) & (freq <= max_freq))
+    if len(cands) < n:
+        cands = np.argsort(-freq)[: max(n, 1)]
+    flat = tokens.reshape(-1)
+    seq_len = tokens.shape[1]
+    score = np.empty(len(cands))
+    for i, f in enumerate(cands):
+        top = np.argsort(-latent_acts[:, f])[:k]
+        top = top[latent_acts[top, f] > 0]
+        cur = flat[top]
+        prev = np.where(top % seq_len == 0, -1, flat[np.maximum(top - 1, 0)])
+        score[i] = max(np.bincount(cur).max(), np.bincount(prev + 1).max()) / max(len(top), 1)
+    order = cands[np.argsort(-score, kind="stable")]
+    head = order[: (n + 1) // 2]
+    middle = order[len(order) // 3: len(order) // 3 + n - len(head)]
+    return np.concatenate([head, middle]).astype(int)
+
+
+class PairGeometry(NamedTuple):
+    """Pairs of latents of one SAE (upper triangle of the ``latents`` x ``latents`` matrix)."""
+
+    latents: np.ndarray
+    """(m,) the latents compared."""
+    lift: np.ndarray
+    """(pairs,) P(both fire) / (P(i) P(j)): above 1 they co-occur more often than chance."""
+    output_cos: np.ndarray
+    """(pairs,) cosine between the two latents' effects on the residual stream."""
+    decoder_cos: np.ndarray
+    """(pairs,) cosine between their decoder directions (in MLP-neuron space)."""
+
+
+@torch.no_grad()
+def pair_geometry(model, sae, latent_acts: np.ndarray, n_latents: int = 300, layer: int = 0) -> PairGeometry:
+    """Co-occurrence, output similarity and decoder cosine for pairs of the ``n_latents`` most
+    frequently firing latents of a single-instance ``sae``."""
+    freq = (latent_acts > 0).mean(0)
+    alive = np.flatnonzero(freq > 0)
+    top = alive[np.argsort(-freq[alive], kind="stable")[:n_latents]]
+    on = (latent_acts[:, top] > 0).astype(np.float32)                 # (tokens, m)
+    p = on.mean(0)
+    lift = (on.T @ on / len(on)) / np.outer(p, p)                       # (m, m)
+    D = sae.decoder_directions()[0, torch.as_tensor(top, device=sae.device)]   # (m, d_mlp)
+    E = torch.nn.functional.normalize(residual_effects(model, D, layer=layer), dim=-1)  # (m, d_model)
+    iu = np.triu_indices(len(top), 1)
+    return PairGeometry(top, lift[iu], (E @ E.T).cpu().numpy()[iu], (D @ D.T).cpu().numpy()[iu])
+
+
+def geometry_table(geo: PairGeometry, similar_quantile: float = 0.9) -> dict[tuple[bool, bool], tuple[float, int]]:
+    """The 2x2 summary: (output similar?, co-occur?) -> (mean decoder cosine, number of pairs).
+
+    "Co-occur" means a lift above 1; "similar output" means the top ``1 - similar_quantile``
+    of output cosines among the pairs.
+    """
+    cooc = geo.lift > 1.0
+    similar = geo.output_cos > np.quantile(geo.output_cos, similar_quantile)
+    out = {}
+    for s in (True, False):
+        for c in (False, True):
+            m = (similar == s) & (cooc == c)
+            out[s, c] = (float(geo.decoder_cos[m].mean()) if m.any() else float("nan"), int(m.sum()))
     return out

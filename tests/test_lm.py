@@ -52,6 +52,8 @@ def test_harvest_shapes_cache_reuse_and_invalidation(model, tmp_path, monkeypatc
     assert isinstance(again.acts["post"], np.memmap), "cached activations should be memory-mapped, not read into RAM"
     other = lm.harvest(model, 2048, seq_len=64, batch_size=4, progress=False)
     assert not other.from_cache and other.folder != first.folder, "a different token budget is a different cache entry"
+    post_only = lm.harvest(model, 1024, kinds=("post",), seq_len=64, batch_size=4, progress=False)
+    assert not post_only.from_cache and post_only.folder != first.folder, "different hooks are a different cache entry"
     assert not list(tmp_path.rglob("*.partial")), "a finished harvest must not leave a partial folder"
     with pytest.raises(ValueError, match="unknown activation kind"):
         lm.harvest(model, 1024, kinds=("resid",), progress=False)
@@ -85,3 +87,28 @@ def test_residual_effects_are_the_mlp_output_matrix(model):
     v = torch.randn(5, model.cfg.d_mlp, generator=torch.Generator().manual_seed(0))
     got = lm.residual_effects(model, v)
     assert torch.allclose(got, v @ W_out.detach(), atol=1e-4), "residual_effects should equal v @ W_out"
+
+
+def test_evaluate_saes_counts_match_a_hand_computation(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    acts = lm.harvest(model, 1024, kinds=("post",), seq_len=64, batch_size=8, progress=False)
+    sae = _identity_sae(model.cfg.d_mlp)
+    (ev,) = lm.evaluate_saes(model, sae, acts, n_rows=512, n_seq=4)
+    rows = np.arange(1024 - 512, 1024)
+    x = np.asarray(acts.acts["post"][rows[rows % 64 != 0]])         # the rows it evaluates on
+    pos, neg = (x > 0), (x < 0)                                       # latent i fires on x_i > 0, latent d+i on x_i < 0
+    assert ev.l0 == pytest.approx((pos | neg).sum(1).mean(), rel=1e-5), f"L0 should count nonzero coordinates: {ev.l0}"
+    assert ev.dead == int((~pos.any(0)).sum() + (~neg.any(0)).sum()), "dead = latents that never fire"
+    assert ev.dense == int((pos.mean(0) > 0.1).sum() + (neg.mean(0) > 0.1).sum()), "dense = latents on > 10% of tokens"
+    assert ev.fvu < 1e-8, f"an exact reconstruction leaves no variance unexplained: {ev.fvu}"
+    assert ev.ce.recovered == pytest.approx(1.0, abs=1e-4)
+
+
+def test_geometry_table_sorts_pairs_into_the_four_cells():
+    geo = lm.PairGeometry(latents=np.arange(4), lift=np.array([0.0, 0.0, 2.0, 2.0, 0.5]),
+                          output_cos=np.array([0.9, 0.1, 0.9, 0.1, 0.2]),
+                          decoder_cos=np.array([-0.5, -0.3, 0.6, 0.0, -0.1]))
+    table = lm.geometry_table(geo, similar_quantile=0.7)  # the two 0.9 pairs are "similar"
+    assert table[True, False] == (pytest.approx(-0.5), 1) and table[True, True] == (pytest.approx(0.6), 1)
+    assert table[False, True] == (pytest.approx(0.0), 1), "co-occurring, different output: the 4th pair"
+    assert table[False, False] == (pytest.approx(-0.2), 2), "never together, different output: pairs 2 and 5"

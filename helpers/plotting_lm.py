@@ -1,0 +1,130 @@
+"""Figures and HTML views for notebook 04 (SAEs on a language model's MLP).
+
+Each function draws one figure from numbers ``helpers.lm`` computed and returns it (or an
+HTML string); the notebook calls ``plt.show()`` / ``display``.
+"""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from helpers.lm import PairGeometry, SAEEval
+
+
+def plot_activation_stats(sample: np.ndarray, title: str = "MLP activations"):
+    """Two histograms of (tokens, d_mlp) activations: how often each neuron is positive, and
+    the activation vector's norm per token."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), constrained_layout=True)
+    axes[0].hist((sample > 0).mean(0) * 100, bins=40, color="tab:blue")
+    axes[0].set(xlabel="tokens where the neuron is positive (%)", ylabel="neurons",
+                title="Density of each MLP neuron")
+    axes[1].hist(np.linalg.norm(sample, axis=1), bins=60, color="tab:orange")
+    axes[1].set(xlabel="L2 norm of the activation vector", ylabel="tokens", title="Activation norm per token")
+    fig.suptitle(title)
+    fig.set_dpi(80)
+    return fig
+
+
+def format_evals(evals: Sequence[SAEEval], d_mlp: int) -> str:
+    """A plain-text table: one line per SAE (size, alpha, L0, FVU, CE recovered, dead, dense)."""
+    lines = [f"{'size':>5} {'alpha':>6} {'L0':>7} {'FVU':>6} {'CE rec.':>8} {'dead':>5} {'dense':>6}"]
+    for e in evals:
+        lines.append(f"{e.d_sae / d_mlp:>4g}x {e.alpha:>6.3g} {e.l0:>7.1f} {e.fvu:>6.3f} "
+                     f"{100 * e.ce.recovered:>7.1f}% {e.dead:>5} {e.dense:>6}")
+    return "\n".join(lines)
+
+
+def contexts_html(tokenizer, contexts, title: str = "", promotes: Sequence[str] = (),
+                  suppresses: Sequence[str] = ()) -> str:
+    """One latent as HTML: its top contexts, every token shaded by the latent's activation and
+    the peak token boxed, then the tokens its output promotes and suppresses."""
+    peak = max((c[2] for c in contexts), default=1.0) or 1.0
+
+    def show(t: str) -> str:
+        return html.escape(t).replace("\n", "&#x23CE;").replace(" ", "&nbsp;")
+
+    lines = [f"<div style='font-family:monospace;font-size:12px;margin-bottom:8px'><b>{html.escape(title)}</b>"]
+    for ids, at, value, vals in contexts:
+        spans = []
+        for i, (t, v) in enumerate(zip(ids.tolist(), vals.tolist())):
+            alpha = max(0.0, min(1.0, v / peak))
+            border = "border:1px solid #c00;" if i == at else ""
+            spans.append(f"<span style='background:rgba(255,140,0,{alpha:.2f});{border}'>{show(tokenizer.decode([t]))}</span>")
+        lines.append(f"<div>{value:6.2f}&nbsp;&nbsp;{''.join(spans)}</div>")
+    if promotes:
+        words = ", ".join(f"<span style='background:#d8f0d8'>{show(w)}</span>" for w in promotes)
+        lines.append(f"<div style='margin-top:3px'>promotes: {words}</div>")
+    if suppresses:
+        words = ", ".join(f"<span style='background:#f4d6d6'>{show(w)}</span>" for w in suppresses)
+        lines.append(f"<div>suppresses: {words}</div>")
+    return "\n".join(lines) + "</div>"
+
+
+def plot_latent_histograms(latent_acts: np.ndarray, latents: Sequence[int]):
+    """Histogram of each latent's nonzero activations (log count: the tail is the story)."""
+    fig, axes = plt.subplots(1, len(latents), figsize=(2.9 * len(latents), 2.6), constrained_layout=True,
+                             squeeze=False)
+    for ax, f in zip(axes[0], latents):
+        v = latent_acts[:, f][latent_acts[:, f] > 0]
+        ax.hist(v, bins=30, color="tab:purple", log=True)
+        ax.set(title=f"latent {f} ({len(v):,} tokens)", xlabel="activation (when > 0)", ylabel="tokens (log)")
+    fig.suptitle("How strongly the latents above fire")
+    fig.set_dpi(80)
+    return fig
+
+
+def plot_expansion(evals: Sequence[SAEEval], mmcs_larger: np.ndarray, d_mlp: int):
+    """Per L1 value, against dictionary size / MLP width: CE loss recovered, L0, and MMCS with
+    larger dictionaries. ``mmcs_larger`` is the grid's (sizes, L1 values) array."""
+    sizes = sorted({e.d_sae for e in evals})
+    alphas = sorted({e.alpha for e in evals})
+    by = {(e.d_sae, e.alpha): e for e in evals}
+    ratio = np.array(sizes) / d_mlp
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), constrained_layout=True)
+    for j, a in enumerate(alphas):
+        color = plt.cm.viridis(j / max(len(alphas) - 1, 1))
+        axes[0].plot(ratio, [100 * by[J, a].ce.recovered for J in sizes], "o-", color=color, label=f"alpha {a:.3g}")
+        axes[1].plot(ratio, [by[J, a].l0 for J in sizes], "o-", color=color, label=f"alpha {a:.3g}")
+        axes[2].plot(ratio[:-1], mmcs_larger[:-1, j], "o-", color=color, label=f"alpha {a:.3g}")
+    titles = ("CE loss recovered", "active latents per token", "agreement with larger dictionaries")
+    ylabels = ("CE loss recovered (%)", "L0 (latents per token)", "MMCS with larger dictionaries")
+    for ax, t, y in zip(axes, titles, ylabels):
+        ax.set_xscale("log", base=2)
+        ax.axvline(1, color="grey", ls=":", lw=1)
+        ax.set(xlabel="dictionary size / MLP width", ylabel=y, title=t)
+        ax.legend(fontsize=7)
+    fig.set_dpi(80)
+    return fig
+
+
+def plot_geometry(geo: PairGeometry):
+    """Decoder cosine of latent pairs against co-occurrence (coloured by output similarity) and
+    against output similarity."""
+    co = np.log10(geo.lift + 1e-3)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
+    sc = axes[0].scatter(co, geo.decoder_cos, c=geo.output_cos, s=2, cmap="coolwarm", vmin=-1, vmax=1, rasterized=True)
+    axes[0].axvline(0, color="grey", ls=":", lw=1)
+    axes[0].set(xlabel="log10 co-occurrence lift (0 = independent, -3 = never together)",
+                ylabel="cosine of decoder directions", title=f"{len(geo.latents)} latents, all pairs")
+    fig.colorbar(sc, ax=axes[0], label="output similarity (cosine)")
+    axes[1].scatter(geo.output_cos, geo.decoder_cos, s=2, alpha=0.3, rasterized=True)
+    axes[1].set(xlabel="output similarity (cosine of residual-stream effects)", ylabel="cosine of decoder directions",
+                title="Decoder cosine vs output similarity")
+    fig.set_dpi(80)
+    return fig
+
+
+def format_geometry_table(table: dict) -> str:
+    """The 2x2 table of ``helpers.lm.geometry_table`` as text."""
+    lines = [f"{'':28}{'do NOT co-occur':>20}{'DO co-occur':>20}"]
+    for s, name in ((True, "output SIMILAR (top 10%)"), (False, "output DIFFERENT (rest)")):
+        cells = []
+        for c in (False, True):
+            mean, n = table[s, c]
+            cells.append(f"{mean:>+9.2f} ({n:>5} pairs)" if n else f"{'-':>20}")
+        lines.append(f"{name:28}" + "".join(cells))
+    lines.append("entries: mean cosine between the two latents' decoder directions")
+    return "\n".join(lines)
