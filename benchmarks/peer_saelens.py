@@ -2,9 +2,9 @@
 
 SAELens is an optional extra, so run this with an interpreter that has it, e.g.::
 
-    python3 -m venv /work/venv-saelens
-    /work/venv-saelens/bin/pip install torch==2.13.0 sae-lens && /work/venv-saelens/bin/pip install --no-deps -e .
-    /work/venv-saelens/bin/python benchmarks/peer_saelens.py [--quick]
+    python3 -m venv .venv-saelens
+    .venv-saelens/bin/pip install torch sae-lens && .venv-saelens/bin/pip install --no-deps -e .
+    .venv-saelens/bin/python benchmarks/peer_saelens.py [--quick]
 
 Both sides train a 256 -> 512 standard (ReLU) SAE at batch 256 and generate their data as
 they go: ours with ``GroundTruthData.sample``, SAELens with its ``sae_lens.synthetic`` toolkit
