@@ -11,8 +11,9 @@ they go: ours with ``GroundTruthData.sample``, SAELens with its ``sae_lens.synth
 (``ActivationGenerator`` + ``FeatureDictionary``, ``train_toy_sae``) configured like ours: the
 same 512 feature directions, the same marginal firing probabilities and low-rank latent
 correlation, magnitudes with the mean and spread of uniform(0, 1). ``ours_over_saelens`` is
-the ratio of examples per second. Then SAELens loads SAEs that ``save_sae`` wrote (with and
-without a decoder bias) and we load one that SAELens trained and saved; the latents and
+the ratio of examples per second. Then SAELens loads SAEs that ``save_sae`` wrote (standard with
+and without a decoder bias, TopK, BatchTopK (saved as SAELens saves it, a JumpReLU) and
+JumpReLU) and we load one that SAELens trained and saved; the latents and
 reconstructions must agree. The last line printed is one JSON object.
 """
 from __future__ import annotations
@@ -78,12 +79,16 @@ def ours_examples_per_s(data: GroundTruthData, steps: int) -> float:
 
 
 def saelens_reads_ours() -> dict:
-    """Save with ``save_sae``, load with SAELens, compare latents and reconstructions."""
-    worst, ok = 0.0, True
+    """Save each of our variants with ``save_sae``, load with SAELens, compare latents and reconstructions."""
+    worst, ok, checked = 0.0, True, []
     x = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu").sample(512)
-    for decoder_bias in (False, True):
-        sae = SAE(SAEConfig(d_in=H, d_sae=J, decoder_bias=decoder_bias, steps=200), device="cpu")
+    variants = [("standard", False, {}), ("standard", True, {}), ("topk", True, {"k": 8}),
+                ("batchtopk", True, {"k": 8.0}), ("jumprelu", True, {"l1_coeffs": (3.0,)})]
+    for architecture, decoder_bias, extra in variants:
+        cfg = SAEConfig(d_in=H, d_sae=J, decoder_bias=decoder_bias, steps=200, architecture=architecture, **extra)
+        sae = SAE(cfg, device="cpu")
         train_sae(sae, lambda n: x[:n] + 0.3, progress=False)  # +0.3: an offset for b_dec to learn
+        sae.eval()  # BatchTopK encodes with its learned threshold, as SAELens saves it
         with tempfile.TemporaryDirectory() as tmp:
             folder = save_sae(sae, tmp)[0]
             theirs = SaeLensSAE.load_from_disk(str(folder), device="cpu")
@@ -94,7 +99,8 @@ def saelens_reads_ours() -> dict:
         diff = max(float((acts - ours.acts[0]).abs().max()), float((recon - ours.x_hat[0]).abs().max()))
         worst = max(worst, diff)
         ok = ok and diff < 1e-4 and theirs.cfg.apply_b_dec_to_input == decoder_bias
-    return {"saelens_loads_ours": ok, "saelens_loads_ours_max_abs_diff": worst}
+        checked.append(f"{architecture}->{theirs.cfg.architecture()}")
+    return {"saelens_loads_ours": ok, "saelens_loads_ours_max_abs_diff": worst, "saelens_loads_ours_variants": checked}
 
 
 def ours_reads_saelens(data: GroundTruthData) -> dict:

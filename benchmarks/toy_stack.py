@@ -3,7 +3,7 @@
 The sweep is both phase diagrams of notebook 01 (2 features in 1-D and 3 features in 2-D),
 ``phase_grid**2`` cells x ``phase_seeds`` seeds each, ``toy_steps`` Adam steps, batch 256:
 exactly what ``helpers.toy.phase_diagram`` trains, timed as it runs. Both sides use the
-trainer's CPU thread policy (one thread for small stacks; see ``toy._cpu_threads``).
+trainer's CPU thread policy (one thread for small stacks; see ``toy.cpu_threads``).
 
 The plain loop is what one would write first: per model, one ``nn.Parameter`` W and b,
 autograd, ``torch.optim.Adam`` with the same cosine schedule, same steps and batch size, fresh
@@ -81,7 +81,7 @@ def main() -> None:
         cells = rng.choice(s.phase_grid**2, size=k, replace=False)
         t0 = time.perf_counter()
         # the same thread policy as the stacked trainer (one CPU thread for small tensors)
-        with toy._cpu_threads(dev, BATCH * (m + 1)):
+        with toy.cpu_threads(dev, BATCH * (m + 1)):
             for c in cells:
                 i, j = divmod(int(c), s.phase_grid)
                 imp = torch.ones(m + 1)

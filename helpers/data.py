@@ -11,6 +11,16 @@ uniform(0, 1) coefficients: ``x = c @ F``. Which features switch on is not indep
 3. rescaling: all probabilities are multiplied by one constant so that on average
    ``mean_active`` (5) features are active per sample.
 
+The report closes by listing ways real activations might differ from this data. Each is one
+field of ``GroundTruthConfig`` (all off by default, which is the report's recipe):
+``jitter`` (each occurrence of a feature points a little off its direction),
+``noise_std`` (dense Gaussian background noise), ``nonnegative`` (feature directions in the
+positive orthant, like post-activation MLP outputs), ``frequency="zipf"`` (a power-law
+spread of feature frequencies instead of the 0.99 decay), ``corr_strength`` (how strongly the
+Gaussian z couples features), and ``n_parents``/``children_per_parent`` (a hierarchy: a
+parent feature fires with exactly one of its mutually exclusive children, the setting in
+which SAEs show feature absorption). The superposition ratio is ``n_features / d``.
+
 Everything is generated on the chosen device, seeded, in whatever batch size is asked.
 """
 from __future__ import annotations
@@ -21,18 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from helpers.device import get_device
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """A seed for one named random stream (``"ground-truth"``, ``"sae-init"``, ...).
-
-    Equal user seeds must not give equal random numbers in different places: with both the
-    ground-truth features and an SAE's orthogonal init drawn from ``manual_seed(0)``, the
-    init *is* (a linear map of) the answer, and the SAE looks far better than it is.
-    """
-    digest = hashlib.blake2b(f"{stream}:{seed}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1  # 63 bits: a valid torch seed
+from helpers.device import get_device, stream_seed  # noqa: F401  (stream_seed re-exported)
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,23 @@ class GroundTruthConfig:
     """Correlate which features are active (False: independent Bernoullis)."""
     corr_rank: int = 16
     """Rank of the random part of the correlation matrix (smaller: stronger correlations)."""
+    corr_strength: float = 1.0
+    """Scale of the random correlation factor: 0 gives independent z, larger couples more."""
+    frequency: str = "exponential"
+    """How feature probability falls with index: "exponential" (decay**g) or "zipf" ((g+1)**-zipf_exponent)."""
+    zipf_exponent: float = 1.0
+    """Exponent of the Zipf profile (used when frequency="zipf")."""
+    jitter: float = 0.0
+    """Each occurrence of a feature uses its direction plus Gaussian noise of expected norm ``jitter``, renormalised."""
+    noise_std: float = 0.0
+    """Std per dimension of dense Gaussian background noise added to every sample."""
+    nonnegative: bool = False
+    """Draw feature directions in the positive orthant (every coordinate >= 0)."""
+    n_parents: int = 0
+    """Hierarchy: the first n_parents * (1 + children_per_parent) features form parent-children groups."""
+    children_per_parent: int = 4
+    """Children per parent; exactly one child fires whenever its parent fires, never without it
+    (so children add to ``mean_active``, which counts parents and free features only)."""
     seed: int = 0
     """Seed for the features and the correlation matrix (sampling has its own generator)."""
 
@@ -61,6 +77,19 @@ class GroundTruthConfig:
             raise ValueError(f"mean_active must lie in (0, G={self.n_features}), got {self.mean_active}")
         if not 0 < self.decay <= 1:
             raise ValueError(f"decay must lie in (0, 1], got {self.decay}")
+        if self.frequency not in ("exponential", "zipf"):
+            raise ValueError(f"frequency must be 'exponential' or 'zipf', got {self.frequency!r}")
+        for name in ("corr_strength", "zipf_exponent", "jitter", "noise_std"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v == v and abs(v) != float("inf") and v >= 0):
+                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+        if self.n_parents < 0 or self.children_per_parent < 1:
+            raise ValueError("n_parents must be >= 0 and children_per_parent >= 1, got "
+                             f"{self.n_parents} and {self.children_per_parent}")
+        if self.n_parents * (1 + self.children_per_parent) > self.n_features:
+            raise ValueError(f"a hierarchy of {self.n_parents} parents with {self.children_per_parent} children "
+                             f"needs {self.n_parents * (1 + self.children_per_parent)} features; n_features is "
+                             f"{self.n_features}: lower n_parents or raise n_features")
 
 
 class GroundTruthData:
@@ -73,23 +102,42 @@ class GroundTruthData:
         G, h = cfg.n_features, cfg.d
         # Uniform on the sphere: normalised Gaussian vectors.
         feats = torch.randn(G, h, generator=gen)
+        if cfg.nonnegative:
+            feats = feats.abs()
         self.features = (feats / feats.norm(dim=1, keepdim=True)).to(self.device)  # (G, h)
         # A random correlation matrix C = normalise(A A^T / r + I). Low rank plus diagonal
         # keeps sampling at O(G r) per sample instead of O(G^2), and is still a full-rank,
         # valid correlation matrix with correlations of typical size ~ 1/sqrt(r).
         r = cfg.corr_rank
-        factor = torch.randn(G, r, generator=gen) / r**0.5  # (G, r)
+        factor = torch.randn(G, r, generator=gen) * (cfg.corr_strength / r**0.5)  # (G, r)
         scale = 1.0 / (1.0 + factor.pow(2).sum(1)).sqrt()  # (G,) makes the diagonal 1
         self._corr_factor_t = (factor * scale[:, None]).T.contiguous().to(self.device)  # (r, G)
         self._corr_scale = scale.to(self.device)
-        decay = cfg.decay ** torch.arange(G, dtype=torch.float32)
+        idx = torch.arange(G, dtype=torch.float32)
+        decay = cfg.decay**idx if cfg.frequency == "exponential" else (idx + 1) ** -cfg.zipf_exponent
+        if cfg.n_parents:  # children share their parent's occurrences: they get no draw of their own
+            decay = decay.masked_fill(self._child_mask(), 0.0)
         # E[Phi(z)] = 1/2, so this constant makes the expected number of active features mean_active.
         self._prob_scale = (decay * (cfg.mean_active / (0.5 * decay.sum()))).to(self.device)  # (G,)
         if float(self._prob_scale.max()) * 1.0 > 1.0:
-            raise ValueError("mean_active is too large for this decay: a probability would exceed 1")
+            raise ValueError("mean_active is too large for this frequency profile: the commonest feature's probability "
+                             "would exceed 1. Lower mean_active, raise decay, or lower zipf_exponent (e.g. 0.7).")
         # Byte b of a two-part uniform u = (b + v) / 256 can only give u < s_g if b <= 256 s_g.
         self._byte_threshold = (self._prob_scale * 256).floor().clamp(max=255).to(torch.uint8)  # (G,)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(stream_seed(cfg.seed, "sampling"))
+
+    def _child_mask(self) -> torch.Tensor:
+        """(G,) True for the child features of the hierarchy (none without one)."""
+        k, P = self.cfg.children_per_parent, self.cfg.n_parents
+        mask = torch.zeros(self.cfg.n_features, dtype=torch.bool)
+        idx = torch.arange(P * (1 + k))
+        mask[: P * (1 + k)] = idx % (1 + k) != 0
+        return mask
+
+    @property
+    def parents(self) -> torch.Tensor:
+        """(n_parents,) feature index of each parent; its children are the next children_per_parent."""
+        return torch.arange(self.cfg.n_parents) * (1 + self.cfg.children_per_parent)
 
     # ------------------------------------------------------------------------------------
     @property
@@ -125,7 +173,22 @@ class GroundTruthData:
         else:
             p = 0.5 * s[cols]
         on = u < p
-        return rows[on], cols[on], u[on] / p[on]
+        rows, cols, vals = rows[on], cols[on], u[on] / p[on]
+        if self.cfg.n_parents:
+            rows, cols, vals = self._add_children(rows, cols, vals)
+        return rows, cols, vals
+
+    def _add_children(self, rows, cols, vals):
+        """Each active parent switches on one of its children, chosen uniformly, with its own coefficient."""
+        k = self.cfg.children_per_parent
+        is_parent = (cols < self.cfg.n_parents * (1 + k)) & (cols % (1 + k) == 0)
+        pr, pc = rows[is_parent], cols[is_parent]
+        g = self._sample_gen
+        child = pc + 1 + torch.randint(0, k, pc.shape, device=self.device, generator=g)
+        cval = torch.rand(pc.shape, device=self.device, generator=g)
+        rows, cols, vals = torch.cat([rows, pr]), torch.cat([cols, child]), torch.cat([vals, cval])
+        order = torch.argsort(rows * self.cfg.n_features + cols)  # back to sorted by sample
+        return rows[order], cols[order], vals[order]
 
     def _random_bytes(self, n: int) -> torch.Tensor:
         """(n, G) independent uniform bytes (0..255) from the sampling generator."""
@@ -147,6 +210,8 @@ class GroundTruthData:
     def sample(self, n: int) -> torch.Tensor:
         """n toy activations x = c @ F, shape (n, h) (summed sparsely: ~5 features per row)."""
         rows, cols, vals = self._active(n)
+        if self.cfg.jitter or self.cfg.noise_std:
+            return self._sample_perturbed(n, rows, cols, vals)
         if self.device.type in ("cpu", "cuda"):
             # A weighted sum of feature rows per sample is exactly an embedding bag; it never
             # materialises the (n_active, h) gathered rows that index_add_ would need.
@@ -156,9 +221,30 @@ class GroundTruthData:
         x = torch.zeros(n, self.cfg.d, device=self.device)
         return x.index_add_(0, rows, self.features[cols] * vals[:, None])
 
+    def _sample_perturbed(self, n, rows, cols, vals) -> torch.Tensor:
+        """Samples with jittered directions and/or background noise (the slower, general path)."""
+        g, h = self._sample_gen, self.cfg.d
+        dirs = self.features[cols]  # (n_active, h)
+        if self.cfg.jitter:
+            # jitter is the std of the perturbation's length relative to the unit direction.
+            eps = torch.randn(dirs.shape, device=self.device, generator=g) * (self.cfg.jitter / h**0.5)
+            dirs = dirs + eps
+            dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        x = torch.zeros(n, h, device=self.device).index_add_(0, rows, dirs * vals[:, None])
+        if self.cfg.noise_std:
+            x += self.cfg.noise_std * torch.randn(x.shape, device=self.device, generator=g)
+        return x
+
     def sample_with_coefficients(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, c) so a sample can be decomposed into its ground-truth features."""
-        c = self.sample_coefficients(n)
+        """(x, c) so a sample can be decomposed into its ground-truth features.
+
+        With jitter or noise, x also carries those perturbations (c is what was planted).
+        """
+        rows, cols, vals = self._active(n)
+        c = torch.zeros(n, self.cfg.n_features, device=self.device)
+        c[rows, cols] = vals
+        if self.cfg.jitter or self.cfg.noise_std:
+            return self._sample_perturbed(n, rows, cols, vals), c
         return c @ self.features, c
 
     def latent_correlation(self) -> torch.Tensor:

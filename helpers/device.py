@@ -11,6 +11,8 @@ Three things live here and nowhere else:
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import random
 from dataclasses import dataclass, replace
@@ -48,6 +50,36 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"Device {choice!r} was asked for, but MPS is not available here. Use 'cpu'.")
     return dev
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A seed for one named random stream (``"ground-truth"``, ``"sae-init"``, ...).
+
+    Equal user seeds must not give equal random numbers in different places: with both the
+    ground-truth features and an SAE's orthogonal init drawn from ``manual_seed(0)``, the
+    init *is* (a linear map of) the answer, and the SAE looks far better than it is.
+    """
+    digest = hashlib.blake2b(f"{stream}:{seed}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits: a valid torch seed
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, work: int, threshold: int):
+    """Run small CPU work on one thread; leave GPUs and large work alone.
+
+    A step of a small stack is many tiny ops, and with two threads each op waits for the other;
+    on a busy machine that wait is a scheduler time slice (a toy sweep was measured 100x
+    slower), while one thread loses little on an idle one. ``work``: elements touched per step; above ``threshold`` torch's thread pool is kept.
+    """
+    if torch.device(device).type != "cpu" or work > threshold:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -95,6 +127,10 @@ class RunSizes:
     """Inputs of the computation-in-superposition (|x|) models."""
     abs_hidden: int
     """Hidden ReLU neurons of those models."""
+    abs_dense_seeds: int
+    """Seeds of the dense |x| model (few seeds land in a local minimum that skips important features)."""
+    softmax_features: int
+    """Features in 2-D for the ReLU-vs-softmax geometry comparison."""
 
     # --- notebook 02: SAEs on ground-truth data -----------------------------------------
     gt_features: int
@@ -111,12 +147,12 @@ class RunSizes:
     """L1 coefficients (alpha) for the sweeps."""
     sae_alpha: float
     """alpha for the single SAE and the noise appendix: inside the Goldilocks zone at this scale."""
-    sae_grid_steps: int
-    """Adam steps per SAE in notebook 02's (dictionary size x L1) grid."""
-    sae_grid_l1_values: tuple[float, ...]
-    """L1 coefficients (alpha) of that grid."""
     sae_noise_levels: tuple[float, ...]
     """Input noise std for the denoising appendix, in units of the data's per-dimension RMS."""
+    sae_noise_l1_values: tuple[float, ...]
+    """alpha values (one stacked SAE per noise level) of the denoising appendix."""
+    sae_noise_steps: int
+    """Adam steps per denoising SAE (at the grid's learning rate, grid_lr)."""
 
     # --- notebook 03: hyperparameter diagnostics -----------------------------------------
     grid_steps: int
@@ -157,11 +193,11 @@ _LAPTOP = RunSizes(
     scale="laptop",
     toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=28,
     dim_features=200, dim_hidden=20, dim_densities=32, phase_seeds=4, slider_densities=16, slider_decays=7,
-    abs_features=40, abs_hidden=20,
+    abs_features=40, abs_hidden=20, abs_dense_seeds=32, softmax_features=16,
     gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
     sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
-    sae_alpha=0.1, sae_grid_steps=4_000, sae_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2],
-    sae_noise_levels=(0.0, 0.1, 0.2, 0.5, 1.0),
+    sae_alpha=0.1, sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+    sae_noise_l1_values=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), sae_noise_steps=4_000,
     grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
     lm_tokens=300_000, lm_sae_steps=4_000, lm_expansions=(0.5, 1, 2, 4, 8), lm_dead_window=1000,
     lm_l1_values=_LM_L1,
@@ -173,9 +209,9 @@ _SIZES = {
         _LAPTOP, scale="ci",
         toy_steps=1_500, toy_batch=512, toy_seeds=3, toy_densities=6, phase_grid=20,
         dim_features=100, dim_hidden=10, dim_densities=24, phase_seeds=6, slider_densities=10, slider_decays=5,
-        abs_features=20, abs_hidden=10,
-        gt_features=128, gt_dim=64, sae_steps=3_000,
-        sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.3, sae_grid_steps=2_000,
+        abs_features=20, abs_hidden=10, abs_dense_seeds=24, softmax_features=12,
+        gt_features=128, gt_dim=64, sae_steps=8_000,
+        sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.1, sae_noise_steps=2_000,
         grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500,
         lm_tokens=100_000, lm_sae_steps=1_000, lm_expansions=(0.5, 1, 2), lm_dead_window=300,
         lm_l1_values=(0.3, 1.0, 3.0),
@@ -184,11 +220,10 @@ _SIZES = {
         _LAPTOP, scale="full",
         toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=12, phase_grid=40,
         dim_features=400, dim_hidden=30, dim_densities=48, phase_seeds=12, slider_densities=24, slider_decays=9,
-        abs_features=100, abs_hidden=40,
+        abs_features=100, abs_hidden=40, abs_dense_seeds=48, softmax_features=20,
         sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 10.0), grid_lr=1e-3,
-        sae_l1_values=_quarter_decades(1e-3, 10.0), sae_grid_steps=20_000,
-        sae_grid_l1_values=_quarter_decades(1e-2, 10.0),
-        sae_noise_levels=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0),
+        sae_l1_values=_quarter_decades(1e-3, 10.0), sae_noise_steps=20_000,
+        sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), sae_noise_l1_values=(0.03, 0.1, 0.3, 1.0),
         lm_tokens=450_000, lm_sae_steps=30_000, lm_expansions=(0.5, 1, 2, 4, 8, 16), lm_dead_window=3000,
         lm_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
     ),

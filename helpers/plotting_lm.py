@@ -40,7 +40,8 @@ def format_evals(evals: Sequence[SAEEval], d_mlp: int) -> str:
 def contexts_html(tokenizer, contexts, title: str = "", promotes: Sequence[str] = (),
                   suppresses: Sequence[str] = ()) -> str:
     """One latent as HTML: its top contexts, every token shaded by the latent's activation and
-    the peak token boxed, then the tokens its output promotes and suppresses."""
+    the peak token boxed, then the tokens its output promotes and suppresses (strings, or the
+    ``(token, logit)`` pairs of ``lm.logit_effects``, shown with their logit)."""
     peak = max((c[2] for c in contexts), default=1.0) or 1.0
 
     def show(t: str) -> str:
@@ -54,21 +55,27 @@ def contexts_html(tokenizer, contexts, title: str = "", promotes: Sequence[str] 
             border = "border:1px solid #c00;" if i == at else ""
             spans.append(f"<span style='background:rgba(255,140,0,{alpha:.2f});{border}'>{show(tokenizer.decode([t]))}</span>")
         lines.append(f"<div>{value:6.2f}&nbsp;&nbsp;{''.join(spans)}</div>")
+    def word(w, color: str) -> str:  # a token, or a (token, logit) pair from lm.logit_effects
+        text, logit = (w, None) if isinstance(w, str) else (w[0], float(w[1]))
+        value = "" if logit is None else f"<sub>{logit:+.2f}</sub>"
+        return f"<span style='background:{color}'>{show(text)}</span>{value}"
+
     if promotes:
-        words = ", ".join(f"<span style='background:#d8f0d8'>{show(w)}</span>" for w in promotes)
-        lines.append(f"<div style='margin-top:3px'>promotes: {words}</div>")
+        lines.append(f"<div style='margin-top:3px'>promotes: {', '.join(word(w, '#d8f0d8') for w in promotes)}</div>")
     if suppresses:
-        words = ", ".join(f"<span style='background:#f4d6d6'>{show(w)}</span>" for w in suppresses)
-        lines.append(f"<div>suppresses: {words}</div>")
+        lines.append(f"<div>suppresses: {', '.join(word(w, '#f4d6d6') for w in suppresses)}</div>")
     return "\n".join(lines) + "</div>"
 
 
 def plot_latent_histograms(latent_acts: np.ndarray, latents: Sequence[int]):
-    """Histogram of each latent's nonzero activations (log count: the tail is the story)."""
+    """Histogram of each latent's nonzero activations (log count: the tail is the story).
+
+    ``latent_acts``: a dense (tokens, d_sae) array or a ``lm.LatentActs``."""
     fig, axes = plt.subplots(1, len(latents), figsize=(2.9 * len(latents), 2.6), constrained_layout=True,
                              squeeze=False)
     for ax, f in zip(axes[0], latents):
-        v = latent_acts[:, f][latent_acts[:, f] > 0]
+        col = np.asarray(latent_acts[:, f])  # one column (a lm.LatentActs computes it on demand)
+        v = col[col > 0]
         ax.hist(v, bins=30, color="tab:purple", log=True)
         ax.set(title=f"latent {f} ({len(v):,} tokens)", xlabel="activation (when > 0)", ylabel="tokens (log)")
     fig.suptitle("How strongly the latents above fire")
@@ -77,25 +84,41 @@ def plot_latent_histograms(latent_acts: np.ndarray, latents: Sequence[int]):
 
 
 def plot_expansion(evals: Sequence[SAEEval], mmcs_larger: np.ndarray, d_mlp: int):
-    """Per L1 value, against dictionary size / MLP width: CE loss recovered, L0, and MMCS with
-    larger dictionaries. ``mmcs_larger`` is the grid's (sizes, L1 values) array."""
+    """Dictionary sizes compared at matched sparsity: CE loss recovered and FVU against L0, one
+    curve per size (its L1 values are the points), and MMCS with larger dictionaries per L1
+    value. ``mmcs_larger`` is the grid's (sizes, L1 values) array.
+
+    At one alpha the sizes sit at different L0 (the L1 term is alpha / J), so the first two
+    panels are read at equal height on the x axis, not at equal alpha."""
     sizes = sorted({e.d_sae for e in evals})
     alphas = sorted({e.alpha for e in evals})
     by = {(e.d_sae, e.alpha): e for e in evals}
     ratio = np.array(sizes) / d_mlp
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), constrained_layout=True)
+    for i, J in enumerate(sizes):
+        color = plt.cm.plasma(0.85 * i / max(len(sizes) - 1, 1))
+        pts = sorted((by[J, a] for a in alphas), key=lambda e: e.l0)
+        label = f"{J / d_mlp:g}x ({J} latents)"
+        axes[0].plot([e.l0 for e in pts], [100 * e.ce.recovered for e in pts], "o-", color=color, label=label)
+        axes[1].plot([e.l0 for e in pts], [e.fvu for e in pts], "o-", color=color, label=label)
+    for ax, y, t in ((axes[0], "CE loss recovered (%)", "CE loss recovered at matched L0"),
+                     (axes[1], "FVU (fraction of variance unexplained)", "Reconstruction error at matched L0")):
+        ax.set_xscale("log")
+        ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500) if min(e.l0 for e in evals) / 1.5 <= t <= max(e.l0 for e in evals) * 1.5]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set(xlabel="L0 (active latents per token, held-out tokens)", ylabel=y, title=t)
+        ax.legend(fontsize=7, title="dictionary size", title_fontsize=7)
+    axes[1].set_yscale("log")
     for j, a in enumerate(alphas):
         color = plt.cm.viridis(j / max(len(alphas) - 1, 1))
-        axes[0].plot(ratio, [100 * by[J, a].ce.recovered for J in sizes], "o-", color=color, label=f"alpha {a:.3g}")
-        axes[1].plot(ratio, [by[J, a].l0 for J in sizes], "o-", color=color, label=f"alpha {a:.3g}")
         axes[2].plot(ratio[:-1], mmcs_larger[:-1, j], "o-", color=color, label=f"alpha {a:.3g}")
-    titles = ("CE loss recovered", "active latents per token", "agreement with larger dictionaries")
-    ylabels = ("CE loss recovered (%)", "L0 (latents per token)", "MMCS with larger dictionaries")
-    for ax, t, y in zip(axes, titles, ylabels):
-        ax.set_xscale("log", base=2)
-        ax.axvline(1, color="grey", ls=":", lw=1)
-        ax.set(xlabel="dictionary size / MLP width", ylabel=y, title=t)
-        ax.legend(fontsize=7)
+    axes[2].set_xscale("log", base=2)
+    axes[2].set_xticks(ratio[:-1], [f"{r:g}x" for r in ratio[:-1]])
+    axes[2].minorticks_off()
+    axes[2].set(xlabel="dictionary size / MLP width", ylabel="MMCS with larger dictionaries",
+                title="Agreement with larger dictionaries")
+    axes[2].legend(fontsize=7)
     fig.set_dpi(80)
     return fig
 

@@ -140,8 +140,13 @@ def plot_max_cosine_histogram(learned, truth, ax=None, title: str | None = None)
 # 3-4. Sweeps
 # --------------------------------------------------------------------------------------
 def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[float, float] = (0.03, 0.3),
-                    threshold: float = 0.95, l0=None, title: str = "MMCS with the ground truth vs L1 coefficient"):
-    """MMCS against alpha on a log axis; shades where MMCS > threshold; marks the report's zone."""
+                    threshold: float = 0.95, l0=None, title: str = "MMCS with the ground truth vs L1 coefficient",
+                    label: str = "MMCS, J = G", others: dict | None = None):
+    """MMCS against alpha on a log axis; shades where MMCS > threshold; marks the report's zone.
+
+    ``others``: more curves over the same alphas, ``{label: mmcs_values}``, drawn dashed (e.g. the
+    same sweep trained with another learning rate).
+    """
     a, m = np.asarray(l1_values, float), _np(mmcs_values)
     fig, ax = plt.subplots(figsize=(8, 4), dpi=DPI)
     ax.axvspan(*zone, color="gold", alpha=0.25, label=f"report's Goldilocks zone ({zone[0]:g}-{zone[1]:g})")
@@ -150,7 +155,9 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
         lo, hi = a[good].min(), a[good].max()
         step = np.sqrt(a[1] / a[0]) if len(a) > 1 else 1.5
         ax.axvspan(lo / step, hi * step, color="tab:green", alpha=0.12, label=f"here: MMCS > {threshold}")
-    ax.semilogx(a, m, "o-", color="tab:blue", label="MMCS, J = G")
+    ax.semilogx(a, m, "o-", color="tab:blue", label=label)
+    for (name, values), col in zip((others or {}).items(), ("tab:purple", "tab:brown", "tab:pink")):
+        ax.semilogx(a, _np(values), "o--", color=col, ms=4, label=name)
     ax.axhline(random_baseline, color="tab:gray", ls="--", label=f"random dictionary ({random_baseline:.2f})")
     ax.axhline(threshold, color="tab:green", ls=":", lw=1)
     ax.set(xlabel="L1 coefficient alpha (log scale)", ylabel="MMCS", ylim=(0, 1.02), title=title)
@@ -186,33 +193,136 @@ def plot_mmcs_grid(mmcs_grid, size_labels: Sequence[str], l1_values, title: str 
     return fig
 
 
-def plot_best_l1_by_size(size_ratios, l1_values, mmcs_grid, d_sae_values):
-    """Where the best alpha lies for each size, and the per-latent weight alpha/J it means."""
+def l1_zone_by_size(l1_values, mmcs_grid, threshold: float = 0.95,
+                    tie: float = 0.005) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per dictionary size (grid row): the smallest and largest alpha whose MMCS clears
+    ``threshold`` (NaN where none does), and the best alpha. Each (sizes,).
+
+    Alphas within ``tie`` of a row's best MMCS count as tied (differences that small are
+    seed noise); the best alpha is then the middle one of the tied alphas, not the first.
+    """
     m, a = _np(mmcs_grid), np.asarray(l1_values, float)
-    best = a[np.nanargmax(m, axis=1)]
+    ok = m >= threshold
+    lo = np.array([a[row].min() if row.any() else np.nan for row in ok])
+    hi = np.array([a[row].max() if row.any() else np.nan for row in ok])
+    best = []
+    for row in m:
+        tied = np.flatnonzero(row >= np.nanmax(row) - tie)
+        best.append(a[tied[(len(tied) - 1) // 2]])
+    return lo, hi, np.array(best)
+
+
+def plot_best_l1_by_size(size_ratios, l1_values, mmcs_grid, d_sae_values, threshold: float = 0.95):
+    """Where the recovering alphas lie for each dictionary size, in both L1 conventions.
+
+    Left: alpha of the report's (alpha/J)||c||_1. Right: the same SAEs described by the
+    coefficient of the undivided form alpha'||c||_1, i.e. alpha' = alpha/J. Bars span the
+    alphas with MMCS >= ``threshold``; dots mark the best alpha (the middle of ties; hollow:
+    no alpha clears the threshold).
+    """
+    from matplotlib.ticker import LogLocator, LogFormatterSciNotation, NullFormatter
+
+    r = np.asarray(size_ratios, float)
     J = np.asarray(d_sae_values, float)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), dpi=DPI)
-    axes[0].loglog(size_ratios, best, "o-")
-    axes[0].set(xlabel="dictionary size J / G", ylabel="best alpha", title="The best alpha grows with J")
-    axes[1].loglog(size_ratios, best / J, "o-", color="tab:orange")
-    axes[1].set(xlabel="dictionary size J / G", ylabel="alpha / J at the best alpha",
-                title="...so the penalty per latent, alpha/J, shrinks less")
-    for ax in axes:
-        ax.set_xticks(size_ratios, [f"{r:g}" for r in size_ratios])
-        ax.grid(alpha=0.3, which="both")
+    lo, hi, best = l1_zone_by_size(l1_values, mmcs_grid, threshold)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=DPI, sharex=True)
+    for ax, div, ylabel, title in (
+        (axes[0], np.ones_like(J), "alpha in (alpha/J)||c||_1", "Report's form: the zone moves with J"),
+        (axes[1], J, "alpha' = alpha/J in alpha'||c||_1", "Undivided form, same SAEs"),
+    ):
+        found = ~np.isnan(lo)
+        ax.vlines(r[found], lo[found] / div[found], hi[found] / div[found], lw=8, color="tab:green", alpha=0.35,
+                  label=f"MMCS >= {threshold:g}")
+        ax.plot(r[found], best[found] / div[found], "o", color="tab:green", label="best alpha")
+        if (~found).any():
+            ax.plot(r[~found], best[~found] / div[~found], "o", mfc="none", color="tab:gray",
+                    label=f"best alpha, MMCS < {threshold:g}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(r, [f"{v:g}" for v in r])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation(base=10))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(r.min() / 1.4, r.max() * 1.4)
+        ax.set(xlabel="dictionary size J / G", ylabel=ylabel, title=title)
+        ax.grid(alpha=0.3, which="major")
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 
 
-def plot_mmcs_vs_noise(noise_stds, mmcs_values, clean_mmcs: float, random_baseline: float, alpha: float):
-    """Appendix: MMCS of a denoising SAE against the input noise's standard deviation."""
-    s, m = np.asarray(noise_stds, float), _np(mmcs_values)
+def plot_mmcs_vs_size(size_ratios, mmcs_at_alpha, alpha: float, best_mmcs=None, threshold: float = 0.95):
+    """The report's figure 2: MMCS against dictionary size at one fixed alpha (and, for
+    comparison, the best MMCS any alpha of the grid reaches at each size)."""
+    r = np.asarray(size_ratios, float)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=DPI)
+    ax.plot(r, _np(mmcs_at_alpha), "o-", color="tab:blue", label=f"alpha = {alpha:g} (report's fig. 2)")
+    if best_mmcs is not None:
+        ax.plot(r, _np(best_mmcs), "s--", color="tab:green", ms=4, label="best alpha of the grid, per size")
+    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
+    ax.axvline(1.0, color="tab:gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(r, [f"{v:g}" for v in r])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set(xlabel="dictionary size J / G (log scale)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
+           title=f"MMCS vs dictionary size at a fixed L1 coefficient")
+    ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mmcs_noise_grid(noise_levels, l1_values, mmcs_grid, title: str = "Denoising SAEs: MMCS (J = G)"):
+    """The report's appendix figure: MMCS as a heatmap over (input noise, alpha)."""
+    m = _np(mmcs_grid)
+    fig, ax = plt.subplots(figsize=(0.9 * len(l1_values) + 2.8, 0.5 * len(noise_levels) + 1.8), dpi=DPI)
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, aspect="auto", origin="lower")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if m[i, j] > 0.6 else "white")
+    ax.set_xticks(range(len(l1_values)), [f"{a:g}" for a in l1_values])
+    ax.set_yticks(range(len(noise_levels)), [f"{v:g}" for v in noise_levels])
+    ax.set(xlabel="L1 coefficient alpha", ylabel="input noise std / RMS of x", title=title)
+    fig.colorbar(im, ax=ax, label="MMCS")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mmcs_vs_samples(curves: dict, threshold: float = 0.95, title: str = "MMCS during training"):
+    """MMCS against training samples, one line per ``{label: (samples, mmcs)}``."""
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=DPI)
+    styles = ("-", "--", "-.", ":")
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+    for k, (name, (n, m)) in enumerate(curves.items()):
+        ax.plot(np.asarray(n) / 1e3, _np(m), styles[k % 2], color=colors[k % len(colors)], label=name)
+    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
+    ax.set(xlabel="training samples (thousands)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
+           title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mmcs_vs_noise(noise_stds, mmcs_values, l1_values, random_baseline: float,
+                       xlabel: str = "input noise std (per dimension)"):
+    """Appendix: MMCS of denoising SAEs against the input noise, one line per alpha.
+
+    ``mmcs_values``: (noise levels, alphas) or (noise levels,) with one alpha.
+    """
+    s, m = np.asarray(noise_stds, float), _np(mmcs_values).reshape(len(noise_stds), -1)
+    alphas = np.atleast_1d(np.asarray(l1_values, float))
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=DPI)
-    ax.plot(s, m, "o-", label=f"denoising SAE, alpha = {alpha:g}")
-    ax.axhline(clean_mmcs, color="tab:green", ls=":", label=f"no noise ({clean_mmcs:.3f})")
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(alphas)))
+    for j, (a, col) in enumerate(zip(alphas, colors)):
+        ax.plot(s, m[:, j], "o-", color=col, label=f"alpha = {a:g}")
     ax.axhline(random_baseline, color="tab:gray", ls="--", label="random dictionary")
-    ax.set(xlabel="input noise standard deviation (per dimension)", ylabel="MMCS", ylim=(0, 1.02),
-           title="Denoising SAEs also recover the features, in a narrow noise range")
-    ax.legend(loc="lower left")
+    pos = s[s > 0]
+    if pos.size and pos.max() / pos.min() >= 8:  # levels spread over decades: log-like axis that keeps 0
+        ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.5)
+        ax.set_xticks(s, [f"{v:g}" for v in s])
+    ax.set(xlabel=xlabel, ylabel="MMCS", ylim=(0, 1.02),
+           title="Denoising SAEs: MMCS against input noise")
+    ax.legend(loc="lower left", fontsize=9)
     fig.tight_layout()
     return fig

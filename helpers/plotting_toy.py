@@ -86,8 +86,10 @@ def plot_arrow_grid(W_grid, row_labels: Sequence[str], col_labels: Sequence[str]
 # --------------------------------------------------------------------------------------
 # W^T W and the bias
 # --------------------------------------------------------------------------------------
-def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool = True):
-    """W^T W (n, n) as a heatmap (red: +, blue: -, limits +-1) and the bias (n,) beside it."""
+def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool = True, b_lim: float | None = None):
+    """W^T W (n, n) as a heatmap (red: +, blue: -, limits +-1) and the bias (n,) beside it, on its
+    own colour scale (``b_lim``, default its largest |b|): a bias of -0.2 would be pale next to the +-1
+    of W^T W. Each bias value is written in its cell."""
     W, b = _np(W), _np(b)
     n = W.shape[1]
     G = W.T @ W
@@ -97,23 +99,66 @@ def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool =
     ax_wtw.tick_params(labelsize=7)
     if title:
         ax_wtw.set_title(title, fontsize=9)
-    ax_b.imshow(b[:, None], cmap="RdBu_r", vmin=-lim, vmax=lim)
+    b_lim = b_lim or max(float(np.abs(b).max()), 1e-3)
+    im_b = ax_b.imshow(b[:, None], cmap="PuOr_r", vmin=-b_lim, vmax=b_lim)
+    for i, v in enumerate(b):
+        ax_b.text(0, i, f"{v:+.2f}", ha="center", va="center", fontsize=6)
     ax_b.set(xticks=[0], xticklabels=["b"], yticks=[])
     if colorbar:
-        plt.colorbar(im, ax=[ax_wtw, ax_b], fraction=0.05, pad=0.04, label="W^T W entry / bias")
-    return im
+        plt.colorbar(im, ax=[ax_wtw], fraction=0.05, pad=0.04, label="W^T W entry")
+        plt.colorbar(im_b, ax=[ax_b], fraction=0.5, pad=0.1, label="bias b")
+    return im, im_b
 
 
 def plot_wtw_grid(W, b, labels: Sequence[str], title: str):
-    """W^T W and bias for a row of models: ``W`` (k, m, n), ``b`` (k, n)."""
+    """W^T W and bias for a row of models: ``W`` (k, m, n), ``b`` (k, n); the biases share their own scale."""
     W, b = _np(W), _np(b)
     k = W.shape[0]
-    fig, axes = plt.subplots(1, 2 * k, figsize=(2.6 * k + 1.2, 2.9), dpi=DPI,
-                             gridspec_kw={"width_ratios": [6, 1] * k})
+    fig, axes = plt.subplots(1, 2 * k, figsize=(2.6 * k + 2.4, 2.9), dpi=DPI,
+                             gridspec_kw={"width_ratios": [6, 1.3] * k})
+    b_lim = max(float(np.abs(b).max()), 1e-3)
     for j in range(k):
-        im = draw_wtw_bias(axes[2 * j], axes[2 * j + 1], W[j], b[j], labels[j], colorbar=False)
-    fig.colorbar(im, ax=list(axes), fraction=0.02, pad=0.02, label="W^T W entry (left) / bias b (right)")
+        im, im_b = draw_wtw_bias(axes[2 * j], axes[2 * j + 1], W[j], b[j], labels[j], colorbar=False, b_lim=b_lim)
+        if j:
+            axes[2 * j].set_ylabel("")
+    fig.subplots_adjust(left=0.04, right=0.88, wspace=0.35)
+    fig.colorbar(im, cax=fig.add_axes([0.895, 0.15, 0.008, 0.68]), label="W^T W entry")
+    fig.colorbar(im_b, cax=fig.add_axes([0.95, 0.15, 0.008, 0.68]), label="bias b")
     fig.suptitle(title)
+    return fig
+
+
+def plot_loss_split(densities, split: "toy.geometry.LossSplit", title: str):
+    """The four parts of the loss (``toy.geometry.loss_split``, each (n_densities,)) against density."""
+    fig, ax = plt.subplots(figsize=(6.8, 3.8), dpi=DPI)
+    names = {"own": "feature on: its own error", "one_neighbour": "feature off, ONE other on: single leak",
+             "coactive": "feature off, 2+ others on: co-active leak", "bias_only": "nothing on: bias alone (1e-7 = none)"}
+    for (field, label), marker in zip(names.items(), "osv^"):
+        ax.loglog(densities, np.maximum(_np(getattr(split, field)), 1e-7), marker=marker, label=label)
+    ax.set(xlabel="feature density 1 - S (log)", ylabel="importance-weighted squared error per sample (log)",
+           title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_hidden_scatter(W, x, title: str, n_points: int = 600):
+    """The hidden vectors h = W x of a batch x (batch, n) of one 2-D model W (2, n), coloured by the one
+    active feature (grey: two or more on), with the columns W_i as arrows."""
+    W, x = _np(W), _np(x)[:n_points]
+    h = x @ W.T  # (batch, 2)
+    on = x > 0
+    k = on.sum(1)
+    colors = feature_colors(W.shape[1])
+    fig, ax = plt.subplots(figsize=(4.6, 4.6), dpi=DPI)
+    ax.scatter(*h[k >= 2].T, s=8, color="0.6", alpha=0.6, label="2+ features on")
+    for i in range(W.shape[1]):
+        sel = (k == 1) & on[:, i]
+        ax.scatter(*h[sel].T, s=8, color=colors[i], label=f"only feature {i} on" if i == 0 else None)
+    draw_arrows(ax, W, colors=colors, scale=1.35 * max(1.0, float(np.abs(h).max())))
+    ax.set(title=title, xlabel="hidden dimension 1", ylabel="hidden dimension 2", xticks=[-1, 0, 1], yticks=[-1, 0, 1])
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     return fig
 
 
@@ -164,12 +209,39 @@ def draw_phase_diagram(ax, pd: "toy.PhaseDiagram", title: str | None = None) -> 
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.75))
 
 
-def plot_phase_diagrams(diagrams: Sequence["toy.PhaseDiagram"]):
-    """Phase diagrams side by side with a shared legend of the phases."""
+def phase_cost_boundary(rel_importance) -> np.ndarray:
+    """The density where superposition stops paying, from the three costs per sample of the 1-D model
+    (p: density, r: relative importance, E[x^2] = 1/3, E[min(x, y)^2] = 1/6):
+
+    * drop the extra feature: r p / 3;
+    * give it the dimension instead of the other feature: p / 3;
+    * share the dimension as an antipodal pair: (1 + r) p^2 / 6 (both on: each loses the smaller value).
+
+    Superposition wins below p = 2 min(r, 1) / (1 + r): rising with r up to r = 1, falling after.
+    """
+    r = np.asarray(rel_importance, dtype=float)
+    return 2 * np.minimum(r, 1.0) / (1 + r)
+
+
+def plot_phase_diagrams(diagrams: Sequence["toy.PhaseDiagram"], marks: Sequence[tuple[int, int]] = (),
+                        cost_line: bool = True):
+    """Phase diagrams side by side with a shared legend of the phases; ``marks`` (i_importance, j_density)
+    cells are labelled A, B, ... on the last diagram; ``cost_line`` draws ``phase_cost_boundary``."""
     fig, axes = plt.subplots(1, len(diagrams), figsize=(5.2 * len(diagrams) + 0.6, 4.4), dpi=DPI, squeeze=False)
     for ax, pd in zip(axes[0], diagrams):
         g = pd.phase.shape[0]
         draw_phase_diagram(ax, pd, f"{pd.d_hidden + 1} features in {pd.d_hidden}-D ({g}x{g} cells)")
+        if cost_line:
+            r = np.geomspace(pd.rel_importance[0], pd.rel_importance[-1], 200)
+            if pd.d_hidden >= 2:  # above r = 1 a dedicated dimension beats sharing at every density
+                r = r[r <= 1.0]
+            ax.plot(phase_cost_boundary(r), r, "k--", lw=1.5, label="cost estimate: superposition pays left of this")
+            ax.set_xlim(right=pd.densities[-1] * 1.15)
+            ax.legend(loc="upper left", fontsize=7)
+    for k, (i, j) in enumerate(marks):
+        pd = diagrams[-1]
+        axes[0, -1].text(pd.densities[j], pd.rel_importance[i], "ABCDEFGH"[k], ha="center", va="center",
+                         fontsize=10, weight="bold", bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec="k"))
     handles = [Patch(color=c, label=f"extra feature: {p}") for c, p in zip(PHASE_COLORS, toy.PHASES)]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -180,12 +252,15 @@ def plot_phase_examples(pd: "toy.PhaseDiagram", cells: Sequence[tuple[int, int]]
     """The arrows of a few cells (i_importance, j_density) of a 2-D phase diagram."""
     if pd.d_hidden != 2:
         raise ValueError("plot_phase_examples draws 2-D models: pass the d_hidden=2 diagram")
-    fig, axes = plt.subplots(1, len(cells), figsize=(2.2 * len(cells), 2.6), dpi=DPI, squeeze=False)
+    cells = [tuple(c) for c in cells]
+    fig, axes = plt.subplots(1, len(cells), figsize=(2.4 * len(cells), 2.7), dpi=DPI, squeeze=False)
     colors = feature_colors(pd.W.shape[-1])
     colors[-1] = plt.cm.autumn(0.1)
     for ax, (i, j) in zip(axes[0], cells):
+        k = cells.index((i, j))
         draw_arrows(ax, pd.W[i, j], colors=colors,
-                    title=f"density {pd.densities[j]:.2g}, imp {pd.rel_importance[i]:.2g}\n{toy.PHASES[pd.phase[i, j]]}")
+                    title=f"{'ABCDEFGH'[k]}: density {pd.densities[j]:.2g}, imp {pd.rel_importance[i]:.2g}\n"
+                          f"{toy.PHASES[pd.phase[i, j]]}")
     fig.suptitle("Example cells (red: the extra feature)", fontsize=10)
     fig.tight_layout()
     return fig
@@ -261,9 +336,6 @@ def plot_gram_rows(pr: "toy.PairResult", density_index: int):
     return fig
 
 
-# --------------------------------------------------------------------------------------
-# Sliders over a precomputed sweep
-# --------------------------------------------------------------------------------------
 def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int):
     """Arrows, W^T W and bias of one (decay, density) cell of a 2-D sweep."""
     fig = plt.figure(figsize=(8.6, 3.3), dpi=DPI)
@@ -275,30 +347,6 @@ def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int):
     fig.suptitle(f"density {sw.densities[j_density]:.3g}, importance {sw.decays[i_decay]:.2f}^i "
                  f"({sw.readout}): {k} features represented", fontsize=10)
     return fig
-
-
-def sweep_explorer(sw: "toy.Sweep", density: float | None = None, decay: float | None = None):
-    """Sliders for density and importance decay over a precomputed ``toy.Sweep``.
-
-    Moving a slider only picks a trained model and redraws it, so it feels live. Returns the
-    ``interact`` handle (call ``handle.draw(i, j)`` to draw without widgets).
-    """
-    import ipywidgets as widgets
-
-    j0 = int(np.abs(np.log(sw.densities) - np.log(density)).argmin()) if density else len(sw.densities) // 2
-    i0 = int(np.abs(sw.decays - decay).argmin()) if decay else len(sw.decays) // 2
-    dens_w = widgets.SelectionSlider(options=[(f"{d:.3g}", j) for j, d in enumerate(sw.densities)], value=j0,
-                                     description="density", continuous_update=True)
-    dec_w = widgets.SelectionSlider(options=[(f"{k:.2f}", i) for i, k in enumerate(sw.decays)], value=i0,
-                                    description="decay", continuous_update=True)
-
-    def draw(i: int, j: int):
-        draw_sweep_cell(sw, i, j)
-        plt.show()
-
-    handle = widgets.interact(draw, i=dec_w, j=dens_w)
-    handle.draw = draw
-    return handle
 
 
 # --------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """The course's plumbing: environments agree, notebooks share one setup cell, scales and
 devices fail clearly."""
 import json
+import os
 import re
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -60,10 +64,103 @@ def test_notebook_starts_with_the_shared_setup_cell(nb_path):
     first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
     assert "".join(first_code["source"]) == colab.SETUP_CELL, (
         f"{nb_path.name}: the first code cell differs from helpers.colab.SETUP_CELL; "
-        "run `python -m helpers.colab` to refresh it"
+        "run `python -m helpers.colab --sync-notebooks` to refresh it"
     )
     sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "sys.path" not in sources.replace(colab.SETUP_CELL, ""), f"{nb_path.name} edits sys.path"
+
+
+class FakeColab:
+    """Runs SETUP_CELL as if on Colab, with the course folder in ``tmp`` and git and pip faked.
+
+    The fake git behaves like the real one where it matters: it refuses a destination that
+    exists and is not empty, and when ``cut_off`` it leaves a partial folder and fails.
+    """
+
+    def __init__(self, tmp: Path, monkeypatch):
+        self.course, self.commands, self.cwd, self.cut_off = tmp / "course", [], None, False
+        self.code = colab.SETUP_CELL.replace('"/content/course"', repr(str(self.course)))
+        assert self.code.count(repr(str(self.course))) == 1, (
+            'SETUP_CELL must name "/content/course" exactly once (course = "/content/course")')
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+        monkeypatch.setattr(subprocess, "run", self.run)
+        monkeypatch.setattr(subprocess, "check_call", self.run)
+        monkeypatch.setattr(os, "chdir", lambda path: setattr(self, "cwd", Path(path)))
+
+    def run(self, cmd, *args, **kwargs):
+        self.commands.append(cmd[0] if cmd[0] == "git" else "pip" if "pip" in cmd else cmd[0])
+        if cmd[0] == "git":
+            dest = Path(cmd[-1])
+            if dest.exists() and any(dest.iterdir()):
+                raise subprocess.CalledProcessError(128, cmd, "destination path already exists")
+            (dest / ".git").mkdir(parents=True)
+            if self.cut_off:
+                raise subprocess.CalledProcessError(-9, cmd)
+            (dest / "helpers").mkdir()
+            (dest / "notebooks").mkdir()
+            (dest / "helpers" / "__init__.py").write_text("")
+            (dest / "pyproject.toml").write_text("[project]")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    def setup(self):
+        exec(compile(self.code, "setup cell", "exec"), {})
+
+
+def test_setup_cell_clones_once_and_installs(tmp_path, monkeypatch):
+    fake = FakeColab(tmp_path, monkeypatch)
+    fake.setup()
+    assert fake.commands == ["git", "pip"], f"a fresh Colab must clone, then install: {fake.commands}"
+    assert fake.cwd == fake.course / "notebooks", "the setup cell must move into the course's notebooks"
+    fake.commands.clear()
+    fake.setup()
+    assert fake.commands == ["pip"], f"a complete earlier clone must be kept, not cloned again: {fake.commands}"
+
+
+def test_setup_cell_clones_again_after_an_interrupted_clone(tmp_path, monkeypatch):
+    fake = FakeColab(tmp_path, monkeypatch)
+    fake.cut_off = True
+    with pytest.raises(subprocess.CalledProcessError):
+        fake.setup()
+    assert fake.course.is_dir() and not (fake.course / "pyproject.toml").exists(), "the fake left no partial clone"
+    fake.cut_off, fake.commands = False, []
+    fake.setup()
+    assert fake.commands == ["git", "pip"], (
+        f"after a clone that was cut off, the rerun must clone afresh before installing: {fake.commands}")
+    assert (fake.course / "pyproject.toml").exists()
+
+
+def test_setup_cell_replaces_a_folder_without_the_course(tmp_path, monkeypatch):
+    fake = FakeColab(tmp_path, monkeypatch)
+    (fake.course / "helpers").mkdir(parents=True)
+    (fake.course / "stale.txt").write_text("from an older, broken clone")
+    fake.setup()
+    assert fake.commands == ["git", "pip"], f"a folder without pyproject.toml must be cloned again: {fake.commands}"
+    assert not (fake.course / "stale.txt").exists(), "the broken folder must be removed before the new clone"
+
+
+def test_setup_cell_does_nothing_outside_colab(monkeypatch):
+    calls = []
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(os, "chdir", lambda path: calls.append(path))
+    exec(compile(colab.SETUP_CELL, "setup cell", "exec"), {})
+    assert calls == [], f"outside Colab the setup cell must run nothing: {calls}"
+
+
+def test_sync_notebooks_rewrites_only_the_first_code_cell(tmp_path):
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": ["# Title"]},
+             {"cell_type": "code", "execution_count": 1, "metadata": {}, "outputs": [], "source": ["import os  # old"]},
+             {"cell_type": "code", "execution_count": 2, "metadata": {"tags": ["x"]}, "outputs": [],
+              "source": ["print(1)"]}]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "01_demo.ipynb").write_text(json.dumps(nb, indent=1))
+    assert colab.sync_notebooks(tmp_path) == ["01_demo.ipynb"]
+    synced = json.loads((tmp_path / "01_demo.ipynb").read_text())
+    assert "".join(synced["cells"][1]["source"]) == colab.SETUP_CELL
+    assert synced["cells"][1]["execution_count"] == 1, "the setup cell keeps its execution count"
+    assert [synced["cells"][0], synced["cells"][2]] == [cells[0], cells[2]], "other cells must not change"
+    assert synced["metadata"] == nb["metadata"]
+    assert colab.sync_notebooks(tmp_path) == [], "a second sync must find nothing to change"
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)

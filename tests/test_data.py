@@ -133,3 +133,40 @@ def test_bad_configs_are_clear_errors(kwargs, words):
 def test_impossible_probabilities_are_a_clear_error():
     with pytest.raises(ValueError, match="probability would exceed 1"):
         GroundTruthData(GroundTruthConfig(n_features=64, d=16, mean_active=30, decay=0.9), device="cpu")
+
+
+def test_suspect_options_default_off_and_each_changes_the_data():
+    base = GroundTruthData(SMALL, device="cpu")
+    ref = base.sample(256)
+    assert torch.equal(GroundTruthData(GroundTruthConfig(n_features=128, d=64, jitter=0.0), device="cpu").sample(256), ref), (
+        "with every option at its default the generator must give the report's data exactly")
+    for kw in (dict(jitter=0.5), dict(noise_std=0.1), dict(nonnegative=True), dict(corr_strength=3.0),
+               dict(frequency="zipf", zipf_exponent=0.7), dict(n_parents=4, children_per_parent=3)):
+        other = GroundTruthData(GroundTruthConfig(n_features=128, d=64, **kw), device="cpu").sample(256)
+        assert not torch.equal(other, ref), f"option {kw} did not change the data"
+
+
+def test_hierarchy_children_are_exclusive_and_need_their_parent():
+    data = GroundTruthData(GroundTruthConfig(n_features=128, d=64, n_parents=6, children_per_parent=3), device="cpu")
+    _, c = data.sample_with_coefficients(20_000)
+    on = c > 0
+    for p in data.parents.tolist():
+        kids = on[:, p + 1 : p + 4].sum(1)
+        assert on[:, p].any(), f"parent {p} never fired in 20k samples"
+        assert (kids[on[:, p]] == 1).all(), f"when parent {p} fires exactly one child must fire"
+        assert (kids[~on[:, p]] == 0).all(), f"a child of parent {p} fired without it"
+
+
+def test_jitter_and_noise_move_samples_off_the_planted_span():
+    data = GroundTruthData(GroundTruthConfig(n_features=128, d=64, jitter=0.3), device="cpu")
+    x, c = data.sample_with_coefficients(2000)
+    rel = ((x - c @ data.features).norm(dim=1) / x.norm(dim=1).clamp_min(1e-9)).mean()
+    assert 0.05 < float(rel) < 0.6, f"jitter 0.3 should move samples by tens of percent, moved {float(rel):.3f}"
+
+
+@pytest.mark.parametrize("kw", [dict(jitter=float("nan")), dict(noise_std=-1.0), dict(frequency="power"),
+                                dict(n_parents=100, children_per_parent=4)])
+def test_bad_suspect_options_are_clear_errors(kw):
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=name if name != "children_per_parent" else "n_parents"):
+        GroundTruthConfig(n_features=128, d=64, **kw)

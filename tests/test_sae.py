@@ -1,6 +1,9 @@
-"""Stacked SAEs: shapes, the unit-norm decoder, the loss, the hand-written gradients, training
-in a stack vs alone, SAELens-layout save/load, and the report's L1 Goldilocks zone."""
+"""Stacked SAEs: shapes, the unit-norm decoder, each variant's loss against a naive reference,
+training in a stack vs alone, NaN detection, SAELens-layout save/load (and SAELens reading our
+files), and the report's L1 Goldilocks zone."""
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -8,20 +11,65 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import sizes
 from helpers.metrics import mmcs
-from helpers.sae import SAE, SAE_LENS_VERSION, SAEConfig, load_sae, save_sae, train_sae
+from helpers.sae import (SAE, SAE_LENS_VERSION, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
+                         load_sae, save_sae, train_sae)
+
+VARIANTS = {"standard": {}, "topk": dict(k=4), "batchtopk": dict(k=4.0), "jumprelu": dict(jumprelu_init_threshold=0.05)}
 
 
-def _random_sae(decoder_bias=False, divide=True, l1=(0.1, 1.0, 3.0), seed=0, batch_size=256) -> SAE:
-    """A 16 -> 32 SAE with non-trivial weights: decoder rows off unit norm, non-zero biases."""
-    sae = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=l1, decoder_bias=decoder_bias,
-                        l1_divide_by_d_sae=divide, seed=seed, batch_size=batch_size), device="cpu")
+def _random_sae(decoder_bias=False, divide=True, l1=(0.1, 1.0, 3.0), seed=0, batch_size=256,
+                architecture="standard") -> SAE:
+    """A 16 -> 32 SAE with non-trivial weights: decoder rows off unit norm, non-zero biases
+    (and, for the variants, thresholds that differ per latent)."""
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=l1, decoder_bias=decoder_bias, l1_divide_by_d_sae=divide,
+                        seed=seed, batch_size=batch_size, architecture=architecture,
+                        **VARIANTS[architecture]), device="cpu")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sae.W_dec.mul_(torch.rand(sae.W_dec.shape[:2] + (1,), generator=g) + 0.5)
         sae.b_enc.normal_(0, 0.1, generator=g)
         if decoder_bias:
             sae.b_dec.normal_(0, 1, generator=g)
+        if architecture == "jumprelu":
+            sae.log_threshold.copy_(torch.empty_like(sae.log_threshold).uniform_(-4, -0.5, generator=g))
+        if architecture == "batchtopk":
+            sae.topk_threshold.copy_(torch.rand(sae.cfg.n_instances, generator=g) * 0.3)
     return sae
+
+
+def _naive_loss(sae: SAE, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(inst,) the loss written out one instance and one formula at a time, no batching tricks."""
+    cfg, losses = sae.cfg, []
+    for i, alpha in enumerate(cfg.l1_coeffs):
+        W_enc, b_enc, W_dec, b_dec = (getattr(sae, n)[i].detach() for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+        pre = (x - b_dec if cfg.decoder_bias else x) @ W_enc + b_enc                 # (B, J)
+        if cfg.architecture == "standard":
+            acts = torch.clamp(pre, min=0)
+        elif cfg.architecture == "topk":                                           # k largest of each row
+            keep = torch.zeros_like(pre, dtype=torch.bool)
+            for b in range(pre.shape[0]):
+                keep[b, torch.argsort(pre[b], descending=True)[: int(cfg.k)]] = True
+            acts = torch.where(keep, torch.clamp(pre, min=0), 0.0)
+        elif cfg.architecture == "batchtopk":                                      # k * B largest of the batch
+            flat = torch.clamp(pre, min=0).flatten()
+            keep = torch.zeros_like(flat, dtype=torch.bool)
+            keep[torch.argsort(flat, descending=True)[: int(cfg.k * pre.shape[0])]] = True
+            acts = torch.where(keep, flat, 0.0).reshape(pre.shape)
+        else:                                                                       # jumprelu
+            theta = sae.log_threshold[i].detach().exp()
+            acts = torch.where(pre > theta, pre, 0.0)
+        D = W_dec / torch.linalg.vector_norm(W_dec, dim=1, keepdim=True)
+        x_hat = acts @ D + b_dec
+        recon = ((x_hat - target) ** 2).sum(1).mean() / cfg.d_in
+        weight = alpha / cfg.d_sae if cfg.l1_divide_by_d_sae else alpha
+        if cfg.architecture == "standard":
+            sparsity = weight * acts.abs().sum(1).mean()
+        elif cfg.architecture == "jumprelu":
+            sparsity = weight * (acts != 0).float().sum(1).mean()
+        else:
+            sparsity = torch.tensor(0.0)
+        losses.append(recon + sparsity)
+    return torch.stack(losses)
 
 
 def test_shapes_of_encode_decode_and_forward():
@@ -67,27 +115,100 @@ def test_reconstruction_loss_is_squared_error_over_d_in():
     assert torch.allclose(out.recon_loss, expect, rtol=1e-5), "recon loss = (1/h)||x - x_hat||^2, batch mean"
 
 
+@pytest.mark.parametrize("architecture", list(VARIANTS))
 @pytest.mark.parametrize("decoder_bias", [False, True])
-@pytest.mark.parametrize("divide", [True, False])
-def test_hand_written_gradients_equal_autograd(decoder_bias, divide):
-    sae = _random_sae(decoder_bias=decoder_bias, divide=divide)
-    x = torch.randn(40, 16)
+def test_each_variants_loss_equals_a_naive_per_instance_reference(architecture, decoder_bias):
+    sae = _random_sae(decoder_bias=decoder_bias, architecture=architecture)
+    assert type(sae).__name__ == {"standard": "SAE", "topk": "TopKSAE", "batchtopk": "BatchTopKSAE",
+                                  "jumprelu": "JumpReLUSAE"}[architecture], "SAE(cfg) must build the class cfg names"
+    x = torch.rand(40, 16)
     target = x + 0.1 * torch.randn(40, 16)  # a denoising target, so input and target differ
-    out = sae(x, target=target)
-    out.loss.backward()
-    expected = {n: p.grad.clone() for n, p in sae.named_parameters() if p.requires_grad}
-    for p in sae.parameters():
-        p.grad = None
-    stats = sae.compute_grads(x, target=target)
-    for name, grad in expected.items():
-        got = getattr(sae, name).grad
-        assert got is not None, f"compute_grads left {name}.grad empty"
-        err = float((got - grad).abs().max() / grad.abs().max())
-        assert err < 1e-5, f"hand-written d(loss)/d({name}) differs from autograd by {err:.2e} (relative)"
-    assert torch.allclose(stats.recon_loss, out.recon_loss.detach(), rtol=1e-5)
-    assert torch.allclose(stats.l1_loss, out.l1_loss.detach(), rtol=1e-5)
-    assert torch.allclose(stats.l0, (out.acts > 0).float().sum(-1).mean(-1))
-    assert torch.equal(stats.fired, (out.acts > 0).any(1)), "fired: latent active on any example"
+    got = sae.loss(x, target=target)
+    want = _naive_loss(sae, x, target)
+    assert got.shape == (3,), f"loss must be one number per instance, got shape {tuple(got.shape)}"
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-7), (
+        f"{architecture} (decoder_bias={decoder_bias}): loss {got.tolist()} differs from the naive "
+        f"per-instance reference {want.tolist()}"
+    )
+
+
+def test_topk_trains_keeps_exactly_k_latents_and_round_trips(tmp_path):
+    data = GroundTruthData(GroundTruthConfig(n_features=32, d=16), device="cpu")
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=(0.0, 0.0), architecture="topk", k=3, lr=3e-3,
+                        log_every=50), device="cpu")
+    log = train_sae(sae, data.sample, steps=300, progress=False)
+    first, last = log.recon_loss[0], log.recon_loss[-1]
+    assert (last < 0.7 * first).all(), f"TopK reconstruction loss should fall in training: {first} -> {last}"
+    acts = sae.encode(data.sample(500))
+    per_example = (acts > 0).sum(-1)
+    assert (per_example <= 3).all() and per_example.float().mean() > 2.9, (
+        f"a TopK SAE with k=3 must keep at most 3 latents per example (and almost always 3), "
+        f"got L0 from {int(per_example.min())} to {int(per_example.max())}"
+    )
+    assert abs(float(log.l0[-1].mean()) - 3) < 0.1, f"the log's L0 should be k=3, got {log.l0[-1]}"
+    path = save_sae(sae, tmp_path / "topk")[1]
+    loaded = load_sae(path, device="cpu")
+    x = data.sample(64)
+    assert isinstance(loaded, TopKSAE) and loaded.cfg.k == 3, f"a saved TopK SAE must load as TopKSAE with k=3"
+    assert torch.allclose(loaded(x).x_hat, sae.select(1)(x).x_hat, atol=1e-6), "TopK reconstruction changes after save/load"
+
+
+def test_jumprelu_threshold_learns_through_the_straight_through_estimator():
+    sae = _random_sae(architecture="jumprelu", l1=(0.0, 1.0, 10.0))
+    x = torch.rand(128, 16)
+    sae.loss(x).sum().backward()
+    grad = sae.log_threshold.grad
+    assert grad is not None and torch.isfinite(grad).all(), "log_threshold must receive a finite gradient"
+    pre = sae.pre_acts(x).detach()                                                   # (I, B, J)
+    theta = sae.threshold.detach()[:, None, :]
+    near = ((pre - theta).abs() < sae.cfg.jumprelu_bandwidth / 2).any(1)             # (I, J)
+    assert (grad[near] != 0).any(), "latents with pre-activations near their threshold must get threshold gradient"
+    assert (grad[~near] == 0).all(), "the estimator passes gradient only within bandwidth/2 of the threshold"
+    # More L0 penalty pushes thresholds up: the L0 term's gradient on log theta is negative.
+    assert grad[2][near[2]].mean() < grad[0][near[0]].mean(), (
+        "with alpha=10 the threshold gradient should point further towards raising theta than with alpha=0"
+    )
+
+
+def test_batchtopk_learns_a_threshold_and_encodes_with_it_in_eval_mode():
+    data = GroundTruthData(GroundTruthConfig(n_features=32, d=16), device="cpu")
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, architecture="batchtopk", k=3.0), device="cpu")
+    assert isinstance(sae, BatchTopKSAE), f"SAE(cfg) with architecture='batchtopk' built {type(sae).__name__}"
+    train_sae(sae, data.sample, steps=400, progress=False)
+    theta = float(sae.topk_threshold[0])
+    assert theta > 0, "training should move the BatchTopK threshold above 0"
+    x = data.sample(2000)
+    in_batch = float((sae.train().encode(x) > 0).sum(-1).float().mean())
+    per_example = float((sae.eval().encode(x) > 0).sum(-1).float().mean())
+    assert abs(in_batch - 3) < 1e-3, f"in training mode the batch keeps k=3 latents per example on average, got {in_batch}"
+    assert 1.5 < per_example < 6, f"the learned threshold should give an L0 near k=3 one example at a time, got {per_example:.2f}"
+
+
+def test_nan_in_one_batch_stops_training_naming_instance_and_step():
+    data = GroundTruthData(GroundTruthConfig(n_features=32, d=16), device="cpu")
+    calls = []
+
+    def sample(n):
+        calls.append(n)
+        x = data.sample(n)
+        if len(calls) == 15:  # the 15th batch (prefetch=1: one batch per call)
+            x[3, 2] = float("nan")
+        return x
+
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=(0.1, 0.3), log_every=10), device="cpu")
+    with pytest.raises(NonFiniteLossError) as err:
+        train_sae(sae, sample, steps=100, progress=False, prefetch=1)
+    msg = str(err.value)
+    assert "step 20" in msg, f"the NaN at step 15 should be reported at the next logging step (20): {msg}"
+    assert "0 (alpha=0.1)" in msg and "1 (alpha=0.3)" in msg, f"the message must name each instance and its alpha: {msg}"
+
+
+def test_an_sae_built_on_meta_has_every_tensor_on_meta():
+    for architecture, kwargs in VARIANTS.items():
+        sae = SAE(SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.1, 1.0), architecture=architecture, **kwargs), device="meta")
+        off = [n for n, t in [*sae.named_parameters(), *sae.named_buffers()] if t.device.type != "meta"]
+        assert not off, f"{architecture}: {off} were created off the requested device (a CUDA run would fail here)"
+        assert sae.encode(torch.empty(4, 8, device="meta")).shape == (2, 4, 16)
 
 
 def test_one_training_step_equals_an_autograd_adam_step():
@@ -101,7 +222,7 @@ def test_one_training_step_equals_an_autograd_adam_step():
     opt.step()
     train_sae(ours, lambda n: x[:n], steps=1, progress=False, prefetch=1)
     for name, p in ref.named_parameters():
-        diff = float((getattr(ours, name) - p).abs().max())
+        diff = float((getattr(ours, name) - p).detach().abs().max())
         assert diff < 1e-6, f"after one step {name} differs from the autograd + Adam reference by {diff:.2e}"
 
 
@@ -114,7 +235,7 @@ def test_a_stacked_instance_trains_exactly_like_the_same_sae_alone():
     log_alone = train_sae(alone, GroundTruthData(cfg, device="cpu").sample, steps=300, progress=False)
     one = stack.select(1)
     for name in ("W_enc", "b_enc", "W_dec"):
-        diff = float((getattr(one, name) - getattr(alone, name)).abs().max())
+        diff = float((getattr(one, name) - getattr(alone, name)).detach().abs().max())
         assert diff < 1e-4, f"{name} of stacked instance 1 differs from the same SAE trained alone by {diff:.2e}"
     assert abs(log_stack.recon_loss[-1, 1] - log_alone.recon_loss[-1, 0]) < 1e-5 * max(1.0, log_alone.recon_loss[-1, 0])
 
@@ -141,23 +262,37 @@ def test_decoder_bias_starts_at_the_data_mean_and_bad_sample_fn_is_caught():
         train_sae(SAE(SAEConfig(d_in=8, d_sae=16), device="cpu"), lambda n: torch.randn(n, 9), steps=1, progress=False)
 
 
-@pytest.mark.parametrize("kwargs", [dict(d_sae=0), dict(l1_coeffs=()), dict(l1_coeffs=(-0.1,)), dict(lr=0.0)])
-def test_bad_sae_configs_are_clear_errors(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(d_sae=0), "d_sae"), (dict(l1_coeffs=()), "l1_coeffs"), (dict(l1_coeffs=(-0.1,)), "l1_coeffs"),
+    (dict(l1_coeffs=(0.1, float("nan"))), "l1_coeffs"), (dict(l1_coeffs=(math.inf,)), "l1_coeffs"),
+    (dict(lr=0.0), "lr"), (dict(lr=float("nan")), "lr"), (dict(input_noise_std=-1.0), "input_noise_std"),
+    (dict(input_noise_std=math.inf), "input_noise_std"), (dict(dead_window=0), "dead_window"),
+    (dict(log_every=0), "log_every"), (dict(architecture="gated"), "architecture"),
+    (dict(architecture="topk"), "k"), (dict(architecture="topk", k=2.5), "k"), (dict(architecture="batchtopk", k=99), "k"),
+    (dict(lr_schedule="exponential"), "lr_schedule"), (dict(jumprelu_bandwidth=0.0), "jumprelu_bandwidth"),
+])
+def test_bad_sae_configs_are_clear_errors_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"\b{field}\b"):
         SAEConfig(**{"d_in": 8, "d_sae": 16, **kwargs})
+    with pytest.raises(ValueError, match="TopKSAE needs cfg.architecture='topk'"):
+        TopKSAE(SAEConfig(d_in=8, d_sae=16), device="cpu")
 
 
 # --- saving and loading ---------------------------------------------------------------
+@pytest.mark.parametrize("architecture", list(VARIANTS))
 @pytest.mark.parametrize("decoder_bias", [False, True])
-def test_save_load_round_trip_gives_identical_outputs(tmp_path, decoder_bias):
-    sae = _random_sae(decoder_bias=decoder_bias, l1=(0.1, 0.3))
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, decoder_bias, architecture):
+    sae = _random_sae(decoder_bias=decoder_bias, l1=(0.1, 0.3), architecture=architecture).eval()
     paths = save_sae(sae, tmp_path / "stack")
     assert [p.name for p in paths] == ["instance_00_l1_0.1", "instance_01_l1_0.3"], f"got {[p.name for p in paths]}"
-    x = torch.randn(20, 16)
+    x = torch.rand(20, 16) * 2 - 0.5
     for i, path in enumerate(paths):
-        loaded = load_sae(path, device="cpu")
+        loaded = load_sae(path, device="cpu").eval()
+        kind = JumpReLUSAE if architecture == "batchtopk" else type(sae)  # BatchTopK is saved as a JumpReLU
+        assert type(loaded) is kind, f"{architecture} loads as {type(loaded).__name__}, expected {kind.__name__}"
         assert loaded.cfg.l1_coeffs == (sae.cfg.l1_coeffs[i],) and loaded.cfg.decoder_bias == decoder_bias
         want, got = sae.select(i)(x), loaded(x)
+        assert (want.acts > 0).any(), "the test input must switch some latents on"
         assert torch.allclose(got.acts, want.acts, atol=1e-6), f"instance {i}: latents change after save/load"
         assert torch.allclose(got.x_hat, want.x_hat, atol=1e-6), f"instance {i}: reconstruction changes after save/load"
     one = sae.select(0)
@@ -165,16 +300,36 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, decoder_bias):
     assert (tmp_path / "one" / "cfg.json").is_file(), "a one-instance SAE saves into the folder itself"
 
 
-def test_cfg_json_is_what_saelens_expects(tmp_path):
+# The fields SAELens 6's inference configs define (sae_lens/saes/sae.py SAEConfig, topk_sae.py
+# TopKSAEConfig): SAELens drops keys it does not know without a word, so a misspelt key would
+# silently fall back to SAELens' default. "course" is ours, ignored by SAELens.
+SAELENS_FIELDS = {"d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input", "normalize_activations",
+                  "reshape_activations", "metadata", "architecture"}
+SAELENS_EXTRA = {"standard": set(), "topk": {"k", "rescale_acts_by_decoder_norm"}, "jumprelu": set()}
+
+
+@pytest.mark.parametrize("architecture", list(VARIANTS))
+def test_cfg_json_is_what_saelens_expects(tmp_path, architecture):
     for decoder_bias in (False, True):
-        sae = SAE(SAEConfig(d_in=16, d_sae=32, decoder_bias=decoder_bias), device="cpu")
-        cfg = json.loads((save_sae(sae, tmp_path / str(decoder_bias))[0] / "cfg.json").read_text())
-        assert cfg["architecture"] == "standard" and cfg["d_in"] == 16 and cfg["d_sae"] == 32
-        assert cfg["dtype"] == "float32" and cfg["normalize_activations"] == "none"
+        sae = _random_sae(decoder_bias=decoder_bias, l1=(0.1,), architecture=architecture)
+        cfg = json.loads((save_sae(sae, tmp_path / str(decoder_bias), hook_name="blocks.0.mlp.hook_post")[0]
+                          / "cfg.json").read_text())
+        saved_as = "jumprelu" if architecture == "batchtopk" else architecture  # as SAELens saves BatchTopK
+        assert cfg["architecture"] == saved_as, f"{architecture} must be saved as {saved_as!r}, got {cfg['architecture']!r}"
+        extra = set(cfg) - SAELENS_FIELDS - SAELENS_EXTRA[saved_as] - {"course"}
+        assert not extra, f"cfg.json has keys SAELens 6 would ignore: {sorted(extra)}"
+        assert cfg["d_in"] == 16 and cfg["d_sae"] == 32 and cfg["dtype"] == "float32"
+        assert cfg["normalize_activations"] == "none" and cfg["reshape_activations"] == "none"
         assert cfg["apply_b_dec_to_input"] is decoder_bias, (
             "apply_b_dec_to_input must say whether our encoder subtracts b_dec (decoder_bias)"
         )
-        assert cfg["metadata"]["sae_lens_version"] == SAE_LENS_VERSION
+        assert cfg["metadata"]["hook_name"] == "blocks.0.mlp.hook_post", "save_sae(hook_name=...) goes to metadata.hook_name"
+        # SAELens reads files whose version is below 6.0 as the old layout (renamed keys, other
+        # defaults): the recorded version must parse as 6.x.
+        version = cfg["metadata"]["sae_lens_version"]
+        assert re.fullmatch(r"6\.\d+\.\d+", version), f"sae_lens_version must be a 6.x.y version, got {version!r}"
+        if architecture == "topk":
+            assert cfg["k"] == 4 and cfg["rescale_acts_by_decoder_norm"] is False
 
 
 def test_bad_files_are_clear_errors(tmp_path):
@@ -191,9 +346,16 @@ def test_bad_files_are_clear_errors(tmp_path):
     (folder / "cfg.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_sae(folder)
-    (folder / "cfg.json").write_text(json.dumps({**cfg, "architecture": "topk"}))
-    with pytest.raises(ValueError, match="not a standard"):
+    (folder / "cfg.json").write_text(json.dumps({**cfg, "architecture": "gated"}))
+    with pytest.raises(ValueError, match="architecture 'gated'"):
         load_sae(folder)
+    (folder / "cfg.json").write_text(json.dumps({**cfg, "architecture": "topk"}))
+    with pytest.raises(ValueError, match="should have shape|k must be set"):
+        load_sae(folder)  # no k in a standard SAE's cfg
+    for setting, value in (("normalize_activations", "layer_norm"), ("reshape_activations", "hook_z")):
+        (folder / "cfg.json").write_text(json.dumps({**cfg, setting: value}))
+        with pytest.raises(ValueError, match=setting):
+            load_sae(folder)
     (folder / "cfg.json").write_text(json.dumps(cfg))
     (folder / "sae_weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="safetensors"):
@@ -215,19 +377,39 @@ def test_loading_a_file_with_non_unit_decoder_rows_keeps_the_reconstruction(tmp_
     assert torch.allclose(load_sae(folder)(x).x_hat, sae(x).x_hat, atol=1e-5), "reconstruction must not change"
 
 
-def test_saelens_reads_our_files(tmp_path):
+def test_a_topk_file_whose_ranking_we_cannot_reproduce_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = save_sae(_random_sae(l1=(0.1,), architecture="topk"), tmp_path / "topk")[0]
+    t = load_file(str(folder / "sae_weights.safetensors"))
+    t["W_dec"] = t["W_dec"] * (torch.rand(32, 1) + 0.5)
+    save_file(t, str(folder / "sae_weights.safetensors"))
+    with pytest.raises(ValueError, match="rescale_acts_by_decoder_norm"):
+        load_sae(folder)  # TopK on raw pre-activations, decoder rows of other norms: not our SAE
+    cfg = json.loads((folder / "cfg.json").read_text())
+    (folder / "cfg.json").write_text(json.dumps({**cfg, "rescale_acts_by_decoder_norm": True}))
+    assert isinstance(load_sae(folder), TopKSAE), "TopK ranking pre x ||W_dec|| is ours once the norms are folded"
+
+
+@pytest.mark.parametrize("architecture", list(VARIANTS))
+def test_saelens_reads_our_files(tmp_path, architecture):
     sae_lens = pytest.importorskip("sae_lens")
     for decoder_bias in (False, True):
-        sae = _random_sae(l1=(0.1,), decoder_bias=decoder_bias)
+        sae = _random_sae(l1=(0.1,), decoder_bias=decoder_bias, architecture=architecture).eval()
         folder = save_sae(sae, tmp_path / str(decoder_bias))[0]
         theirs = sae_lens.SAE.load_from_disk(str(folder), device="cpu")
-        x = torch.randn(50, 16)
+        want_class = {"standard": "StandardSAE", "topk": "TopKSAE", "batchtopk": "JumpReLUSAE", "jumprelu": "JumpReLUSAE"}
+        assert type(theirs).__name__ == want_class[architecture], f"SAELens loaded {type(theirs).__name__}"
+        x = torch.rand(50, 16) * 2 - 0.5
         ours = sae(x)
         with torch.no_grad():
             acts = theirs.encode(x)
             recon = theirs.decode(acts)
-        assert torch.allclose(acts, ours.acts[0], atol=1e-5), f"SAELens latents differ (decoder_bias={decoder_bias})"
-        assert torch.allclose(recon, ours.x_hat[0], atol=1e-5), f"SAELens reconstruction differs (decoder_bias={decoder_bias})"
+        assert (ours.acts > 0).any(), "the test input must switch some latents on"
+        assert torch.allclose(acts, ours.acts[0], atol=1e-5), f"{architecture}: SAELens latents differ (decoder_bias={decoder_bias})"
+        assert torch.allclose(recon, ours.x_hat[0], atol=1e-5), f"{architecture}: SAELens reconstruction differs (decoder_bias={decoder_bias})"
+        again = load_sae(folder, device="cpu").eval()
+        assert torch.allclose(again(x).x_hat, ours.x_hat, atol=1e-5), f"{architecture}: our own reload differs"
 
 
 # --- the report's result: the L1 Goldilocks zone -----------------------------------------

@@ -1,7 +1,7 @@
-"""Toy models of superposition: the paper's reference results, hand-written gradients, data.
+"""Toy models of superposition: the paper's reference results, the loss that trains, data, errors.
 
-The 5-features-in-2-D checks train every density as one stack (best of 3 seeds), as the
-notebook does, so each takes about a second on a CPU.
+The 5-features-in-2-D checks train every density as one stack (best of 3 seeds) through the
+default autograd trainer, as the notebook does, so each takes a few seconds on a CPU.
 """
 import math
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import toy
+from helpers.device import stream_seed
 
 DENSE, SPARSE = 1.0, 0.02
 DENSITIES = (0.01, SPARSE, 0.05, 0.1, 0.3, DENSE)
@@ -18,7 +19,7 @@ DENSITIES = (0.01, SPARSE, 0.05, 0.1, 0.3, DENSE)
 @pytest.fixture(scope="module")
 def five_in_two():
     """readout -> Sweep of 5 features (importance 0.9^i) in 2-D over DENSITIES."""
-    return {r: toy.sweep(DENSITIES, (0.9,), readout=r, n_seeds=3, steps=1500, batch_size=512, progress=False)
+    return {r: toy.sweep(DENSITIES, (0.9,), readout=r, n_seeds=3, steps=1500, batch_size=256, progress=False)
             for r in toy.READOUTS}
 
 
@@ -49,7 +50,7 @@ def test_sparse_features_form_a_pentagon(five_in_two, density):
         f"density {density}: all 5 features should be represented with norm ~1, got {norms.tolist()}")
     poly = toy.polygon(W)
     assert poly.n_vertices == 5 and poly.regular, (
-        f"density {density}: expected a regular pentagon (neighbouring angles ~72 deg), got gaps "
+        f"density {density}: expected a regular pentagon (neighbouring angles 72 +- 10 deg), got gaps "
         f"{np.round(poly.gaps_deg, 1).tolist()}")
 
 
@@ -67,7 +68,9 @@ def test_softmax_readout_can_use_superposition(five_in_two):
     assert int(toy.n_represented(W, relative=True)) == 5, (
         f"a softmax readout filters interference like a ReLU: at density {SPARSE} all 5 features "
         f"should get a direction, norms {toy.feature_norms(W).tolist()}")
-    assert toy.polygon(W, relative=True).regular, "sparse softmax model: expected a regular pentagon"
+    poly = toy.polygon(W, relative=True)
+    assert poly.regular, (
+        f"sparse softmax model: expected a regular pentagon, gaps {np.round(poly.gaps_deg, 1).tolist()}")
 
 
 def test_phase_diagram_has_the_three_phases():
@@ -81,7 +84,7 @@ def test_phase_diagram_has_the_three_phases():
 
 
 def test_anticorrelated_pairs_go_antipodal_and_correlated_pairs_merge():
-    pr = toy.pair_experiment((0.3,), n_pairs=3, d_hidden=3, n_seeds=4, steps=1500, batch_size=512, progress=False)
+    pr = toy.pair_experiment((0.3,), n_pairs=3, d_hidden=3, n_seeds=4, steps=1500, batch_size=256, progress=False)
     ang = dict(zip(pr.kinds, pr.partner_angle[:, 0]))
     assert (ang["anticorrelated"] > 170).all(), (
         f"never-co-active partners should share a dimension antipodally (octahedron), angles {ang['anticorrelated']}")
@@ -115,47 +118,87 @@ def test_feature_dimensionality_of_known_shapes():
 
 
 # --------------------------------------------------------------------------------------
-# Training machinery
+# The loss that trains
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("readout", toy.READOUTS)
-@pytest.mark.parametrize("d_hidden", [1, 3])
-def test_hand_written_gradients_match_autograd(readout, d_hidden):
+def _naive_loss(W, b, x, importance, readout):
+    """One instance, one sample at a time, straight from the definitions: (inst,)."""
+    out = []
+    for i in range(W.shape[0]):
+        total = 0.0
+        for s in range(x.shape[1]):
+            xs = x[i, s]  # (n,)
+            z = W[i].T @ (W[i] @ xs) + b[i]
+            if readout == "softmax":
+                if xs.sum() > 0:
+                    total = total - (importance[i] * xs / xs.sum() * torch.log_softmax(z, 0)).sum()
+            else:
+                pred = torch.relu(z) if readout == "relu" else z
+                total = total + (importance[i] * (xs - pred) ** 2).sum()
+        out.append(total / x.shape[1])
+    return torch.stack(out)
+
+
+def _model_and_batch(readout, d_hidden=2, batch=16):
     cfg = toy.ToyConfig(n_features=6, d_hidden=d_hidden, n_instances=3, feature_probability=[[0.1], [0.3], [0.45]],
                         importance=toy.decay_importance(6, 0.8), readout=readout, n_anticorrelated_pairs=1,
-                        batch_size=64, seed=1)
+                        batch_size=batch, seed=1)
     model = toy.ToyModel(cfg)
-    model.b = torch.randn_like(model.b) * 0.1  # a non-zero bias exercises the ReLU mask
-    step = toy._Step(model, cfg.batch_size)
-    x = step.data(torch.Generator().manual_seed(0))  # (inst, n, batch)
-    gW, gb = torch.empty_like(model.W), torch.empty_like(model.b)
-    step.grads(x, gW, gb, with_loss=False)
-    W, b = model.W.clone().requires_grad_(), model.b.clone().requires_grad_()
-    toy.toy_loss(W, b, x.transpose(1, 2), model.importance, readout).sum().backward()
-    assert torch.allclose(gW, W.grad, atol=1e-5, rtol=1e-4), f"{readout}: dL/dW differs from autograd"
-    assert torch.allclose(gb, b.grad, atol=1e-5, rtol=1e-4), f"{readout}: dL/db differs from autograd"
+    with torch.no_grad():
+        # a non-zero bias exercises the ReLU mask
+        model.b.copy_(torch.randn(model.b.shape, generator=torch.Generator().manual_seed(5)) * 0.1)
+    return model, model.sample(batch, torch.Generator().manual_seed(0))
 
 
-def test_training_matches_torch_adam():
-    """A few steps of the fused trainer equal autograd + torch.optim.Adam on the same batches."""
+@pytest.mark.parametrize("readout", toy.READOUTS)
+@pytest.mark.parametrize("d_hidden", [1, 3])  # 1 takes the multiply-and-sum branch of toy.logits
+def test_model_loss_equals_a_naive_per_instance_reference(readout, d_hidden):
+    model, x = _model_and_batch(readout, d_hidden)
+    weights = torch.tensor([0.5, 1.0, 2.0])  # a different upstream gradient per instance
+    got = model.loss(x)
+    (got * weights).sum().backward()
+    W, b = model.W.detach().clone().requires_grad_(), model.b.detach().clone().requires_grad_()
+    want = _naive_loss(W, b, x, model.importance, readout)
+    (want * weights).sum().backward()
+    assert got.shape == (3,), f"ToyModel.loss must return one loss per instance, got shape {tuple(got.shape)}"
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (
+        f"{readout}: ToyModel.loss {got.tolist()} differs from the per-sample definition {want.tolist()}")
+    same_grads = torch.allclose(model.W.grad, W.grad, atol=1e-5, rtol=1e-4) and torch.allclose(model.b.grad, b.grad, atol=1e-5)
+    assert same_grads, (
+        f"{readout}: the gradients of ToyModel.loss differ from those of the per-sample definition "
+        "(instances leaking into each other's gradients?)")
+
+
+def test_training_matches_a_plain_torch_adam_loop():
+    """The trainer equals the loop one would write by hand: same batches, torch.optim.Adam, cosine lr."""
     cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=2, feature_probability=[[0.05], [0.5]],
                         importance=toy.decay_importance(5, 0.9), steps=5, batch_size=32, lr=1e-2,
-                        lr_schedule="constant", seed=3, eval_samples=64)
+                        seed=3, eval_samples=64)
     model = toy.ToyModel(cfg)
-    W = torch.nn.Parameter(model.W.clone())
-    b = torch.nn.Parameter(model.b.clone())
-    opt = torch.optim.Adam([W, b], lr=cfg.lr)
-    sampler = toy._Sampler(cfg, model.feature_probability, cfg.batch_size, keep_buffers=False)
-    gen = torch.Generator().manual_seed(toy._stream_seed(cfg.seed, "data"))
-    for _ in range(cfg.steps):
-        x = sampler(gen).transpose(1, 2)
+    W, b = torch.nn.Parameter(model.W.detach().clone()), torch.nn.Parameter(model.b.detach().clone())
+    opt = torch.optim.Adam([W, b], lr=cfg.lr, foreach=False)
+    gen = torch.Generator().manual_seed(stream_seed(cfg.seed, "toy:data"))
+    for step in range(cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        x = model.sample(cfg.batch_size, gen)
         opt.zero_grad()
         toy.toy_loss(W, b, x, model.importance, "relu").sum().backward()
         opt.step()
     toy.train(model, progress=False)
-    assert torch.allclose(model.W, W.detach(), atol=1e-5), "the fused Adam diverged from torch.optim.Adam"
-    assert torch.allclose(model.b, b.detach(), atol=1e-5)
+    assert torch.allclose(model.W, W, atol=1e-5), "the trainer diverged from a plain Adam loop on the same data"
+    assert torch.allclose(model.b, b, atol=1e-5)
 
 
+def test_by_default_the_trainer_runs_model_loss_uncompiled():
+    from helpers.toy.train import loss_function
+
+    model = toy.ToyModel(toy.ToyConfig())
+    assert loss_function(model) == model.loss, "without compile=True the trainer must call model.loss itself"
+
+
+# --------------------------------------------------------------------------------------
+# Data and devices
+# --------------------------------------------------------------------------------------
 def test_data_has_the_configured_density_and_pairing():
     cfg = toy.ToyConfig(n_features=6, n_instances=2, feature_probability=[[0.1], [0.4]],
                         n_correlated_pairs=1, n_anticorrelated_pairs=1)
@@ -168,22 +211,83 @@ def test_data_has_the_configured_density_and_pairing():
     assert x.max() <= 1 and x[on].min() > 0, "feature values lie in (0, 1]"
 
 
+def test_model_buffers_and_sampler_live_on_the_device_asked_for():
+    cfg = toy.ToyConfig(n_features=4, n_instances=3, n_correlated_pairs=1, device="meta")
+    model = toy.ToyModel(cfg)
+    placed = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert set(placed) >= {"W", "b", "feature_probability", "importance"}
+    off = {k: str(v.device) for k, v in placed.items() if v.device.type != "meta"}
+    assert not off, f"asked for device 'meta', but these tensors are elsewhere: {off}"
+    x = model.sample(8)
+    assert x.is_meta and x.shape == (3, 8, 4), f"the sampler drew on {x.device} with shape {tuple(x.shape)}"
+    assert model.loss(x).is_meta and model(x).is_meta, "the loss and forward must stay on the model's device"
+
+
+# --------------------------------------------------------------------------------------
+# Several seeds, and errors a reader can act on
+# --------------------------------------------------------------------------------------
 def test_best_of_seeds_keeps_the_lowest_loss():
     cfg = toy.ToyConfig(n_instances=2, feature_probability=[[0.05], [0.5]], steps=200, batch_size=128,
                         eval_samples=1024)
     best = toy.best_of_seeds(cfg, 3, progress=False)
     assert best.seed_loss.shape == (2, 3) and best.W.shape == (2, 2, 5)
-    assert np.allclose(best.loss, best.seed_loss.min(1))
+    assert (best.seed_loss.max(1) > best.seed_loss.min(1) + 1e-6).all(), "seeds should differ (else nothing to pick)"
+    # Re-evaluate the returned weights on their own: they must be the seed with the lowest loss.
+    for s in range(2):
+        kept = toy.ToyModel(cfg.select(s), best.W[s:s + 1], best.b[s:s + 1])
+        again = float(toy.evaluate(kept)[0])
+        assert np.isclose(again, best.seed_loss[s].min(), rtol=1e-4), (
+            f"setting {s}: the returned W has loss {again:.5g}, but the seeds' losses were "
+            f"{best.seed_loss[s].round(5).tolist()}: best_of_seeds picked the wrong instance")
 
 
-def test_bad_arguments_say_what_to_do():
-    with pytest.raises(ValueError, match="readout"):
-        toy.ToyConfig(readout="tanh")
-    with pytest.raises(ValueError, match="broadcast"):
-        toy.ToyConfig(n_features=5, feature_probability=[0.1, 0.2])
-    with pytest.raises(ValueError, match="anticorrelated"):
-        toy.ToyConfig(n_features=4, feature_probability=0.6, n_anticorrelated_pairs=1)
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(importance=float("nan")), ValueError, "importance"),
+    (dict(importance=[1.0, -1.0, 1.0, 1.0, 1.0]), ValueError, "importance"),
+    (dict(importance=[1.0, math.inf, 1.0, 1.0, 1.0]), ValueError, "importance"),
+    (dict(feature_probability=float("nan")), ValueError, "feature_probability"),
+    (dict(feature_probability=1.5), ValueError, "feature_probability"),
+    (dict(feature_probability=-0.1), ValueError, "feature_probability"),
+    (dict(feature_probability="dense"), TypeError, "feature_probability"),
+    (dict(feature_probability=[0.1, 0.2]), ValueError, "broadcast"),
+    (dict(steps=0), ValueError, "steps"),
+    (dict(batch_size=-1), ValueError, "batch_size"),
+    (dict(log_every=0), ValueError, "log_every"),
+    (dict(steps=10.5), TypeError, "steps"),
+    (dict(n_features=np.float64(5)), TypeError, "n_features"),
+    (dict(lr=float("nan")), ValueError, "lr"),
+    (dict(readout="tanh"), ValueError, "readout"),
+    (dict(n_features=4, feature_probability=0.6, n_anticorrelated_pairs=1), ValueError, "anticorrelated"),
+])
+def test_bad_config_names_the_argument(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        toy.ToyConfig(**kwargs)
+
+
+def test_numpy_settings_are_accepted():
+    cfg = toy.ToyConfig(n_instances=np.int64(2), feature_probability=np.array([[0.1], [0.2]]),
+                        importance=np.ones(5))
+    assert cfg.feature_probability.dtype == torch.float32 and cfg.feature_probability.shape == (2, 5)
+
+
+def test_nan_in_the_data_stops_training_naming_instance_and_step():
+    model = toy.ToyModel(toy.ToyConfig(n_instances=3, steps=20, log_every=5, batch_size=32))
+    draw = model.sample
+
+    def poisoned(batch, generator=None):
+        x = draw(batch, generator).clone()
+        x[1, 0, 0] = float("nan")  # one bad value in instance 1
+        return x
+
+    model.sample = poisoned
+    with pytest.raises(toy.NonFiniteLossError, match=r"instance\(s\) 1 .*step 0"):
+        toy.train(model, progress=False)
+
+
+def test_other_bad_arguments_say_what_to_do():
     with pytest.raises(ValueError, match="0.5"):
         toy.pair_experiment((0.7,), progress=False)
     with pytest.raises(ValueError, match="2 hidden"):
         toy.polygon(torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="W must have shape"):
+        toy.ToyModel(toy.ToyConfig(), W=torch.zeros(2, 2))

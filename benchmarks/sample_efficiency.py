@@ -1,0 +1,258 @@
+"""How many samples does an SAE need to recover the ground truth (MMCS >= 0.99)?
+
+The setting is the interim report's: G=512 ground-truth features in h=256 dimensions, about
+5 active per sample, an SAE with J=512 latents. Two recipes train one after the other on the
+same stream of samples, each at its best L1 coefficient (alpha; a recipe may list several,
+which then train at once as stacked instances):
+
+* ``report``: what the report describes. ReLU SAE, no decoder bias, orthogonal decoder with
+  unit rows on the forward pass and the encoder starting as its transpose, loss
+  (1/h)||x - x_hat||^2 + (alpha/J)||c||_1, Adam lr 1e-3 constant, batch 256.
+* ``ours``: the same model and loss with the changes that measurably helped (see ``OURS``).
+
+Every ``--check-every`` samples the MMCS of each instance with the ground truth is measured;
+a recipe's samples-to-0.99 is the first check at which its best instance reaches 0.99. Where
+neither recipe gets there, the JSON also compares them at the report recipe's final MMCS.
+Prints one JSON line. Run: ``python benchmarks/sample_efficiency.py [--max-samples N] [--quick]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+
+from helpers.data import GroundTruthConfig, GroundTruthData
+from helpers.metrics import mmcs
+from helpers.optim import lr_factor
+
+TARGET = 0.99
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides how an SAE trains (the model and loss are fixed)."""
+
+    name: str
+    """Label in the output."""
+    alphas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    """L1 coefficients, one instance each, in the report's (alpha/J)||c||_1 form."""
+    lr: float = 1e-3
+    """Peak Adam learning rate."""
+    schedule: str = "constant"
+    """helpers.optim schedule name: constant, cosine, linear or warmup_cosine (over the budget)."""
+    batch: int = 256
+    """Samples per Adam step."""
+    init: str = "orthogonal_tied"
+    """orthogonal_tied (report), kaiming_untied (ARENA), or data_tied (decoder rows = samples)."""
+    renorm: str = "forward"
+    """forward: unit rows only on the forward pass (report); step: also reset the rows to unit
+    norm after every step (ARENA), so the decoder's effective learning rate never shrinks."""
+    decoder_bias: bool = False
+    """Learn b_dec, subtracted before encoding and added after decoding (ARENA has one; the report not)."""
+    resample_every: int = 0
+    """Every this many samples, re-initialise dead latents towards badly reconstructed inputs (0: never)."""
+    dead_after: int = 50_000
+    """A latent that fired on none of the last this many samples counts as dead."""
+    duplicate_cos: float = 0.0
+    """Also resample the rarer latent of any pair whose decoder rows have a cosine above this
+    (0: only dead latents, as Anthropic and ARENA do)."""
+    resample_to: str = "input"
+    """Point a resampled latent at the chosen input itself (Anthropic) or at its residual x - x_hat."""
+    seed: int = 0
+    """Initialisation seed."""
+
+
+# The report's recipe at its best alpha on this data (a sweep over 0.03, 0.1, 0.3, 1 at 2M
+# samples gave MMCS 0.70, 0.93, 0.88, 0.68).
+REPORT = Recipe("report", alphas=(0.1,))
+# What the measurements favour (notes: sample_efficiency.md): a 10x larger peak lr with warmup
+# and cosine decay, the decoder reset to unit rows after each step, and every 100k samples the
+# dead latents and the rarer latent of each near-duplicate pair pointed at badly reconstructed
+# residuals. A lower alpha pays off once the lr is high enough to make the SAE sparse in time.
+OURS = Recipe("ours", alphas=(0.03,), lr=1e-2, schedule="warmup_cosine", renorm="step",
+              resample_every=100_000, duplicate_cos=0.8, resample_to="residual")
+
+
+class Run(NamedTuple):
+    samples: list[int]
+    """Sample counts at which MMCS was checked."""
+    mmcs: list[list[float]]
+    """(checks, instances) MMCS with the ground truth."""
+    dead: list[int]
+    """Dead latents per instance at the end."""
+    l0: list[float]
+    """Mean active latents per sample per instance over the last check window."""
+    seconds: float
+    decoder: torch.Tensor
+    """(instances, J, h) the final unit-norm decoder rows."""
+
+
+def init_weights(r: Recipe, I: int, h: int, J: int, data: GroundTruthData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_enc (I, h, J), W_dec (I, J, h) with unit rows) for the recipe's initialisation."""
+    gen = torch.Generator().manual_seed(r.seed)
+    if r.init == "orthogonal_tied":
+        W_dec = torch.stack([torch.nn.init.orthogonal_(torch.empty(J, h), generator=gen) for _ in range(I)])
+    elif r.init == "kaiming_untied":
+        # ARENA calls kaiming_uniform_ on the stacked (I, h, J) tensor, whose fan-in is then h*J:
+        # the encoder starts tiny (column norm ~0.06) and unrelated to the decoder.
+        bound = math.sqrt(6.0 / (h * J))
+        W_enc = (torch.rand(I, h, J, generator=gen) * 2 - 1) * bound
+        W_dec = (torch.rand(I, J, h, generator=gen) * 2 - 1) * bound
+        return W_enc, W_dec / W_dec.norm(dim=-1, keepdim=True)
+    elif r.init == "data_tied":
+        # A fresh generator with the same seed: the first I*J samples of the training stream.
+        W_dec = GroundTruthData(data.cfg).sample(I * J).view(I, J, h)
+    else:
+        raise ValueError(f"init must be orthogonal_tied, kaiming_untied or data_tied, got {r.init!r}")
+    W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    return W_dec.transpose(1, 2).contiguous(), W_dec
+
+
+def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig, stop_at_target: bool = False) -> Run:
+    """Train len(r.alphas) SAEs on one fresh sample stream; MMCS every check_every samples."""
+    data = GroundTruthData(cfg)  # same seed, same stream of samples for every recipe
+    h, J, I, B = cfg.d, cfg.n_features, len(r.alphas), r.batch
+    W_enc, W_dec = init_weights(r, I, h, J, data)
+    W_enc, W_dec = W_enc.requires_grad_(), W_dec.requires_grad_()
+    b_enc = torch.zeros(I, 1, J, requires_grad=True)
+    b_dec = torch.zeros(I, 1, h, requires_grad=r.decoder_bias)
+    params = [W_enc, W_dec, b_enc] + ([b_dec] if r.decoder_bias else [])
+    opt = torch.optim.Adam(params, lr=r.lr)
+    alpha = torch.tensor(r.alphas)[:, None]  # (I, 1)
+    steps = max_samples // B
+    last_fired = torch.zeros(I, J)  # samples seen when each latent last fired
+    fires = torch.zeros(I, J)  # firing count since the last resampling
+    samples, curve, l0_sum, l0_n, t0 = [], [], torch.zeros(I), 0, time.perf_counter()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = r.lr * lr_factor(r.schedule, step, steps)
+        x = data.sample(B)  # (B, h)
+        D = W_dec / W_dec.norm(dim=-1, keepdim=True)  # (I, J, h) unit rows on the forward pass
+        c = torch.relu(torch.matmul(x - b_dec, W_enc) + b_enc)  # (I, B, J)
+        err = torch.baddbmm(b_dec, c, D) - x  # (I, B, h)
+        loss_i = err.pow(2).mean((1, 2)) + alpha[:, 0] / J * c.sum(-1).mean(-1)  # (I,)
+        loss_i.sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        seen = (step + 1) * B
+        with torch.no_grad():
+            if r.renorm == "step":
+                W_dec /= W_dec.norm(dim=-1, keepdim=True)
+            fired = (c > 0).any(1)  # (I, J)
+            last_fired[fired] = seen
+            fires += (c > 0).sum(1)
+            l0_sum += (c > 0).float().sum(-1).mean(-1)
+            l0_n += 1
+            if r.resample_every and seen % r.resample_every < B and seen >= r.dead_after:
+                bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
+                resample(opt, W_enc, W_dec, b_enc, b_dec, data, bad, r.resample_to)
+                fires.zero_()
+            if seen % check_every < B or step == steps - 1:
+                samples.append(seen)
+                curve.append(mmcs(W_dec, data.features).tolist())
+                if stop_at_target and max(curve[-1]) >= TARGET:
+                    break
+    dead = (seen - last_fired >= r.dead_after).sum(-1).tolist()
+    l0 = (l0_sum / max(l0_n, 1)).tolist()
+    D = (W_dec / W_dec.norm(dim=-1, keepdim=True)).detach()
+    return Run(samples, curve, dead, l0, time.perf_counter() - t0, D)
+
+
+def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Tensor:
+    """(I, J) latents whose decoder row is within ``cos`` of a latent that fired more often.
+
+    With J = G a duplicate costs a feature: two latents splitting one feature's activation pay
+    the same L1 as one latent, so nothing pushes them apart, and some rare feature goes unmatched.
+    """
+    if not cos:
+        return torch.zeros_like(fires, dtype=torch.bool)
+    D = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    close = D @ D.transpose(1, 2) > cos  # (I, J, J)
+    J = fires.shape[-1]
+    order = fires * J - torch.arange(J)  # ties go to the lower index
+    beaten = order[:, None, :] > order[:, :, None]  # [i, j, k]: latent k fired more than latent j
+    return (close & beaten).any(-1)
+
+
+def resample(opt, W_enc, W_dec, b_enc, b_dec, data: GroundTruthData, dead: torch.Tensor, to: str = "input") -> None:
+    """Anthropic-style resampling: point each dead latent (I, J) at an input its SAE reconstructs
+    badly (drawn with probability ~ squared loss), encoder scaled to 0.2x the mean alive norm."""
+    if not dead.any():
+        return
+    x = data.sample(8192)  # (N, h)
+    D = W_dec / W_dec.norm(dim=-1, keepdim=True)
+    c = torch.relu(torch.matmul(x - b_dec, W_enc) + b_enc)
+    resid = x - torch.baddbmm(b_dec, c, D)  # (I, N, h)
+    loss = resid.pow(2).sum(-1)  # (I, N)
+    for i in range(dead.shape[0]):
+        idx = dead[i].nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        pick = torch.multinomial(loss[i].square(), idx.numel(), replacement=False)
+        v = x[pick] - b_dec[i] if to == "input" else resid[i, pick]
+        v = v / v.norm(dim=-1, keepdim=True)  # (n_dead, h)
+        alive_norm = W_enc[i][:, ~dead[i]].norm(dim=0).mean() if (~dead[i]).any() else 1.0
+        W_dec[i, idx] = v
+        W_enc[i][:, idx] = v.T * alive_norm * 0.2
+        b_enc[i, 0, idx] = 0.0
+        for p, sl in ((W_dec, (i, idx)), (W_enc, (i, slice(None), idx)), (b_enc, (i, 0, idx))):
+            for buf in ("exp_avg", "exp_avg_sq"):  # the revived latent starts with fresh moments
+                opt.state[p][buf][sl] = 0.0
+
+
+def samples_to_target(run: Run, target: float = TARGET) -> int | None:
+    """First checked sample count at which the best instance reaches MMCS >= target."""
+    for s, row in zip(run.samples, run.mmcs):
+        if max(row) >= target:
+            return s
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--max-samples", type=int, default=2_000_000, help="sample budget per recipe")
+    ap.add_argument("--check-every", type=int, default=100_000, help="samples between MMCS checks")
+    ap.add_argument("--quick", action="store_true", help="a 300k-sample smoke run (numbers not meaningful)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    budget = 300_000 if args.quick else args.max_samples
+    check = min(args.check_every, budget // 3) if args.quick else args.check_every
+    cfg = GroundTruthConfig(n_features=512, d=256, seed=0)
+    t0 = time.perf_counter()
+    rep = train(REPORT, budget, check, cfg)
+    ours = train(OURS, budget, check, cfg)
+    n_rep, n_ours = samples_to_target(rep), samples_to_target(ours)
+    # When 0.99 is out of reach for both, compare at the report's own final MMCS instead.
+    rep_final = max(rep.mmcs[-1])
+    n_ours_at_rep = samples_to_target(ours, rep_final)
+    out = {
+        "benchmark": "sample_efficiency", "G": cfg.n_features, "h": cfg.d, "J": cfg.n_features,
+        "max_samples": budget, "check_every": check, "target_mmcs": TARGET,
+        "report_samples_to_099": n_rep,
+        "report_mmcs_at_budget": round(max(rep.mmcs[-1]), 4),
+        "ours_samples_to_099": n_ours,
+        "ours_mmcs_at_budget": round(max(ours.mmcs[-1]), 4),
+        "ratio": None if n_ours is None else round((n_rep or budget) / n_ours, 2),
+        "ratio_is_lower_bound": n_rep is None and n_ours is not None,
+        "ours_samples_to_report_final_mmcs": n_ours_at_rep,
+        "ratio_at_report_final_mmcs": None if n_ours_at_rep is None else round(budget / n_ours_at_rep, 2),
+        "ratio_at_report_final_is_lower_bound": True,  # the report's recipe was still improving at the budget
+        "report_curve": [[s, round(max(v), 4)] for s, v in zip(rep.samples, rep.mmcs)],
+        "ours_curve": [[s, round(max(v), 4)] for s, v in zip(ours.samples, ours.mmcs)],
+        "report_mmcs_by_alpha": dict(zip(map(str, REPORT.alphas), (round(v, 4) for v in rep.mmcs[-1]))),
+        "ours_mmcs_by_alpha": dict(zip(map(str, OURS.alphas), (round(v, 4) for v in ours.mmcs[-1]))),
+        "report_dead": rep.dead, "ours_dead": ours.dead,
+        "report_settings": asdict(REPORT), "ours_settings": asdict(OURS),
+        "report_seconds": round(rep.seconds, 1), "ours_seconds": round(ours.seconds, 1),
+        "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

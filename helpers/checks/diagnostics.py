@@ -1,0 +1,149 @@
+"""Checks for notebook 03's exercises: dead latents, the standardized log losses (SSLL) and
+MMCS with every larger dictionary.
+
+Each check runs the reader's function on small hand-made cases whose answers are known, and
+returns the function the notebook goes on with (see ``helpers.exercises.check``).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from helpers.exercises import check, expect
+from helpers.metrics import mmcs_between
+
+
+# --------------------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------------------
+def dead_latents_reference(steps_since_fired: np.ndarray, T: int) -> np.ndarray:
+    """Latents that fired in none of the last ``T`` batches, counted over the last axis.
+
+    ``steps_since_fired`` (..., J): batches since each latent last fired (0: it fired in the
+    last batch). Fired within the last T batches means a count of 0 .. T-1.
+    """
+    return (np.asarray(steps_since_fired) >= T).sum(-1)
+
+
+def standardized_log_reference(values: np.ndarray) -> np.ndarray:
+    """log(values) standardized over the cells where it exists (values > 0); NaN elsewhere."""
+    values = np.asarray(values, dtype=np.float64)
+    logs = np.full(values.shape, np.nan)
+    ok = np.isfinite(values) & (values > 0)
+    logs[ok] = np.log(values[ok])
+    mu, sd = logs[ok].mean(), logs[ok].std()
+    return (logs - mu) / sd
+
+
+def ssll_reference(recon_loss: np.ndarray, l1_loss: np.ndarray) -> np.ndarray:
+    """Summed standardized log losses: standardized log recon + standardized log L1."""
+    return standardized_log_reference(recon_loss) + standardized_log_reference(l1_loss)
+
+
+def mmcs_with_larger_reference(dictionaries: Sequence[torch.Tensor]) -> np.ndarray:
+    """(S,) MMCS of each dictionary with every larger one, averaged; NaN for the largest.
+
+    ``dictionaries[i]``: (J_i, d) unit rows, J ascending. The smaller dictionary is the
+    reference: each of its rows looks for its best match in the larger one.
+    """
+    S = len(dictionaries)
+    out = np.full(S, np.nan)
+    for i in range(S - 1):
+        out[i] = np.mean([float(mmcs_between(dictionaries[i], dictionaries[k])) for k in range(i + 1, S)])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------
+def dead_latents(learner: Callable) -> Callable:
+    """Check ``dead_latents(steps_since_fired, T)`` on latents that fired exactly at the window's edge."""
+
+    def test(fn):
+        T = 10
+        # one instance, 6 latents: fired in the last batch, T-1 and T and T+1 batches ago, never (steps=50)
+        ssf = np.array([[0, T - 1, T, T + 1, 50, 3]])
+        got = np.asarray(fn(ssf, T))
+        expect(got.shape == (1,), f"for a (1, 6) array the answer is one count per instance, shape (1,); got {got.shape}")
+        expect(int(got[0]) != 2,
+               "a latent with steps_since_fired == T last fired T+1 batches ago (0 means the last batch): "
+               "it is dead. Use >= T, not > T")
+        expect(int(got[0]) != 4,
+               "a latent with steps_since_fired == T-1 fired in batch T of the last T (0 is the last batch): "
+               "it is alive. Use >= T, not >= T-1")
+        expect(int(got[0]) == 3, f"expected 3 dead latents (steps since fired T, T+1 and 50), got {int(got[0])}")
+        many = np.random.default_rng(0).integers(0, 40, size=(3, 4, 25))
+        expect(np.array_equal(np.asarray(fn(many, T)), dead_latents_reference(many, T)),
+               "count over the last axis (the latents) only: a (3, 4, J) array gives a (3, 4) answer")
+
+    return check("dead_latents", learner, dead_latents_reference, test,
+                 "a latent is dead when it fired in none of the last T batches, i.e. steps_since_fired >= T "
+                 "(0 means it fired in the last batch); sum the booleans over the last axis")
+
+
+def _loss_grid():
+    rng = np.random.default_rng(1)
+    recon = np.exp(rng.normal(-3, 1.5, size=(4, 6)))
+    l1 = np.exp(rng.normal(-1, 0.8, size=(4, 6)))
+    l1[2:, 4:] = 0.0  # every latent dead: no L1 loss, no logarithm
+    return recon, l1
+
+
+def ssll(learner: Callable) -> Callable:
+    """Check ``ssll(recon_loss, l1_loss)`` on a grid whose L1 loss is exactly 0 in four cells."""
+
+    def test(fn):
+        recon, l1 = _loss_grid()
+        with np.errstate(all="ignore"):
+            got = np.asarray(fn(recon, l1), dtype=float)
+        want = ssll_reference(recon, l1)
+        expect(got.shape == want.shape, f"ssll keeps the grid's shape {want.shape}; got {got.shape}")
+        zero = l1 == 0
+        expect(np.isfinite(got[~zero]).any(),
+               "every cell is NaN or infinite: a cell with L1 loss 0 has log(0) = -inf, which makes the mean "
+               "and the std -inf or NaN. Leave those cells out of the mean and std (and make them NaN)")
+        expect(not np.isfinite(got[zero]).any(),
+               "cells with L1 loss 0 have no logarithm: make them NaN rather than giving them a value")
+        with np.errstate(all="ignore"):
+            std_first = np.log((recon - recon.mean()) / recon.std()) + np.log((l1 - l1.mean()) / l1.std())
+        expect(not np.allclose(np.nan_to_num(got, nan=7.0), np.nan_to_num(std_first, nan=7.0)),
+               "you standardized before taking the log: take log(loss) first, then subtract the mean and divide by "
+               "the std of the logs (the losses span decades; the report standardizes the log losses)")
+        expect(np.allclose(got[~zero], want[~zero], rtol=1e-6, atol=1e-9),
+               "the values differ from log(loss), minus its mean, over its std (population std, over the cells "
+               "where the log exists), summed for the two losses")
+
+    return check("ssll", learner, ssll_reference, test,
+                 "take log(loss) where loss > 0 (NaN elsewhere), subtract the mean of those logs and divide by their "
+                 "std (np.nanmean / np.nanstd), once per loss; SSLL is the sum of the two")
+
+
+def mmcs_with_larger(learner: Callable) -> Callable:
+    """Check ``mmcs_with_larger(dictionaries)``: a small dictionary inside a larger one that adds noise rows."""
+
+    def test(fn):
+        g = torch.Generator().manual_seed(0)
+        d = 8
+        base = torch.nn.functional.normalize(torch.randn(3, d, generator=g), dim=-1)
+        extra = torch.nn.functional.normalize(torch.randn(9, d, generator=g), dim=-1)
+        small, mid, large = base, torch.cat([base, extra[:3]]), torch.cat([base, extra])
+        got = np.asarray(fn([small, mid, large]), dtype=float)
+        want = mmcs_with_larger_reference([small, mid, large])
+        expect(got.shape == (3,), f"one number per dictionary, shape (3,); got {got.shape}")
+        expect(np.isnan(got[-1]), "the largest dictionary has nothing larger to compare with: its entry is NaN")
+        flipped = np.mean([float(torch.mm(large, small.T).max(1).values.mean()),
+                           float(torch.mm(mid, small.T).max(1).values.mean())])
+        expect(abs(got[0] - flipped) > 1e-4,
+               "you averaged over the larger dictionary's rows: each row of the SMALLER dictionary looks for its "
+               "best match in the larger one (the larger one's extra rows would otherwise pull the score down)")
+        expect(abs(got[0] - 1.0) < 1e-5,
+               f"the small dictionary's 3 rows all appear in both larger ones, so its MMCS with larger is 1; got {got[0]:.4f}")
+        expect(np.allclose(got[:-1], want[:-1], atol=1e-5),
+               f"expected {np.round(want[:-1], 4)}, got {np.round(got[:-1], 4)}: for each i, the mean over larger k of "
+               "(mean over rows of D_i of the max cosine with the rows of D_k)")
+
+    return check("mmcs_with_larger", learner, mmcs_with_larger_reference, test,
+                 "for each dictionary i and each larger k: cos = D_i @ D_k.T (rows are unit vectors), take the max "
+                 "over D_k's rows (dim 1), mean over D_i's rows; average over k. The largest gets NaN")

@@ -1,0 +1,170 @@
+"""Checks for notebook 04's exercises: splicing an SAE into the model, the top activating
+contexts of a latent, and a latent's logit effect.
+
+Each check runs the reader's function on small cases whose answers are known (and, for the
+splice, through the model itself against ``helpers.lm``'s reference) and returns the function
+the notebook goes on with (see ``helpers.exercises.check``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from helpers.exercises import check, expect
+from helpers.lm.evaluation import ce_with_sae, splice_hook
+from helpers.lm.features import top_contexts as top_contexts_reference
+from helpers.lm.loading import mlp_hooks, model_device
+
+
+# --------------------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------------------
+def make_splice_reference(sae) -> Callable:
+    """A hook ``splice(acts, hook)`` that replaces every position but the first (BOS) of
+    ``hook_post`` by the one-instance ``sae``'s reconstruction, in the activations' dtype and
+    on their device."""
+    return splice_hook(sae, 0)
+
+
+def latent_logits_reference(sae, f: int, W_out: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+    """(vocab,) what latent ``f`` of a one-instance ``sae`` does to the logits, per unit of
+    activation: its unit decoder direction (d_mlp,) -> W_out (d_mlp, d_model) -> W_U (d_model, vocab)."""
+    d = sae.decoder_directions()[0, f]                                    # (d_mlp,)
+    return d.to(W_out.dtype) @ W_out @ W_U
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------
+def _run_hook(hook_fn, x: torch.Tensor) -> torch.Tensor:
+    """The reader's hook on a copy of ``x``; a device or dtype clash is the likely mistake."""
+    try:
+        with torch.no_grad():
+            y = hook_fn(x.clone(), None)
+    except NotImplementedError:
+        raise
+    except (RuntimeError, TypeError) as err:
+        expect(False, f"the hook failed on {x.dtype} activations ({err}): move the activations to the "
+                      "SAE's device and float32 before encoding, and the reconstruction back with "
+                      ".to(acts.device, acts.dtype)")
+    return y
+
+
+def splice(make_splice: Callable, model, sae, tokens) -> Callable:
+    """Check ``make_splice(sae)``: its hook returns the SAE's reconstruction at every position
+    but the first, in the activations' dtype, and gives the model the same loss as the reference."""
+    def test(fn):
+        d = sae.cfg.d_in
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(2, 5, d, generator=gen).abs()                          # (batch, seq, d_mlp)
+        hook_fn = fn(sae)
+        y = _run_hook(hook_fn, x)
+        expect(isinstance(y, torch.Tensor) and y.shape == x.shape,
+               f"return a tensor shaped like the activations {tuple(x.shape)}, got "
+               f"{tuple(getattr(y, 'shape', ())) or type(y).__name__}")
+        expect(torch.equal(y[:, 0], x[:, 0]),
+               "position 0 changed: keep the BOS position as it is (the SAE never trained on it; "
+               "replace only acts[:, 1:])")
+        want = make_splice_reference(sae)(x.clone(), None)
+        expect(torch.allclose(y[:, 1:], want[:, 1:], atol=1e-4),
+               "positions 1: are not the SAE's reconstruction: flatten them to (batch * (seq - 1), d_mlp), "
+               "take sae.decode(sae.encode(flat))[0] and reshape back")
+        y64 = _run_hook(hook_fn, x.double())
+        expect(y64.dtype == torch.float64 and y64.device == x.device,
+               f"the hook returned {y64.dtype} on {y64.device} for float64 activations on {x.device}: return "
+               "the reconstruction with .to(acts.device, acts.dtype)")
+        toks = torch.as_tensor(np.asarray(tokens[:2]))
+        hook_name = mlp_hooks(0)["post"]
+        with torch.no_grad():
+            got = float(model.run_with_hooks(toks.to(model_device(model)), return_type="loss",
+                                             fwd_hooks=[(hook_name, fn(sae))]))
+        ref = ce_with_sae(model, toks, sae).with_sae
+        expect(abs(got - ref) < 1e-3, f"inside the model the loss is {got:.4f} nats/token, the reference gives "
+                                      f"{ref:.4f}: the hook must return the modified activations")
+
+    return check("splice an SAE into the MLP", make_splice, make_splice_reference, test,
+                 "copy the activations (acts.clone()), reconstruct acts[:, 1:] flattened to rows with "
+                 "sae.decode(sae.encode(rows))[0] on the SAE's device in float32, write it back with "
+                 ".to(acts.device, acts.dtype), and return the copy")
+
+
+def _context_case() -> tuple[np.ndarray, np.ndarray]:
+    """Three windows of 8 distinct tokens; peaks near a window's start, end and middle."""
+    tokens = np.arange(24, dtype=np.int64).reshape(3, 8) + 100
+    acts = np.zeros(24, dtype=np.float32)
+    acts[[8 + 1, 7, 16 + 4, 3]] = [5.0, 4.0, 3.0, 1.0]   # window 1 pos 1, window 0 pos 7, window 2 pos 4, window 0 pos 3
+    acts[[2, 10, 18]] = [0.5, 0.2, 0.1]                   # weaker context
+    return tokens, acts
+
+
+def top_contexts(fn: Callable) -> Callable:
+    """Check ``top_contexts(latent_acts, tokens, k, before, after)`` against the reference."""
+    def test(f):
+        tokens, acts = _context_case()
+        got = list(f(acts, tokens, k=3, before=2, after=1))
+        want = top_contexts_reference(acts, tokens, k=3, before=2, after=1)
+        expect(len(got) == len(want), f"k=3 asks for 3 contexts, got {len(got)}")
+        values = [float(g[2]) for g in got]
+        expect(values == sorted(values, reverse=True) and np.allclose(values, [w[2] for w in want]),
+               f"the contexts should be the k largest activations, largest first ({[w[2] for w in want]}), "
+               f"got values {values}")
+        for g, w in zip(got, want):
+            ids, at = np.asarray(g[0]), int(g[1])
+            expect(len(ids) <= len(w[0]),
+                   "a window reaches into the neighbouring window: clip it to the peak's own window "
+                   "(row // seq_len picks the window, row % seq_len the position in it)")
+            expect(np.array_equal(ids, w[0]),
+                   f"window of the activation {w[2]:g}: expected tokens {w[0].tolist()}, got {ids.tolist()}: "
+                   "take `before` tokens before the peak and `after` after it, within the peak's own window")
+            expect(at == w[1], f"the peak's index within its window should be {w[1]}, got {at}")
+            expect(np.allclose(np.asarray(g[3]), w[3]),
+                   "the last item should be the latent's activations over the same window")
+        few = list(f(acts, tokens, k=10, before=2, after=1))
+        expect(len(few) == int((acts > 0).sum()),
+               f"only {(acts > 0).sum()} tokens have a positive activation, got {len(few)} contexts for k=10: "
+               "stop at activations <= 0")
+
+    return check("top activating contexts", fn, top_contexts_reference, test,
+                 "np.argsort(-latent_acts)[:k] gives the rows; divmod(row, seq_len) gives window and position; "
+                 "slice tokens[s, max(p - before, 0):p + after + 1]")
+
+
+def _logit_case():
+    """A 6-neuron SAE of 5 latents whose encoder is not its decoder's transpose, and whose
+    decoder rows are not unit norm; W_out (6, 4), W_U (4, 9)."""
+    from helpers.sae import SAE, SAEConfig
+
+    gen = torch.Generator().manual_seed(1)
+    sae = SAE(SAEConfig(d_in=6, d_sae=5))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(sae.W_enc.shape, generator=gen))
+        sae.W_dec.mul_(torch.linspace(0.5, 3.0, 5)[None, :, None])
+    return sae, torch.randn(6, 4, generator=gen), torch.randn(4, 9, generator=gen)
+
+
+def latent_logits(fn: Callable) -> Callable:
+    """Check ``latent_logits(sae, f, W_out, W_U)``: decoder direction -> W_out -> unembedding."""
+    def test(f):
+        sae, W_out, W_U = _logit_case()
+        try:
+            got = torch.as_tensor(f(sae, 2, W_out, W_U)).detach()
+        except RuntimeError as err:
+            expect("shape" not in str(err) and "size" not in str(err),
+                   "shapes do not match: the decoder direction lives in the MLP's neuron space (d_mlp), "
+                   "the unembedding reads the residual stream (d_model): go through W_out first")
+            raise
+        want = latent_logits_reference(sae, 2, W_out, W_U)
+        expect(got.shape == want.shape, f"return one logit per vocabulary token, shape {tuple(want.shape)}, "
+                                        f"got {tuple(got.shape)}")
+        enc = sae.W_enc[0, :, 2].detach()
+        expect(not torch.allclose(got, enc @ W_out @ W_U, atol=1e-4) and
+               not torch.allclose(got, enc / enc.norm() @ W_out @ W_U, atol=1e-4),
+               "that is the encoder's direction (what the latent reads): use the decoder's (what it writes)")
+        expect(not torch.allclose(got, sae.W_dec[0, 2].detach() @ W_out @ W_U, atol=1e-4),
+               "W_dec's row is not unit norm: use sae.decoder_directions(), the direction the forward pass uses")
+        expect(torch.allclose(got, want, atol=1e-4), "not decoder direction @ W_out @ W_U")
+
+    return check("logit effect of a latent", fn, latent_logits_reference, test,
+                 "sae.decoder_directions()[0, f] (d_mlp,) @ W_out (d_mlp, d_model) @ W_U (d_model, vocab)")

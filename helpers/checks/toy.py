@@ -1,0 +1,224 @@
+"""Checks for notebook 01's exercises: the toy model's forward pass and importance-weighted loss,
+the sparse feature sampler, feature dimensionality and the tegum factors of a trained W.
+
+Each check runs the reader's function on small cases whose answers are known (or computed by
+the reference) and returns the function the notebook goes on with (see
+``helpers.exercises.check``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from helpers.exercises import check, expect
+
+
+# --------------------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------------------
+def toy_loss_reference(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """Per-instance loss (inst,) of the ReLU toy model: x' = ReLU(W^T W x + b), then
+    sum_i I_i (x_i - x'_i)^2, averaged over the batch.
+
+    W (inst, m, n), b (inst, n), x (inst, batch, n), importance (inst, n).
+    """
+    h = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m): the hidden vectors
+    x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])  # (inst, batch, n)
+    return (importance[:, None, :] * (x - x_hat) ** 2).sum(-1).mean(-1)
+
+
+def sample_features_reference(p: torch.Tensor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x (inst, batch, n): feature i is on with probability p[inst, i], and then uniform in [0, 1]."""
+    inst, n = p.shape
+    on = torch.rand(inst, batch, n, generator=generator) < p[:, None, :]
+    return on * torch.rand(inst, batch, n, generator=generator)
+
+
+def feature_dimensionality_reference(W: torch.Tensor) -> torch.Tensor:
+    """D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2 (j runs over every feature, i included), (..., n).
+
+    W is (..., m, n): column i is feature i's direction. A feature with (almost) no norm gets 0.
+    """
+    norms2 = W.square().sum(-2)  # (..., n)
+    W_hat = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
+    overlap = (W_hat.mT @ W).square().sum(-1)  # (..., n): sum_j (W_i_hat . W_j)^2, i included
+    return torch.where(norms2 > 1e-6, norms2 / overlap.clamp_min(1e-12), torch.zeros_like(norms2))
+
+
+def tegum_factors_reference(W: torch.Tensor, threshold: float = 0.1, min_norm: float = 0.5) -> list[list[int]]:
+    """The tegum factors of one W (m, n): groups of represented features (||W_i|| > min_norm) that are
+    linked, directly or through others, by |W_i . W_j| > threshold. Sorted lists, biggest group first
+    (ties: by first feature); features not represented are in no group."""
+    keep = (W.norm(dim=0) > min_norm).tolist()
+    linked = ((W.mT @ W).abs() > threshold).tolist()
+    n, seen, groups = W.shape[1], set(), []
+    for start in range(n):
+        if not keep[start] or start in seen:
+            continue
+        group, stack = [], [start]  # depth-first search: everything reachable from `start`
+        seen.add(start)
+        while stack:
+            i = stack.pop()
+            group.append(i)
+            for j in range(n):
+                if keep[j] and linked[i][j] and j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        groups.append(sorted(group))
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------
+def _close(a, b, tol=1e-4) -> bool:
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
+
+
+def toy_loss(learner: Callable) -> Callable:
+    """Check ``toy_loss(W, b, x, importance) -> (inst,)`` against the reference."""
+
+    def test(fn):
+        g = torch.Generator().manual_seed(0)
+        I, m, n, B = 3, 2, 5, 64
+        W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)
+        x = torch.rand(I, B, n, generator=g) * (torch.rand(I, B, n, generator=g) < 0.4)
+        imp = 0.7 ** torch.arange(n, dtype=torch.float32).expand(I, n) * torch.tensor([[1.0], [2.0], [0.5]])
+        got = fn(W, b, x, imp)
+        want = toy_loss_reference(W, b, x, imp)
+        expect(isinstance(got, torch.Tensor) and got.shape == (I,),
+               f"return one loss per instance, shape ({I},); got "
+               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+        if _close(got, want):
+            return
+        ones = torch.ones_like(imp)
+        h = torch.einsum("imn,ibn->ibm", W, x)
+        z = torch.einsum("imn,ibm->ibn", W, h)
+        expect(not _close(got, toy_loss_reference(W, b, x, ones)), "your loss is not weighted by importance: "
+               "multiply feature i's squared error by importance[:, i]")
+        expect(not _close(got, want / n), "average over the batch, but sum over the features (not .mean() over both)")
+        expect(not _close(got, (imp[:, None] * (x - z - b[:, None]) ** 2).sum(-1).mean(-1)),
+               "apply the ReLU to W^T W x + b: without it the model is linear and cannot filter interference")
+        expect(not _close(got, (imp[:, None] * (x - torch.relu(z)) ** 2).sum(-1).mean(-1)),
+               "add the bias b inside the ReLU: x' = ReLU(W^T W x + b)")
+        expect(not _close(got, want * B), "average over the batch rather than summing over it")
+        expect(False, "the loss differs from sum_i I_i (x_i - ReLU(W^T W x + b)_i)^2 averaged over the batch; "
+               "check h = W x (shape (inst, batch, m)) and x' = W^T h + b")
+
+    return check("toy_loss", learner, toy_loss_reference, test,
+                 "h = einsum('imn,ibn->ibm', W, x); x' = relu(einsum('imn,ibm->ibn', W, h) + b[:, None]); "
+                 "then (importance[:, None] * (x - x')**2).sum(-1).mean(-1)")
+
+
+def sample_features(learner: Callable) -> Callable:
+    """Check ``sample_features(p, batch, generator) -> (inst, batch, n)`` by its statistics."""
+
+    def test(fn):
+        g = torch.Generator().manual_seed(0)
+        p = torch.tensor([[0.05, 0.2, 0.5, 0.9], [0.01, 0.3, 0.3, 1.0]])
+        B = 40_000
+        x = fn(p, B, g)
+        expect(isinstance(x, torch.Tensor) and x.shape == (2, B, 4),
+               f"return x of shape (inst, batch, n) = (2, {B}, 4); got "
+               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        x = x.float()
+        expect(bool((x >= 0).all() and (x <= 1).all()), "feature values must lie in [0, 1]")
+        on = (x > 0).float().mean(1)  # (inst, n): how often each feature is on
+        expect(not torch.allclose(on, 1 - p, atol=0.02) or torch.allclose(on, p, atol=0.02),
+               "features must be on with probability p, not 1-p (compare the uniform draw with u < p)")
+        expect(torch.allclose(on, p, atol=0.015),
+               f"feature i must be on with probability p[inst, i]: wanted {p.tolist()}, got "
+               f"{[[round(v, 3) for v in r] for r in on.tolist()]}")
+        active = x[x > 0]
+        expect(not bool((active > 0.999).all()), "an active feature's value is uniform in [0, 1], not always 1")
+        expect(abs(float(active.mean()) - 0.5) < 0.02 and abs(float(active.var()) - 1 / 12) < 0.01,
+               f"an active feature's value must be uniform in [0, 1] (mean 1/2, variance 1/12); got mean "
+               f"{float(active.mean()):.3f}, variance {float(active.var()):.4f}")
+        a, c = (x[0, :, 1] > 0).float(), (x[0, :, 2] > 0).float()
+        expect(abs(float((a * c).mean()) - 0.2 * 0.5) < 0.01,
+               "features must switch on independently of each other: draw one uniform per feature and sample")
+
+    return check("sample_features", learner, sample_features_reference, test,
+                 "on = torch.rand(inst, batch, n, generator=generator) < p[:, None, :]; "
+                 "multiply by a second torch.rand of the same shape")
+
+
+def _pentagon() -> torch.Tensor:
+    a = torch.arange(5) * 2 * math.pi / 5
+    return torch.stack([a.cos(), a.sin()])  # (2, 5)
+
+
+def feature_dimensionality(learner: Callable) -> Callable:
+    """Check ``feature_dimensionality(W) -> (..., n)`` on a pentagon, an antipodal pair and random W."""
+
+    def test(fn):
+        pent = fn(_pentagon())
+        expect(isinstance(pent, torch.Tensor) and pent.shape == (5,),
+               f"return one value per feature, shape (n,) = (5,) for W of shape (2, 5); got "
+               f"{tuple(pent.shape) if isinstance(pent, torch.Tensor) else type(pent).__name__}")
+        pair = fn(torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]]))
+        expect(not torch.allclose(pair[:2], torch.ones(2), atol=1e-3),
+               "the sum in the denominator runs over every feature j, the feature itself included: an antipodal "
+               "pair must give 1/2, not 1")
+        expect(torch.allclose(pent, torch.full((5,), 0.4), atol=1e-3) and torch.allclose(pair, torch.tensor([0.5, 0.5, 1.0]), atol=1e-3),
+               f"a regular pentagon's vertex has D = 2/5 and an antipodal pair 1/2 (with a third, orthogonal "
+               f"feature at 1); got {[round(v, 3) for v in pent.tolist()]} and {[round(v, 3) for v in pair.tolist()]}")
+        g = torch.Generator().manual_seed(0)
+        W = torch.randn(3, 4, 10, generator=g) * torch.rand(3, 1, 10, generator=g)
+        W[..., 0] = 0  # a dropped feature
+        got, want = fn(W), feature_dimensionality_reference(W)
+        expect(got.shape == want.shape, f"keep the leading (batch) dimensions: W {tuple(W.shape)} -> {tuple(want.shape)}")
+        expect(bool(torch.isfinite(got).all()) and torch.allclose(got[..., 0], torch.zeros(3), atol=1e-4),
+               "a feature with zero norm must get D = 0 (guard the division, e.g. clamp_min the norm)")
+        expect(torch.allclose(got, want, atol=1e-4),
+               "project the others on feature i's unit direction W_i / ||W_i|| (not on W_i itself): "
+               "the answer must not change when all of W is scaled")
+
+    return check("feature_dimensionality", learner, feature_dimensionality_reference, test,
+                 "norms2 = W.square().sum(-2); W_hat = W / W.norm(dim=-2, keepdim=True); "
+                 "denominator = (W_hat.mT @ W).square().sum(-1)")
+
+
+def _tegum_example() -> torch.Tensor:
+    """6-D: a pentagon (features 0-4) in dims 0-1, an antipodal pair (5, 6) on dim 2, a chain
+    7-8-9 in dims 3-4 where 7 and 9 are orthogonal, one dropped feature (10), one alone (11) on dim 5."""
+    W = torch.zeros(6, 12)
+    W[:2, :5] = _pentagon()
+    W[2, 5], W[2, 6] = 1.0, -1.0
+    s = math.sqrt(0.5)
+    W[3, 7], W[3, 8], W[4, 8], W[4, 9] = 1.0, s, s, 1.0
+    W[0, 10] = 0.05
+    W[5, 11] = 1.0
+    return W
+
+
+def tegum_factors(learner: Callable) -> Callable:
+    """Check ``tegum_factors(W, threshold=0.1) -> list of lists`` on a W of known factors and a random one."""
+
+    def test(fn):
+        W = _tegum_example()
+        got = fn(W, 0.1)
+        expect(isinstance(got, (list, tuple)), f"return a list of groups (lists of feature indices); got {type(got).__name__}")
+        got = sorted((sorted(int(i) for i in g) for g in got), key=lambda g: (-len(g), g[0]))
+        want = tegum_factors_reference(W, 0.1)
+        if got == want:
+            g = torch.Generator().manual_seed(1)
+            Wr = torch.randn(8, 30, generator=g) * (torch.rand(30, generator=g) > 0.2) * 0.4
+            r = sorted((sorted(int(i) for i in grp) for grp in fn(Wr, 0.3)), key=lambda g: (-len(g), g[0]))
+            expect(r == tegum_factors_reference(Wr, 0.3),
+                   "on a random W the groups differ from the reference: use the threshold you are given, "
+                   "and ||W_i|| > 0.5 for 'represented'")
+            return
+        flat = [i for g in got for i in g]
+        expect(10 not in flat, "leave out features that are not represented (||W_i|| <= 0.5): feature 10 has norm 0.05")
+        expect([5] not in got, "use |W_i . W_j|: an antipodal pair has W_i . W_j = -1 and belongs together")
+        expect([7, 8] not in got and [8, 9] not in got and [7, 8, 9] in got,
+               "a factor is a connected component: 7 and 9 are orthogonal but both linked to 8, so 7, 8, 9 is one factor")
+        expect(sorted(flat) == sorted(set(flat)), "each feature belongs to exactly one factor")
+        expect(False, f"the factors should be {want}; got {got}")
+
+    return check("tegum_factors", learner, tegum_factors_reference, test,
+                 "link i and j when |(W.T @ W)[i, j]| > threshold (both represented); grow each group with a "
+                 "stack (depth-first search) until nothing new is reachable")

@@ -1,0 +1,122 @@
+"""Figures of a grid: the diagnostics as heatmaps, the loss basins, MMCS with larger as curves."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from helpers.diagnostics.result import DEAD_CAP, GridResult
+
+PANELS = {
+    "mmcs_ground_truth": ("MMCS with the ground truth", "viridis", (0.0, 1.0)),
+    "dead": (f"dead latents (capped at {DEAD_CAP})", "magma", (0, DEAD_CAP)),
+    "ssll": ("summed standardized log losses (SSLL)", "coolwarm", None),
+    "mmcs_larger": ("MMCS with larger dictionaries", "viridis", (0.0, 1.0)),
+    "l0": ("L0: active latents per input", "cividis", None),
+    "std_log_recon": ("standardized log reconstruction loss", "coolwarm", None),
+    "std_log_l1": ("standardized log L1 loss", "coolwarm", None),
+}
+"""Heatmap title, colormap and colour range for each metric ``plot_diagnostics`` can draw."""
+
+
+def plot_diagnostics(grid: GridResult, metrics: Sequence[str] = ("mmcs_ground_truth", "dead", "ssll", "mmcs_larger"),
+                     title: str = "", marks: dict[str, tuple[int, float]] | None = None, annotate: bool = True):
+    """Heatmaps of ``metrics`` side by side, sharing axes: L1 coefficient (x) by size (y).
+
+    ``marks`` maps a label to a (d_sae, l1) cell to circle in every panel (e.g. the
+    suggestions of ``suggest_hyperparameters``). Missing values (log 0, no larger
+    dictionary, no ground truth) are drawn grey; diverged cells are marked with an x.
+    Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    for m in metrics:
+        if m not in PANELS:
+            raise ValueError(f"cannot draw {m!r}: choose from {sorted(PANELS)}")
+    S, L = grid.shape
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 0.6, 0.45 * S + 2.2),
+                             sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    xlabels = [f"{a:.2g}" for a in grid.l1_values]
+    ylabels = [grid.size_label(i) for i in range(S)]
+    for ax, m in zip(axes[0], metrics):
+        name, cmap, lims = PANELS[m]
+        vals = np.asarray(grid.metric(m), dtype=float)
+        if m == "dead":
+            vals = np.minimum(vals, DEAD_CAP)
+        cm = plt.get_cmap(cmap).copy()
+        cm.set_bad("lightgrey")
+        finite = np.isfinite(vals).any()
+        vmin, vmax = lims if lims else (np.nanmin(vals) if finite else 0, np.nanmax(vals) if finite else 1)
+        im = ax.imshow(np.ma.masked_invalid(vals), origin="lower", aspect="auto", cmap=cm, vmin=vmin, vmax=vmax)
+        fig.colorbar(im, ax=ax, shrink=0.85)
+        if annotate and S * L <= 80:
+            for i in range(S):
+                for j in range(L):
+                    v = vals[i, j]
+                    txt = "x" if grid.diverged[i, j] else "" if not np.isfinite(v) else (f"{int(v)}" if m == "dead" else f"{v:.2f}")
+                    r, g, b, _ = cm(im.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+                    ax.text(j, i, txt, ha="center", va="center", fontsize=6.5,  # readable on any cell colour
+                            color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+        for label, (J, a) in (marks or {}).items():
+            i, j = grid.index(J, a)
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.2, ec="red"))
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(L), xlabels, rotation=90, fontsize=7)
+        ax.set_xlabel("L1 coefficient alpha")
+    axes[0][0].set_yticks(range(S), ylabels, fontsize=8)
+    axes[0][0].set_ylabel("dictionary size" + (" (x reference)" if grid.reference_size else ""))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_loss_basins(grid: GridResult, d_sae: int | None = None):
+    """Reconstruction loss, L1 loss and ground-truth MMCS against alpha at one size (log axes).
+
+    The report's figures 5 and 6: the 'sticky' basin is where both losses stay flat while
+    alpha grows. Default size: the reference size (1x) if it is in the grid.
+    """
+    import matplotlib.pyplot as plt
+
+    if d_sae is None:
+        d_sae = grid.reference_size if grid.reference_size in grid.d_sae_values else int(grid.d_sae_values[0])
+    i, _ = grid.index(d_sae, float(grid.l1_values[0]))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    ax.loglog(grid.l1_values, grid.recon_loss[i], "o-", label="reconstruction loss")
+    l1 = np.where(grid.l1_loss[i] > 0, grid.l1_loss[i], np.nan)
+    ax.loglog(grid.l1_values, l1, "s-", label="L1 loss (0: not drawn)")
+    ax.set_xlabel("L1 coefficient alpha")
+    ax.set_ylabel("final loss (log scale)")
+    ax.set_title(f"Losses at size {grid.size_label(i)}: look for flat basins")
+    if np.isfinite(grid.mmcs_ground_truth[i]).any():
+        ax2 = ax.twinx()
+        ax2.plot(grid.l1_values, grid.mmcs_ground_truth[i], "k--", alpha=0.6, label="MMCS with ground truth")
+        ax2.set_ylabel("MMCS with the ground truth")
+        ax2.set_ylim(0, 1.05)
+        ax2.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def plot_mmcs_larger_by_size(grid: GridResult, baseline: Sequence[float] | None = None):
+    """MMCS with larger dictionaries against size, one line per alpha (method 3 as curves).
+
+    ``baseline``: optional (S,) MMCS that unrelated random dictionaries of these sizes score
+    (``random_baseline_with_larger``), drawn dashed: agreement above it is what training found.
+    """
+    import matplotlib.pyplot as plt
+
+    S, L = grid.shape
+    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    colors = plt.get_cmap("plasma")(np.linspace(0, 0.9, L))
+    for j in range(L):
+        ax.plot(range(S - 1), grid.mmcs_larger[:-1, j], "o-", color=colors[j], label=f"alpha={grid.l1_values[j]:.2g}")
+    if baseline is not None:
+        ax.plot(range(S - 1), np.asarray(baseline)[: S - 1], "k--", lw=1, label="random dictionaries")
+    ax.set_xticks(range(S - 1), [grid.size_label(i) for i in range(S - 1)])
+    ax.set_xlabel("dictionary size (compared with every larger one)")
+    ax.set_ylabel("mean MMCS with larger dictionaries")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Agreement with every larger dictionary (the report's figure 10, as curves)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig

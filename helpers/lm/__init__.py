@@ -1,0 +1,36 @@
+"""SAEs on a language model's MLP: loading, harvesting activations, evaluating, reading features.
+
+Models load only through TransformerLens' ``TransformerBridge`` (3.9 and 4.x share it and its
+hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
+
+* ``loading``: ``load_model("tiny-offline")`` (the one-layer GPT-2 of ``helpers.tiny_lm``,
+  no network) or a Hugging Face id, moved whole to the course's device; the corpus windows.
+* ``harvest``: MLP activations for a token budget into a memory-mapped cache keyed by the
+  model's weights, hooks, corpus and budget, checked against its metadata when reopened.
+* ``evaluation``: L0, FVU, dead and dense latents, and CE loss recovered with the SAE spliced
+  into the MLP, optionally on held-out windows the SAE never trained on.
+* ``features`` / ``geometry``: densities, top contexts, the latents worth reading, logit
+  effects, and the pair geometry of notebook 04's section 5, all streamed over chunks of
+  rows. Figures and the HTML view of contexts are in ``helpers.plotting_lm``.
+"""
+from helpers.lm.checks import KINDS
+from helpers.lm.evaluation import (Baselines, ReconstructionStats, SAEEval, SpliceResult, ce_baselines, ce_with_sae,
+                                   evaluate_saes, reconstruction_stats, splice_hook)
+from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitEffect, TokenLogit, chunk_rows_for,
+                                 latent_activations, latent_stats, logit_effects, pick_latents, residual_effects,
+                                 top_contexts, top_rows)
+from helpers.lm.geometry import (PairGeometry, co_occurrence_lift, geometry_table, pair_geometry, random_geometry,
+                                 shuffled_geometry)
+from helpers.lm.harvest import Activations, cache_folder, cache_problem, harvest
+from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, corpus_token_windows, load_model, mlp_hooks,
+                                model_device, move_model, weights_fingerprint)
+
+__all__ = [
+    "KINDS", "Baselines", "ReconstructionStats", "SAEEval", "SpliceResult", "ce_baselines", "ce_with_sae",
+    "evaluate_saes", "reconstruction_stats", "splice_hook", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
+    "LogitEffect", "TokenLogit", "chunk_rows_for", "latent_activations", "latent_stats", "logit_effects",
+    "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
+    "geometry_table", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
+    "OFFLINE_MODEL", "ONLINE_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
+    "move_model", "weights_fingerprint",
+]

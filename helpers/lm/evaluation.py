@@ -1,0 +1,208 @@
+"""Judging an SAE on a language model: reconstruction metrics, and CE loss with it spliced in.
+
+``ce_with_sae`` replaces ``hook_post`` by the SAE's reconstruction inside a forward pass and
+measures the next-token loss, between the clean model (100% recovered) and the model with the
+MLP zeroed (0%). The SAE may live on another device than the model (a model kept on the CPU,
+SAEs trained on the GPU): activations go to the SAE's device and come back.
+``evaluate_saes`` streams its rows in chunks, so its memory does not grow with the rows.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from helpers.lm.checks import (check_fraction, check_instance, check_int, check_layer, check_model, check_sae,
+                               check_tokens)
+from helpers.lm.features import chunk_rows_for
+from helpers.lm.harvest import Activations
+from helpers.lm.loading import mlp_hooks, model_device
+
+
+class SpliceResult(NamedTuple):
+    """Cross-entropy losses (nats/token) around one spliced-in SAE."""
+
+    clean: float
+    """Cross-entropy (nats/token) of the unchanged model."""
+    with_sae: float
+    """... with the MLP activations replaced by the SAE's reconstruction."""
+    zero_ablated: float
+    """... with the MLP activations set to zero."""
+    recovered: float
+    """(zero - with_sae) / (zero - clean): 1 is perfect, 0 is no better than deleting the MLP."""
+
+
+class Baselines(NamedTuple):
+    """The two reference losses CE loss recovered is measured between (nats/token)."""
+
+    clean: float
+    """Loss of the unchanged model."""
+    zero_ablated: float
+    """Loss with the MLP's hidden activations zeroed (BOS position kept)."""
+
+
+def _splice_loss(model, tokens: torch.Tensor, fwd_hooks: list, batch_size: int) -> float:
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied."""
+    dev = model_device(model)
+    total = 0.0
+    for start in range(0, tokens.shape[0], batch_size):
+        toks = tokens[start:start + batch_size].to(dev)
+        loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=fwd_hooks) if fwd_hooks else \
+            model(toks, return_type="loss")
+        total += float(loss) * len(toks)  # weight by sequences: a short last batch counts less
+    return total / tokens.shape[0]
+
+
+def _zero_after_bos(x, hook):
+    y = x.clone()
+    y[:, 1:] = 0
+    return y
+
+
+@torch.no_grad()
+def ce_baselines(model, tokens: torch.Tensor | np.ndarray, layer: int = 0, batch_size: int = 16) -> Baselines:
+    """Loss of the clean model and of the model with the MLP's hidden activations zeroed."""
+    check_model(model)
+    tokens = check_tokens(tokens, model)
+    layer = check_layer(layer, model)
+    batch_size = check_int("batch_size", batch_size, 1)
+    hook = mlp_hooks(layer)["post"]
+    return Baselines(_splice_loss(model, tokens, [], batch_size),
+                     _splice_loss(model, tokens, [(hook, _zero_after_bos)], batch_size))
+
+
+def splice_hook(sae, instance: int = 0):
+    """A hook that replaces every position but the first by instance ``instance``'s reconstruction."""
+    def splice(x, hook):                                               # x: (batch, seq, d_mlp)
+        y = x.clone()
+        inner = x[:, 1:]
+        flat = inner.reshape(-1, x.shape[-1]).to(sae.device, torch.float32)   # (batch * (seq - 1), d_mlp)
+        x_hat = sae.decode(sae.encode(flat))[instance]                        # on the SAE's device
+        y[:, 1:] = x_hat.reshape(inner.shape).to(x.device, x.dtype)           # back to the model's
+        return y
+    return splice
+
+
+@torch.no_grad()
+def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0, layer: int = 0,
+                batch_size: int = 16, baselines: Baselines | None = None) -> SpliceResult:
+    """Splice instance ``instance`` of ``sae`` into the MLP's post-activations and measure CE.
+
+    The SAE reads and rewrites ``blocks.{layer}.mlp.hook_post`` at every position but the
+    first (BOS), which it was not trained on and which stays untouched in all three runs.
+    Pass ``baselines`` (from ``ce_baselines`` on the same tokens) to skip recomputing them.
+    """
+    from helpers.metrics import ce_loss_recovered
+
+    check_model(model)
+    tokens = check_tokens(tokens, model)
+    layer = check_layer(layer, model)
+    check_sae(sae, model.cfg.d_mlp)
+    instance = check_instance(instance, sae)
+    batch_size = check_int("batch_size", batch_size, 1)
+    if baselines is not None and not isinstance(baselines, Baselines):
+        raise TypeError(f"baselines must come from lm.ce_baselines, got {type(baselines).__name__}")
+    one = sae.select(instance) if sae.cfg.n_instances > 1 and hasattr(sae, "select") else sae
+    base = baselines or ce_baselines(model, tokens, layer, batch_size)
+    hook = splice_hook(one, 0 if one is not sae else instance)
+    with_sae = _splice_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], batch_size)
+    return SpliceResult(base.clean, with_sae, base.zero_ablated,
+                        float(ce_loss_recovered(base.clean, with_sae, base.zero_ablated)))
+
+
+class SAEEval(NamedTuple):
+    """One SAE instance judged on held-back activations and inside the model."""
+
+    d_sae: int
+    """Latents in the dictionary."""
+    alpha: float
+    """Its L1 coefficient."""
+    l0: float
+    """Mean active latents per token."""
+    fvu: float
+    """Fraction of variance unexplained (0 = perfect)."""
+    dead: int
+    """Latents that fire on none of the evaluation tokens."""
+    dense: int
+    """Latents that fire on more than ``dense_threshold`` of them."""
+    ce: SpliceResult
+    """CE loss with the SAE spliced in."""
+
+
+@torch.no_grad()
+def evaluate_saes(model, sae, acts: Activations, n_rows: int = 8192, n_seq: int = 32, layer: int = 0,
+                  dense_threshold: float = 0.1, baselines: Baselines | None = None, holdout: float | None = None,
+                  chunk_rows: int | None = None) -> list[SAEEval]:
+    """Every instance of a stacked ``sae``: L0, FVU, dead and dense latents, and CE loss recovered.
+
+    ``holdout=None``: the metrics use the last ``n_rows`` harvested tokens and CE the first
+    ``n_seq`` windows. ``holdout=0.1``: both use only the last 10% of windows, which a
+    sampler made with ``acts.sampler(..., holdout=0.1)`` never trains on (all their rows for
+    the metrics, the first ``n_seq`` of them for CE; ``baselines`` must then come from
+    ``ce_baselines(model, acts.held_out_tokens(0.1)[:n_seq])``). BOS rows are left out.
+    """
+    check_model(model)
+    if not isinstance(acts, Activations) or "post" not in acts.acts:
+        raise TypeError("acts must be the Activations of lm.harvest with the 'post' kind harvested")
+    check_sae(sae, model.cfg.d_mlp)
+    n_rows = check_int("n_rows", n_rows, 1)
+    n_seq = check_int("n_seq", n_seq, 1)
+    layer = check_layer(layer, model)
+    dense_threshold = check_fraction("dense_threshold", dense_threshold)
+    if chunk_rows is not None:
+        check_int("chunk_rows", chunk_rows, 1)
+    if baselines is not None and not isinstance(baselines, Baselines):
+        raise TypeError(f"baselines must come from lm.ce_baselines, got {type(baselines).__name__}")
+    post = acts.acts["post"]
+    seq_len = acts.tokens.shape[1]
+    if holdout is None:
+        rows, tokens = np.arange(max(post.shape[0] - n_rows, 0), post.shape[0]), acts.tokens[:n_seq]
+    else:
+        start = acts.held_out_start(check_fraction("holdout", holdout))
+        rows, tokens = np.arange(start, post.shape[0]), acts.tokens[start // seq_len:][:n_seq]
+    rows = rows[rows % seq_len != 0]
+    stats = reconstruction_stats(sae, post, rows, chunk_rows)
+    base = baselines or ce_baselines(model, tokens, layer)
+    out = []
+    for i, alpha in enumerate(sae.cfg.l1_coeffs):
+        out.append(SAEEval(sae.cfg.d_sae, float(alpha), float(stats.l0[i]), float(stats.fvu[i]),
+                           int((stats.rate[i] == 0).sum()), int((stats.rate[i] > dense_threshold).sum()),
+                           ce_with_sae(model, tokens, sae, instance=i, layer=layer, baselines=base)))
+    return out
+
+
+class ReconstructionStats(NamedTuple):
+    """Per-instance reconstruction metrics over a set of rows."""
+
+    l0: np.ndarray
+    """(inst,) mean active latents per row."""
+    fvu: np.ndarray
+    """(inst,) fraction of variance unexplained."""
+    rate: np.ndarray
+    """(inst, d_sae) share of rows each latent fires on."""
+
+
+@torch.no_grad()
+def reconstruction_stats(sae, x: np.ndarray, rows: np.ndarray, chunk_rows: int | None = None) -> ReconstructionStats:
+    """L0, FVU and firing rates of every instance on ``x[rows]``, ``chunk_rows`` rows at a time."""
+    I, J = sae.cfg.n_instances, sae.cfg.d_sae
+    if len(rows) == 0:
+        raise ValueError("no rows to evaluate on: raise n_rows or holdout")
+    step = chunk_rows_for(I * J, chunk_rows)
+    dev = sae.device
+    fired = torch.zeros(I, J, dtype=torch.float64, device=dev)
+    err = torch.zeros(I, dtype=torch.float64, device=dev)
+    sum_x = torch.zeros(x.shape[1], dtype=torch.float64, device=dev)
+    sum_x2 = torch.zeros((), dtype=torch.float64, device=dev)
+    for s in range(0, len(rows), step):
+        xb = torch.from_numpy(np.asarray(x[rows[s:s + step]], dtype=np.float32)).to(dev)  # (b, d)
+        c = sae.encode(xb)                                                                # (inst, b, d_sae)
+        fired += (c > 0).sum(1, dtype=torch.float64)
+        err += (sae.decode(c) - xb).double().pow(2).sum((1, 2))
+        sum_x += xb.double().sum(0)
+        sum_x2 += xb.double().pow(2).sum()
+    n = len(rows)
+    total = (sum_x2 - sum_x.pow(2).sum() / n).clamp_min(1e-12)  # sum of squares around the mean
+    return ReconstructionStats((fired.sum(1) / n).cpu().numpy(), (err / total).cpu().numpy(),
+                               (fired / n).cpu().numpy())

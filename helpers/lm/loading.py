@@ -1,0 +1,167 @@
+"""Loading a language model through TransformerLens' ``TransformerBridge``, and the corpus.
+
+The bridge is booted from a Hugging Face model loaded here (so ``offline=True`` can forbid the
+network for the weights *and* the tokenizer), then moved, whole, to the course's device. The
+move matters: ``boot_transformers(hf_model=...)`` takes a pre-loaded model as it is and only
+records the requested device in ``cfg.device``; it calls ``.to(device)`` only on a model it
+loads itself. Without the move the weights stay on the CPU while the SAEs sit on the GPU.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from helpers.device import get_device
+
+# Hub requests that hang are worse than ones that fail: give up after these many seconds
+# (huggingface_hub reads them when it is first imported; a reader's own settings win).
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+
+OFFLINE_MODEL = "tiny-offline"
+"""The name of the model shipped in ``data/tiny_lm``."""
+ONLINE_MODEL = "EleutherAI/pythia-70m"
+"""A pretrained model close to the report's (6 layers, GPT-style); needs network access."""
+CORPUS = "python-docs"
+"""The text activations are harvested on: the held-out part of the tiny model's corpus
+(pydoc topics and standard-library docstrings), available offline on every machine."""
+
+
+def _target_device(device: str | torch.device | None) -> torch.device:
+    """``get_device``, plus ``"meta"``: the architecture with no weights in memory (shapes only)."""
+    if device is not None and torch.device(device).type == "meta":
+        return torch.device("meta")
+    return get_device(device)
+
+
+def _source(name: str) -> str:
+    """The folder or hub id ``from_pretrained`` should read for ``name``."""
+    if name == OFFLINE_MODEL:
+        from helpers.tiny_lm import model_dir
+
+        folder = model_dir()
+        missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"The offline model is incomplete: {', '.join(missing)} missing in {folder}. "
+                "Rebuild it with `python -m helpers.tiny_lm` (about ten minutes on a CPU)."
+            )
+        return str(folder)
+    return str(Path(name)) if Path(name).is_dir() else name
+
+
+def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = None, offline: bool = False):
+    """A ``TransformerBridge`` for ``name`` on ``device``: ``"tiny-offline"``, a local folder, or a hub id.
+
+    ``offline=True`` never touches the network (a hub id must then be in the local HF cache).
+    Hub requests time out (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``) instead of hanging.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a model name such as {OFFLINE_MODEL!r}, got {name!r}")
+    dev = _target_device(device)
+    source = _source(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline)
+        tok = AutoTokenizer.from_pretrained(source, local_files_only=offline)
+    except (OSError, ConnectionError, TimeoutError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise ValueError(
+            f"Could not load model {name!r}: it is not {OFFLINE_MODEL!r}, not a local folder, and the "
+            f"Hugging Face hub did not provide it ({type(err).__name__}: {first}). Check the name "
+            f"(e.g. {ONLINE_MODEL!r}) and the network. Without a network use load_model({OFFLINE_MODEL!r}), "
+            "which ships with the course, or pass offline=True (or set HF_HUB_OFFLINE=1) for a model "
+            "already in the local Hugging Face cache."
+        ) from err
+    # Boot on the CPU, where the weights were loaded (the bridge reads real values at boot,
+    # e.g. to split GPT-2's fused QKV matrix), then move everything at once.
+    model = TransformerBridge.boot_transformers(source, hf_model=hf, tokenizer=tok, device="cpu")
+    model.eval()
+    move_model(model, dev)
+    model.course_name = name  # a readable prefix for cache folders (the key hashes the weights)
+    return model
+
+
+def move_model(model, device: str | torch.device):
+    """Move a bridge and the Hugging Face model inside it to ``device``; update ``cfg.device``.
+
+    ``original_model`` is kept outside the bridge's registered modules, so ``nn.Module.to``
+    alone would leave it behind.
+    """
+    dev = torch.device(device)
+    torch.nn.Module.to(model, dev)  # the bridge's own parameters and buffers, without its printing .to()
+    original = getattr(model, "original_model", None)
+    if isinstance(original, torch.nn.Module):
+        original.to(dev)
+    model.cfg.device = str(dev)
+    return model
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's weights (where its inputs must go)."""
+    return next(model.parameters()).device
+
+
+def mlp_hooks(layer: int = 0) -> dict[str, str]:
+    """Hook names of one MLP: its post-activation (the SAE's input) and its output."""
+    return {"post": f"blocks.{layer}.mlp.hook_post", "out": f"blocks.{layer}.hook_mlp_out"}
+
+
+def weights_fingerprint(model) -> str:
+    """A hash of the model's weights and vocabulary: the identity of the activations it makes.
+
+    A name is not an identity (a retrained ``data/tiny_lm``, a fine-tuned copy in the same
+    folder): caches keyed by it would hand back another model's activations.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    module = getattr(model, "original_model", model)
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.device.type != "meta":
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:  # the token ids in the cache depend on the tokenizer too
+        h.update(repr(sorted(tok.get_vocab().items())).encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _documents() -> tuple[list[str], list[str]]:
+    """(train, held-out) documents, read once per process (parsing the stdlib takes seconds)."""
+    from helpers.tiny_lm import corpus_documents, split_documents
+
+    return split_documents(corpus_documents())
+
+
+def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
+    """(n_seq, seq_len) token windows from the corpus, each starting with the BOS token.
+
+    The held-out documents of ``helpers.tiny_lm`` come first (text the offline model never
+    trained on), then the training documents if the budget needs more.
+    """
+    from helpers.lm.checks import check_int
+
+    check_int("n_tokens", n_tokens, 1)
+    check_int("seq_len", seq_len, 2)
+    train_docs, held = _documents()
+    tok = model.tokenizer
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    need = -(-n_tokens // seq_len)  # windows
+    body = seq_len - 1
+    stream: list[int] = []
+    for doc in held + train_docs:
+        stream.append(bos)
+        stream.extend(tok(doc, add_special_tokens=False)["input_ids"])
+        if len(stream) >= need * body:
+            break
+    n = min(need, len(stream) // body)
+    if n < need:
+        raise ValueError(f"n_tokens: the corpus holds only {n * seq_len} tokens of windows, asked for {n_tokens}")
+    w = torch.tensor(stream[: n * body], dtype=torch.long).view(n, body)
+    return torch.cat([torch.full((n, 1), bos, dtype=torch.long), w], dim=1)

@@ -1,0 +1,94 @@
+"""What a stack of SAEs is and how it trains: one frozen dataclass, one field per choice.
+
+A config object travels whole (``dataclasses.replace(cfg, d_sae=1024)`` makes the next cell of a
+sweep), and every field is checked here, so a bad value fails at construction with its name
+rather than as a NaN a thousand steps into training.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from helpers.optim import LR_SCHEDULES
+
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """Shape and training settings of a stack of SAEs (one instance per L1 coefficient)."""
+
+    d_in: int
+    """h: dimension of the activations the SAE reads."""
+    d_sae: int
+    """J: number of dictionary elements (latents)."""
+    l1_coeffs: tuple[float, ...] = (0.1,)
+    """alpha per instance (repeat a value to train several seeds of it). The sparsity penalty:
+    on ||c||_1 for ``standard``, on the L0 for ``jumprelu``; ``topk``/``batchtopk`` ignore it."""
+    lr: float = 1e-3
+    """Adam learning rate (the report's 1e-3)."""
+    batch_size: int = 256
+    """Examples per step, shared by all instances (the report's 256)."""
+    steps: int = 10_000
+    """Adam steps."""
+    decoder_bias: bool = False
+    """Learn b_dec (subtracted before encoding, added after decoding). Off for toy data."""
+    l1_divide_by_d_sae: bool = True
+    """The report's (alpha / J) ||c||_1; False gives alpha ||c||_1."""
+    dead_window: int = 500
+    """T: a latent that fired in none of the last T batches counts as dead."""
+    input_noise_std: float = 0.0
+    """Gaussian noise added to the input only (a denoising SAE); the target stays clean."""
+    seed: int = 0
+    """Seed for the initialisation (instance i uses seed + i)."""
+    log_every: int = 50
+    """Steps per row of the training log (each row averages its window)."""
+    architecture: str = "standard"
+    """Which activation: ``standard`` (ReLU + L1), ``topk``, ``batchtopk`` or ``jumprelu``."""
+    lr_schedule: str = "constant"
+    """Learning-rate schedule over ``steps`` (see ``helpers.optim.lr_factor``)."""
+    compile: bool = False
+    """Train through ``torch.compile(sae.loss)``: faster per step on a GPU, seconds to compile."""
+    k: float | None = None
+    """Active latents per example: an integer for ``topk``, a batch average for ``batchtopk``."""
+    jumprelu_init_threshold: float = 0.01
+    """Starting threshold of every JumpReLU latent (SAELens' default)."""
+    jumprelu_bandwidth: float = 0.05
+    """Width of the window in which the straight-through estimator passes threshold gradient."""
+
+    def __post_init__(self) -> None:
+        coeffs = tuple(float(a) for a in np.atleast_1d(np.asarray(self.l1_coeffs, dtype=float)))
+        object.__setattr__(self, "l1_coeffs", coeffs)
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        if not coeffs or not all(math.isfinite(a) and a >= 0 for a in coeffs):
+            raise ValueError(f"l1_coeffs must be one or more finite, non-negative numbers, got {coeffs}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (math.isfinite(self.input_noise_std) and self.input_noise_std >= 0):
+            raise ValueError(f"input_noise_std must be a finite number >= 0, got {self.input_noise_std!r}")
+        for name in ("batch_size", "dead_window", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.architecture in ("topk", "batchtopk"):
+            if self.k is None or not (0 < self.k <= self.d_sae):
+                raise ValueError(f"k must be set to a number in (0, d_sae={self.d_sae}] for "
+                                 f"architecture={self.architecture!r}, got k={self.k!r}")
+            if self.architecture == "topk" and self.k != int(self.k):
+                raise ValueError(f"k must be a whole number of latents for architecture='topk', got {self.k!r}")
+        for name in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+    @property
+    def n_instances(self) -> int:
+        return len(self.l1_coeffs)

@@ -1,0 +1,164 @@
+"""Saving and loading SAEs in the layout SAELens 6 reads: a folder with ``cfg.json`` and
+``sae_weights.safetensors``, one folder per SAE, weights in SAELens' orientation (W_enc
+(d_in, d_sae), b_enc (d_sae,), W_dec (d_sae, d_in), b_dec (d_in,), plus ``threshold`` (d_sae,)
+for a JumpReLU). A reader can load our dictionaries with ``sae_lens.SAE.load_from_disk`` and
+we load theirs, for the settings we implement; anything else is refused by name.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from helpers.paths import atomic_write
+from helpers.sae.config import SAEConfig
+from helpers.sae.model import SAE
+
+SAE_LENS_VERSION = "6.54.12"
+"""The SAELens version whose file layout ``save_sae`` writes (recorded in cfg.json)."""
+
+WEIGHTS_FILE, CFG_FILE = "sae_weights.safetensors", "cfg.json"
+
+# How each of our classes is stored (SAELens' architecture names). SAELens saves a trained
+# BatchTopK SAE for inference as a JumpReLU whose threshold is the learned batch threshold;
+# we do the same, so a file never says "batchtopk" unless SAELens wrote a training checkpoint.
+SAVED_AS = {"standard": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+
+
+def _instance_folder_name(i: int, alpha: float) -> str:
+    return f"instance_{i:02d}_l1_{alpha:.4g}"
+
+
+def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name: str | None = None) -> list[Path]:
+    """Save each instance to its own folder (``cfg.json`` + ``sae_weights.safetensors``).
+
+    A one-instance SAE saves into ``folder`` itself; a stack into
+    ``folder/instance_XX_l1_<alpha>/``. ``hook_name`` (e.g. ``blocks.0.mlp.hook_post``) goes
+    into ``metadata.hook_name``, where SAELens looks for the activations the SAE reads;
+    ``extra`` adds other metadata. ``apply_b_dec_to_input`` says whether our encoder subtracts
+    b_dec (``decoder_bias``): SAELens defaults it to true, and a wrong value would shift every
+    latent's input by b_dec.
+    """
+    folder, cfg = Path(folder), sae.cfg
+    arch = SAVED_AS[cfg.architecture]
+    meta_extra = {**(extra or {}), **({"hook_name": hook_name} if hook_name is not None else {})}
+    paths = []
+    with torch.no_grad():
+        W_dec = sae.decoder_directions().detach().float().cpu()
+        for i, alpha in enumerate(cfg.l1_coeffs):
+            out = folder if cfg.n_instances == 1 else folder / _instance_folder_name(i, alpha)
+            out.mkdir(parents=True, exist_ok=True)
+            tensors = {
+                "W_enc": sae.W_enc[i].detach().float().cpu().contiguous(),
+                "b_enc": sae.b_enc[i].detach().float().cpu().contiguous(),
+                "W_dec": W_dec[i].contiguous(),
+                "b_dec": sae.b_dec[i].detach().float().cpu().contiguous(),
+            }
+            meta = {"architecture": arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32",
+                    "device": "cpu", "apply_b_dec_to_input": cfg.decoder_bias,
+                    "normalize_activations": "none", "reshape_activations": "none"}
+            if cfg.architecture == "topk":
+                meta.update(k=int(cfg.k), rescale_acts_by_decoder_norm=False)  # our rows are unit already
+            if cfg.architecture == "jumprelu":
+                tensors["threshold"] = sae.threshold[i].detach().float().cpu().contiguous()
+            if cfg.architecture == "batchtopk":
+                tensors["threshold"] = torch.full((cfg.d_sae,), float(sae.topk_threshold[i]))
+            meta["metadata"] = {"sae_lens_version": SAE_LENS_VERSION, **meta_extra}
+            meta["course"] = {**asdict(cfg), "l1_coeffs": [alpha], "seed": cfg.seed + i}
+            with atomic_write(out / WEIGHTS_FILE) as tmp:
+                save_file(tensors, str(tmp))
+            with atomic_write(out / CFG_FILE) as tmp:
+                tmp.write_text(json.dumps(meta, indent=2))
+            paths.append(out)
+    return paths
+
+
+def load_sae(folder: str | Path, device: str | torch.device | None = None) -> SAE:
+    """Load one saved SAE (ours, or an SAELens ``standard``/``topk``/``jumprelu``/``batchtopk``
+    SAE) as a one-instance SAE of the matching class."""
+    folder = Path(folder)
+    meta, tensors = _read(folder)
+    arch = meta.get("architecture", "standard")
+    course = meta.get("course", {})
+    if arch not in SAVED_AS:
+        raise ValueError(f"{folder}: architecture {arch!r} is not one we implement ({', '.join(SAVED_AS)})")
+    for setting in ("normalize_activations", "reshape_activations"):
+        if meta.get(setting, "none") not in ("none", None):
+            raise ValueError(f"{folder}: {setting}={meta[setting]!r} is not implemented here (only 'none'); "
+                             "fold the normalisation into the weights first (SAELens: fold_activation_norm_scaling_factor)")
+    d_in, d_sae = int(meta["d_in"]), int(meta["d_sae"])
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if arch == "jumprelu":
+        expected["threshold"] = (d_sae,)
+    if arch == "batchtopk":
+        expected["topk_threshold"] = ()
+    for name, shape in expected.items():
+        if name not in tensors or tuple(tensors[name].shape) != shape:
+            got = tuple(tensors[name].shape) if name in tensors else "missing"
+            raise ValueError(f"{folder}: {name} should have shape {shape} from cfg.json, got {got}")
+    unknown = sorted(set(tensors) - set(expected))
+    if unknown:
+        raise ValueError(f"{folder}: weights {unknown} belong to a setting not implemented here")
+    t = {name: tensors[name].float() for name in expected}
+
+    # Our decoder uses unit rows. A file whose rows are not unit (most SAELens SAEs) gives the
+    # same SAE once each row's norm moves into its latent: c_j ||W_j|| = f(pre_j ||W_j||) for
+    # ReLU and JumpReLU (threshold scaled too). TopK picks the k largest pre-activations, so
+    # folding is exact only if the file's TopK already ranks pre x ||W_j||.
+    norms = t["W_dec"].norm(dim=-1)  # (d_sae,)
+    rescaled = bool(meta.get("rescale_acts_by_decoder_norm", False))
+    if arch in ("topk", "batchtopk") and not rescaled and (norms - 1).abs().max() > 1e-4:
+        raise ValueError(f"{folder}: rescale_acts_by_decoder_norm=false with decoder rows of non-unit norm: "
+                         "this TopK ranks latents differently from ours (unit rows), so it is not implemented")
+    if (norms - 1).abs().max() > 1e-4:
+        t["W_enc"], t["b_enc"], t["W_dec"] = t["W_enc"] * norms, t["b_enc"] * norms, t["W_dec"] / norms[:, None]
+        if "threshold" in t:
+            t["threshold"] = t["threshold"] * norms
+
+    # Our encoder subtracts b_dec iff decoder_bias; the decoder always adds it. A file with
+    # apply_b_dec_to_input=false and a non-zero b_dec is therefore still the same SAE here:
+    # b_dec becomes a fixed output offset (decoder_bias=False keeps it out of training).
+    apply = bool(meta.get("apply_b_dec_to_input", True))
+    fields = {k: v for k, v in course.items() if k in SAEConfig.__dataclass_fields__}
+    decoder_bias = apply and (bool(t["b_dec"].abs().max() > 0) or bool(fields.get("decoder_bias", False)))
+    if fields.get("decoder_bias", decoder_bias) != decoder_bias:
+        raise ValueError(f"{folder}: apply_b_dec_to_input={apply} contradicts the saved course config "
+                         f"(decoder_bias={fields['decoder_bias']}); the file was edited by hand?")
+    # The file's architecture wins over the course block: a saved BatchTopK comes back as the
+    # JumpReLU it was saved as.
+    fields.update(d_in=d_in, d_sae=d_sae, decoder_bias=decoder_bias, architecture=arch)
+    if arch in ("topk", "batchtopk"):
+        fields["k"] = meta.get("k", fields.get("k"))
+    fields.setdefault("l1_coeffs", (0.0,))
+    fields["l1_coeffs"] = tuple(fields["l1_coeffs"])[:1]
+    sae = SAE(SAEConfig(**fields), device=device)
+    with torch.no_grad():
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, name).copy_(t[name][None])
+        if arch == "jumprelu":  # theta < 0 acts as theta = 0 on ReLU'd latents, and log(0) = -inf is fine
+            sae.log_threshold.copy_(t["threshold"].clamp(min=0).log()[None])
+        if arch == "batchtopk":
+            sae.topk_threshold.fill_(float(t["topk_threshold"]))
+    return sae
+
+
+def _read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    if not (folder / CFG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        subs = sorted(p.name for p in folder.glob("instance_*")) if folder.is_dir() else []
+        hint = f" It holds instance folders ({', '.join(subs[:3])}...): load one of those." if subs else ""
+        raise FileNotFoundError(f"No saved SAE at {folder}: expected {CFG_FILE} and {WEIGHTS_FILE} there "
+                                f"(train one and call save_sae first).{hint}")
+    try:
+        meta = json.loads((folder / CFG_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{folder / CFG_FILE} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or not {"d_in", "d_sae"} <= meta.keys():
+        raise ValueError(f"{folder / CFG_FILE} must be a JSON object with d_in and d_sae (an SAELens cfg.json)")
+    try:
+        tensors = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{folder / WEIGHTS_FILE} is not a readable safetensors file: {err}") from err
+    return meta, tensors

@@ -1,0 +1,164 @@
+"""The sparse autoencoder, many at once: one ``SAE`` holds ``n_instances`` independent SAEs of
+the same shape (one per L1 coefficient, or per seed) stacked along a leading instance
+dimension, so a whole L1 sweep is one model and one set of batched matrix products.
+
+For each instance (the interim report's SAE)::
+
+    pre   = (x - b_dec) W_enc + b_enc               # pre-activations, (J,)
+    c     = activation(pre)                         # ReLU here; subclasses change only this
+    x_hat = c D + b_dec,  D = W_dec / ||W_dec||     # decoder rows kept at unit norm
+    loss  = (1/h) ||x - x_hat||^2 + (alpha / J) ||c||_1
+
+The report has no decoder bias: ``b_dec`` stays 0 unless ``decoder_bias=True``, which is what
+language-model activations want. ``l1_divide_by_d_sae=False`` gives alpha ||c||_1, the form
+most libraries use; under the report's form the best alpha grows with J.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from helpers.device import get_device, stream_seed
+from helpers.sae.config import SAEConfig
+
+
+class ForwardOutput(NamedTuple):
+    """Everything one forward pass computes, per instance."""
+
+    x_hat: torch.Tensor
+    """(inst, batch, d_in) reconstruction."""
+    acts: torch.Tensor
+    """(inst, batch, d_sae) dictionary coefficients c."""
+    recon_loss: torch.Tensor
+    """(inst,) (1/h) ||x - x_hat||^2, averaged over the batch."""
+    l1_loss: torch.Tensor
+    """(inst,) the sparsity term including its coefficient, averaged over the batch."""
+    loss: torch.Tensor
+    """() sum over instances of recon + sparsity (instances do not interact, so the sum's
+    gradient trains each instance on its own loss)."""
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    # "meta" builds an SAE without memory (shapes only); every other name goes through the
+    # course's one device chooser, which explains unknown or unavailable devices.
+    if device is not None and torch.device(device).type == "meta":
+        return torch.device("meta")
+    return get_device(device)
+
+
+class SAE(nn.Module):
+    """A stack of ``cfg.n_instances`` sparse autoencoders with a ReLU activation and L1 penalty.
+
+    ``SAE(cfg)`` builds the subclass that ``cfg.architecture`` names (``TopKSAE``, ...), so code
+    that makes SAEs from configs, such as a grid sweep, works for every variant unchanged.
+    """
+
+    architecture = "standard"
+    _registry: dict[str, type["SAE"]] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        SAE._registry[cls.architecture] = cls
+
+    def __new__(cls, cfg: SAEConfig | None = None, *args, **kwargs):
+        if cls is SAE and cfg is not None and cfg.architecture != "standard":  # (None: copy/pickle)
+            cls = SAE._registry[cfg.architecture]
+        return super().__new__(cls)
+
+    def __init__(self, cfg: SAEConfig, device: str | torch.device | None = None):
+        super().__init__()
+        if cfg.architecture != self.architecture:
+            raise ValueError(f"{type(self).__name__} needs cfg.architecture={self.architecture!r}, "
+                             f"got {cfg.architecture!r}; or build SAE(cfg), which picks the class")
+        self.cfg = cfg
+        dev = _device(device)
+        I, h, J = cfg.n_instances, cfg.d_in, cfg.d_sae
+        W_dec = torch.empty(I, J, h)
+        for i in range(I):  # orthogonal init (as in the report), a different seed per instance
+            gen = torch.Generator().manual_seed(stream_seed(cfg.seed + i, "sae-init"))
+            W_dec[i] = nn.init.orthogonal_(torch.empty(J, h), generator=gen)
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec.to(dev))  # (I, J, h)
+        # The encoder starts as the decoder's transpose: every latent begins by reading the
+        # direction it writes, which makes early training far less noisy.
+        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).contiguous().to(dev))  # (I, h, J)
+        self.b_enc = nn.Parameter(torch.zeros(I, J, device=dev))
+        self.b_dec = nn.Parameter(torch.zeros(I, h, device=dev), requires_grad=cfg.decoder_bias)
+        self.register_buffer("l1_coeffs", torch.tensor(cfg.l1_coeffs, device=dev))  # (I,)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_dec.device
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        I, h = self.cfg.n_instances, self.cfg.d_in
+        if x.shape[-1] != h or x.dim() not in (2, 3) or (x.dim() == 3 and x.shape[0] not in (1, I)):
+            raise ValueError(
+                f"expected activations of shape (batch, {h}) or ({I}, batch, {h}), got {tuple(x.shape)}"
+            )
+        return x
+
+    # --- the model -------------------------------------------------------------------------
+    def decoder_directions(self) -> torch.Tensor:
+        """The learned dictionary D: unit-norm feature directions, (inst, d_sae, d_in)."""
+        return self.W_dec / self.W_dec.norm(dim=-1, keepdim=True)
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - b_dec) W_enc + b_enc: (batch, d_in) or (inst, batch, d_in) -> (inst, batch, d_sae)."""
+        x = self._check_input(x)
+        if self.cfg.decoder_bias:
+            x = x - self.b_dec[:, None, :]                  # (I, B, h)
+        x = x.expand(self.cfg.n_instances, *x.shape[-2:])   # a view: instances share one batch
+        return torch.baddbmm(self.b_enc[:, None, :], x, self.W_enc)
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Latents from pre-activations, (inst, batch, d_sae): what a variant overrides."""
+        return pre.relu()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dictionary coefficients c: (batch, d_in) or (inst, batch, d_in) -> (inst, batch, d_sae)."""
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, acts: torch.Tensor) -> torch.Tensor:
+        """x_hat = c D + b_dec: (inst, batch, d_sae) -> (inst, batch, d_in)."""
+        return torch.baddbmm(self.b_dec[:, None, :], acts, self.decoder_directions())
+
+    def sparsity_loss(self, pre: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """(inst,) alpha ||c||_1 (over J with ``l1_divide_by_d_sae``), averaged over the batch."""
+        return acts.sum(-1).mean(-1) * self._penalty()  # c >= 0, so ||c||_1 is the sum
+
+    def _penalty(self) -> torch.Tensor:
+        return self.l1_coeffs / self.cfg.d_sae if self.cfg.l1_divide_by_d_sae else self.l1_coeffs
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> ForwardOutput:
+        """Reconstruct ``x``; losses are against ``target`` (default ``x``), per instance."""
+        pre = self.pre_acts(x)                                        # (I, B, J)
+        acts = self.activation(pre)                                   # (I, B, J)
+        x_hat = self.decode(acts)                                     # (I, B, h)
+        target = x if target is None else target
+        recon = (x_hat - target).pow(2).mean(-1).mean(-1)             # (I,)
+        sparsity = self.sparsity_loss(pre, acts)                      # (I,)
+        return ForwardOutput(x_hat, acts, recon, sparsity, (recon + sparsity).sum())
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """(inst,) reconstruction + sparsity loss of each instance: what training minimises."""
+        out = self(x, target)
+        return out.recon_loss + out.l1_loss
+
+    # --- taking a stack apart --------------------------------------------------------------
+    def select(self, i: int) -> "SAE":
+        """Instance ``i`` as a one-instance SAE of the same class (a copy)."""
+        if not -self.cfg.n_instances <= i < self.cfg.n_instances:
+            raise IndexError(f"instance {i} out of range for {self.cfg.n_instances} instances")
+        i = i % self.cfg.n_instances
+        cfg = replace(self.cfg, l1_coeffs=(self.cfg.l1_coeffs[i],), seed=self.cfg.seed + i)
+        one = type(self)(cfg, device=self.device)
+        with torch.no_grad():
+            mine = self.state_dict()
+            for name, tensor in one.state_dict().items():  # every tensor leads with the instance
+                tensor.copy_(mine[name][i : i + 1])
+        one.train(self.training)
+        return one

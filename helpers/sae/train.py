@@ -1,0 +1,123 @@
+"""Training a stack of SAEs: Adam on ``sae.loss``, a log of what happened, and the checks
+that stop a run the moment it goes wrong (NaN losses, a sample function of the wrong shape)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from helpers.device import stream_seed
+from helpers.optim import adam, check_finite, scheduler
+from helpers.sae.model import SAE
+
+
+@dataclass
+class TrainLog:
+    """What happened during training; each row averages ``log_every`` steps."""
+
+    l1_coeffs: tuple[float, ...]
+    """alpha of each instance (the columns of the per-instance arrays)."""
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """(rows,) the last step of each window."""
+    recon_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(rows, inst) mean (1/h)||x - x_hat||^2."""
+    l1_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(rows, inst) mean sparsity term (with its coefficient)."""
+    l0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(rows, inst) mean number of active latents per example."""
+    dead: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(rows, inst) latents that fired in none of the last dead_window batches."""
+    steps_since_fired: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(inst, d_sae) at the end of training."""
+    seconds: float = 0.0
+    """Wall-clock time of the training loop."""
+    examples: int = 0
+    """Examples seen by each instance (steps x batch size)."""
+
+    def final(self) -> dict[str, np.ndarray]:
+        """Per-instance values of the last logged window."""
+        return {"recon_loss": self.recon_loss[-1], "l1_loss": self.l1_loss[-1],
+                "l0": self.l0[-1], "dead": self.dead[-1]}
+
+
+def train_sae(
+    sae: SAE,
+    sample_fn: Callable[[int], torch.Tensor],
+    steps: int | None = None,
+    progress: bool = True,
+    prefetch: int = 16,
+    desc: str = "training SAEs",
+) -> TrainLog:
+    """Train every instance of ``sae`` with Adam on batches from ``sample_fn(n) -> (n, d_in)``.
+
+    All instances see the same batches (so an L1 sweep compares like with like).
+    ``prefetch`` batches are drawn per call to ``sample_fn`` to amortise its overhead.
+    With ``decoder_bias``, b_dec starts at the mean of the first batches.
+    """
+    cfg = sae.cfg
+    steps = cfg.steps if steps is None else steps
+    B, I, J, dev = cfg.batch_size, cfg.n_instances, cfg.d_sae, sae.device
+    opt = adam(sae.parameters(), cfg.lr)
+    sched = scheduler(opt, cfg.lr_schedule, steps) if cfg.lr_schedule != "constant" else None
+    forward = torch.compile(sae) if cfg.compile else sae
+    noise_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-input-noise"))
+    labels = [f"alpha={a:g}" for a in cfg.l1_coeffs]
+    sae.train()
+
+    last_fired = torch.zeros(I, J, dtype=torch.long, device=dev)  # step each latent last fired
+    sums = torch.zeros(3, I, device=dev)  # recon, sparsity, l0 summed over the window
+    rows: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    buffer, start, t0 = torch.empty(0), 0, time.perf_counter()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5)
+    for step in bar:
+        if start >= buffer.shape[0]:
+            buffer, start = _draw(sample_fn, B * prefetch, cfg.d_in, dev), 0
+            if step == 0 and cfg.decoder_bias:
+                with torch.no_grad():
+                    sae.b_dec.copy_(buffer.mean(0).expand_as(sae.b_dec))
+        x = buffer[start : start + B]                                          # (B, h)
+        start += B
+        x_in = x + cfg.input_noise_std * torch.randn(x.shape, device=dev, generator=noise_gen) if cfg.input_noise_std else x
+
+        out = forward(x_in, target=x)        # out.loss = sae.loss(x_in, target=x).sum()
+        out.loss.backward()                  # instances do not interact: each gets its own gradient
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if sched is not None:
+            sched.step()
+
+        with torch.no_grad():
+            active = out.acts > 0                                              # (I, B, J)
+            last_fired.masked_fill_(active.any(1), step + 1)
+            l0 = active.sum(-1, dtype=torch.float32).mean(-1)                 # (I,)
+            sums += torch.stack([out.recon_loss.detach(), out.l1_loss.detach(), l0])
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                # The window's sums hold every step since the last row: one NaN anywhere shows.
+                check_finite(sums[0] + sums[1], step + 1, "train_sae", labels)
+                window = (step % cfg.log_every) + 1
+                dead = ((step + 1 - last_fired) >= cfg.dead_window).sum(-1)
+                rows.append((step + 1, (sums / window).cpu(), dead.cpu()))
+                sums.zero_()
+                if progress:
+                    r = rows[-1][1]
+                    bar.set_postfix(recon=f"{float(r[0].mean()):.3g}", l0=f"{float(r[2].mean()):.1f}")
+    bar.close()
+    log = TrainLog(l1_coeffs=cfg.l1_coeffs, seconds=time.perf_counter() - t0, examples=steps * B)
+    if rows:
+        log.steps = np.array([r[0] for r in rows])
+        stacked = torch.stack([r[1] for r in rows]).numpy()  # (rows, 3, I)
+        log.recon_loss, log.l1_loss, log.l0 = stacked[:, 0], stacked[:, 1], stacked[:, 2]
+        log.dead = torch.stack([r[2] for r in rows]).numpy()
+    log.steps_since_fired = (steps - last_fired).cpu().numpy()
+    return log
+
+
+def _draw(sample_fn: Callable[[int], torch.Tensor], n: int, d_in: int, dev: torch.device) -> torch.Tensor:
+    batch = sample_fn(n).to(dev)
+    if batch.dim() != 2 or batch.shape[1] != d_in:
+        raise ValueError(f"sample_fn must return (n, {d_in}) activations, got {tuple(batch.shape)}")
+    return batch

@@ -1,0 +1,135 @@
+"""The settings of one stack of toy models, checked once so a bad value fails here, by name.
+
+Per-feature settings (density, importance) are broadcast to (n_instances, n_features) at
+construction, so everything downstream reads one shape.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from numbers import Integral, Real
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from helpers.device import get_device
+from helpers.optim import LR_SCHEDULES
+
+READOUTS = ("relu", "linear", "softmax")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``get_device``, plus ``"meta"`` (shapes without memory: how the tests check placement)."""
+    if device is not None and torch.device(device).type == "meta":
+        return torch.device("meta")
+    return get_device(device)
+
+
+def per_instance(value, name: str, n_instances: int, n_features: int) -> torch.Tensor:
+    """``value`` as a finite float (inst, n_features) CPU tensor, or an error naming ``name``."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.asarray(value, dtype=np.float32))
+    try:
+        t = torch.as_tensor(value, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor, "
+                        f"got {type(value).__name__}") from None
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or inf ({t.flatten()[~torch.isfinite(t.flatten())][:3].tolist()}); "
+                         "pass finite numbers.")
+    try:
+        return t.broadcast_to((n_instances, n_features)).clone()
+    except RuntimeError:
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}, which does not broadcast to (n_instances, n_features) "
+            f"= ({n_instances}, {n_features}). Pass a number, a ({n_features},) tensor (one value per "
+            f"feature), an ({n_instances}, 1) tensor (one value per instance) or the full shape."
+        ) from None
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+@dataclass
+class ToyConfig:
+    """A stack of toy models and how to train them (tensors are (inst, n_features) after init)."""
+
+    n_features: int = 5
+    """n: input features."""
+    d_hidden: int = 2
+    """m: hidden dimensions (the bottleneck)."""
+    n_instances: int = 1
+    """Models trained side by side."""
+    feature_probability: float | Sequence | torch.Tensor = 0.05
+    """Density 1 - S: chance that a feature is on; broadcast to (inst, n_features)."""
+    importance: float | Sequence | torch.Tensor = 1.0
+    """Weight of each feature in the loss; broadcast to (inst, n_features)."""
+    readout: str = "relu"
+    """relu (the paper's), linear (no filtering) or softmax (cross-entropy on x / sum(x))."""
+    n_correlated_pairs: int = 0
+    """The first 2k features form k pairs that are always on together (values independent)."""
+    n_anticorrelated_pairs: int = 0
+    """The next 2k features form k pairs that are never on together."""
+    steps: int = 3000
+    """Adam steps."""
+    batch_size: int = 1024
+    """Samples per step (every instance sees its own thresholding of the same draws)."""
+    lr: float = 3e-2
+    """Peak Adam learning rate (3e-2: at 1e-2 the dense 5-in-2 models are still turning
+    their third feature off after a few thousand steps)."""
+    lr_schedule: str = "cosine"
+    """A schedule of ``helpers.optim.lr_factor``: cosine (decay to 0, converges reliably), linear, constant."""
+    seed: int = 0
+    """Seeds the initialisation and the data stream."""
+    device: str | None = None
+    """Where to train (None: ``get_device()``)."""
+    log_every: int = 50
+    """Steps between rows of the loss log (and NaN checks)."""
+    eval_samples: int = 32_768
+    """Fresh samples for the final per-instance loss."""
+    compile: bool = False
+    """Wrap the loss in ``torch.compile`` (a GPU with a compiler toolchain; costs seconds up front)."""
+
+    def __post_init__(self) -> None:
+        for name, lo in (("n_features", 1), ("d_hidden", 1), ("n_instances", 1), ("steps", 1), ("batch_size", 1),
+                         ("log_every", 1), ("eval_samples", 1), ("n_correlated_pairs", 0),
+                         ("n_anticorrelated_pairs", 0), ("seed", 0)):
+            _check_int(name, getattr(self, name), lo)
+        if self.readout not in READOUTS:
+            raise ValueError(f"Unknown readout {self.readout!r}: use one of {', '.join(READOUTS)}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, Real) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        n, I = self.n_features, self.n_instances
+        n_paired = 2 * (self.n_correlated_pairs + self.n_anticorrelated_pairs)
+        if n_paired > n:
+            raise ValueError(f"{n_paired} features in pairs, but only n_features={n}")
+        p = per_instance(self.feature_probability, "feature_probability", I, n)
+        if p.min() < 0 or p.max() > 1:
+            raise ValueError(f"feature_probability must lie in [0, 1], got values from {p.min():.3g} to {p.max():.3g}")
+        a0 = 2 * self.n_correlated_pairs
+        if self.n_anticorrelated_pairs and (p[:, a0:n_paired:2] + p[:, a0 + 1 : n_paired : 2]).max() > 1:
+            raise ValueError("feature_probability: an anticorrelated pair's two probabilities must add up to at most 1")
+        imp = per_instance(self.importance, "importance", I, n)
+        if imp.min() < 0:
+            raise ValueError(f"importance must be non-negative, got a minimum of {imp.min():.3g}")
+        self.feature_probability, self.importance = p, imp
+
+    def select(self, idx) -> "ToyConfig":
+        """The config of the instances ``idx`` (an int, slice, list or index tensor)."""
+        idx = torch.arange(self.n_instances)[idx].reshape(-1)
+        return replace(self, n_instances=len(idx), feature_probability=self.feature_probability[idx],
+                       importance=self.importance[idx])
+
+    def as_dict(self) -> dict:
+        """JSON-able settings (for cache keys)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "device"}
+        out["feature_probability"] = self.feature_probability.tolist()
+        out["importance"] = self.importance.tolist()
+        return out

@@ -1,0 +1,96 @@
+"""The checks of notebook 03's exercises: the reference passes, a stub falls back to the
+reference, and each plausible wrong solution is caught with its own message."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.checks import diagnostics as checks
+from helpers.exercises import ExerciseError
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("name", ["dead_latents", "ssll", "mmcs_with_larger"])
+def test_reference_passes_its_check(name, capsys):
+    reference = getattr(checks, f"{name}_reference")
+    assert getattr(checks, name)(reference) is reference, f"the check of {name} rejects its own reference"
+    assert "✔" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["dead_latents", "ssll", "mmcs_with_larger"])
+def test_stub_falls_back_to_reference_with_hint(name, capsys):
+    got = getattr(checks, name)(stub)
+    assert got is getattr(checks, f"{name}_reference"), f"a stub of {name} must hand back the reference"
+    assert "Hint" in capsys.readouterr().out, "the hint is printed for a stub"
+
+
+def test_dead_latents_catches_off_by_one_windows():
+    with pytest.raises(ExerciseError, match=">= T, not > T"):
+        checks.dead_latents(lambda ssf, T: (np.asarray(ssf) > T).sum(-1))
+    with pytest.raises(ExerciseError, match=">= T, not >= T-1"):
+        checks.dead_latents(lambda ssf, T: (np.asarray(ssf) >= T - 1).sum(-1))
+    with pytest.raises(ExerciseError, match="last axis"):
+        checks.dead_latents(lambda ssf, T: (np.asarray(ssf) >= T).sum(0) if np.asarray(ssf).ndim > 2
+                            else (np.asarray(ssf) >= T).sum(-1))
+
+
+def test_ssll_catches_log_of_zero_and_standardizing_first():
+    def with_log0(r, l):
+        lr, ll = np.log(r), np.log(l)
+        return (lr - lr.mean()) / lr.std() + (ll - ll.mean()) / ll.std()
+
+    with pytest.raises(ExerciseError, match="log\\(0\\)"):
+        checks.ssll(with_log0)
+
+    def std_first(r, l):
+        return np.log((r - r.mean()) / r.std()) + np.log((l - l.mean()) / l.std())
+
+    with pytest.raises(ExerciseError, match="standardized before taking the log"):
+        checks.ssll(std_first)
+
+    def zero_filled(r, l):  # log(0) replaced by a number instead of left out
+        ll = np.log(np.where(l > 0, l, 1e-12))
+        lr = np.log(r)
+        return (lr - lr.mean()) / lr.std() + (ll - ll.mean()) / ll.std()
+
+    with pytest.raises(ExerciseError, match="no logarithm"):
+        checks.ssll(zero_filled)
+
+
+def test_mmcs_with_larger_catches_averaging_over_the_larger_rows():
+    def flipped(dicts):
+        S = len(dicts)
+        out = np.full(S, np.nan)
+        for i in range(S - 1):
+            out[i] = np.mean([float((dicts[k] @ dicts[i].T).max(1).values.mean()) for k in range(i + 1, S)])
+        return out
+
+    with pytest.raises(ExerciseError, match="larger dictionary's rows"):
+        checks.mmcs_with_larger(flipped)
+
+    def no_nan(dicts):  # the largest gets 0 instead of NaN
+        out = checks.mmcs_with_larger_reference(dicts)
+        out[-1] = 0.0
+        return out
+
+    with pytest.raises(ExerciseError, match="NaN"):
+        checks.mmcs_with_larger(no_nan)
+
+
+def test_references_agree_with_the_package():
+    """The exercises' references compute what helpers.diagnostics uses on the grids."""
+    from helpers.diagnostics import mmcs_with_larger, ssll
+
+    recon, l1 = checks._loss_grid()
+    want, got = ssll(recon, l1), checks.ssll_reference(recon, l1)
+    assert np.allclose(got, want, equal_nan=True), "ssll_reference differs from helpers.diagnostics.ssll"
+    g = torch.Generator().manual_seed(3)
+    dicts = [torch.nn.functional.normalize(torch.randn(2, J, 6, generator=g), dim=-1) for J in (4, 8, 16)]
+    pkg = mmcs_with_larger(dicts)  # (S, L)
+    for j in range(2):
+        ref = checks.mmcs_with_larger_reference([d[j] for d in dicts])
+        assert np.allclose(ref, pkg[:, j], equal_nan=True), f"alpha {j}: reference {ref} vs package {pkg[:, j]}"

@@ -1,0 +1,154 @@
+"""The checks of notebook 01's exercises: the reference passes, a stub falls back to the
+reference, and each plausible wrong solution is caught with its own message."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.checks import toy as checks
+from helpers.exercises import ExerciseError
+from helpers.toy import feature_dimensionality
+
+EXERCISES = {"toy_loss": checks.toy_loss_reference, "sample_features": checks.sample_features_reference,
+             "feature_dimensionality": checks.feature_dimensionality_reference,
+             "tegum_factors": checks.tegum_factors_reference}
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_reference_passes_its_check(name, capsys):
+    reference = EXERCISES[name]
+    assert getattr(checks, name)(reference) is reference, f"the check of {name} rejects its own reference"
+    assert "✔" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_stub_falls_back_to_reference_with_hint(name, capsys):
+    assert getattr(checks, name)(stub) is EXERCISES[name], f"a stub of {name} must hand back the reference"
+    assert "Hint" in capsys.readouterr().out, "the hint is printed for a stub"
+
+
+# --- forward pass and loss ----------------------------------------------------------------
+def _x_hat(W, b, x, relu=True, bias=True):
+    z = torch.einsum("imn,ibm->ibn", W, torch.einsum("imn,ibn->ibm", W, x)) + (b[:, None] if bias else 0)
+    return torch.relu(z) if relu else z
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda W, b, x, imp: ((x - _x_hat(W, b, x)) ** 2).sum(-1).mean(-1), "not weighted by importance"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _x_hat(W, b, x)) ** 2).mean((-1, -2)), "sum over the features"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _x_hat(W, b, x, relu=False)) ** 2).sum(-1).mean(-1), "ReLU"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _x_hat(W, b, x, bias=False)) ** 2).sum(-1).mean(-1), "bias"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _x_hat(W, b, x)) ** 2).sum(-1), "one loss per instance"),
+])
+def test_toy_loss_catches_mistakes(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.toy_loss(wrong)
+
+
+def test_reference_loss_matches_the_model():
+    from helpers import toy
+    cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=2, importance=toy.decay_importance(5, 0.9), device="cpu")
+    model = toy.ToyModel(cfg)
+    x = model.sample(256, torch.Generator().manual_seed(0))
+    got = checks.toy_loss_reference(model.W.detach(), model.b.detach(), x, model.importance)
+    assert torch.allclose(got, model.loss(x).detach(), rtol=1e-5), "the reference must be the loss the course trains"
+
+
+# --- sampler ----------------------------------------------------------------------------------
+def test_sampler_catches_inverted_probability():
+    def inverted(p, batch, generator=None):
+        return checks.sample_features_reference(1 - p, batch, generator)
+    with pytest.raises(ExerciseError, match="not 1-p"):
+        checks.sample_features(inverted)
+
+
+def test_sampler_catches_constant_values():
+    def ones(p, batch, generator=None):
+        return (torch.rand(p.shape[0], batch, p.shape[1], generator=generator) < p[:, None]).float()
+    with pytest.raises(ExerciseError, match="uniform in \\[0, 1\\], not always 1"):
+        checks.sample_features(ones)
+
+
+def test_sampler_catches_shared_switch():
+    def shared(p, batch, generator=None):  # one draw decides every feature: features are correlated
+        u = torch.rand(p.shape[0], batch, 1, generator=generator)
+        return (u < p[:, None]) * torch.rand(p.shape[0], batch, p.shape[1], generator=generator)
+    with pytest.raises(ExerciseError, match="independently"):
+        checks.sample_features(shared)
+
+
+# --- feature dimensionality -------------------------------------------------------------------
+def test_dimensionality_catches_missing_self_term():
+    def no_self(W):
+        norms2 = W.square().sum(-2)
+        W_hat = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
+        sq = (W_hat.mT @ W).square() * (1 - torch.eye(W.shape[-1]))
+        return norms2 / sq.sum(-1).clamp_min(1e-12)
+    with pytest.raises(ExerciseError, match="itself included"):
+        checks.feature_dimensionality(no_self)
+
+
+def test_dimensionality_catches_unnormalised_projection():
+    def raw(W):
+        norms2 = W.square().sum(-2)
+        return torch.where(norms2 > 1e-6, norms2 / (W.mT @ W).square().sum(-1).clamp_min(1e-12), torch.zeros_like(norms2))
+    with pytest.raises(ExerciseError, match="unit direction"):
+        checks.feature_dimensionality(raw)
+
+
+def test_dimensionality_reference_agrees_with_the_package():
+    W = torch.randn(2, 6, 20)
+    assert torch.allclose(checks.feature_dimensionality_reference(W), feature_dimensionality(W), atol=1e-5)
+
+
+# --- tegum factors ----------------------------------------------------------------------------
+def test_tegum_catches_signed_overlap():
+    def signed(W, threshold=0.1):  # W_i . W_j > threshold: misses the antipodal partners
+        return _components(W.mT @ W > threshold, W)
+    with pytest.raises(ExerciseError, match="antipodal"):
+        checks.tegum_factors(signed)
+
+
+def test_tegum_catches_direct_neighbours_only():
+    def direct(W, threshold=0.1):
+        keep = W.norm(dim=0) > 0.5
+        link = (W.mT @ W).abs() > threshold
+        groups, seen = [], set()
+        for i in range(W.shape[1]):
+            if keep[i] and i not in seen:
+                g = [j for j in range(W.shape[1]) if keep[j] and link[i, j] and j not in seen]
+                seen.update(g)
+                groups.append(g)
+        return groups
+    with pytest.raises(ExerciseError, match="connected component"):
+        checks.tegum_factors(direct)
+
+
+def test_tegum_catches_dropped_features_kept():
+    def keep_all(W, threshold=0.1):
+        return checks.tegum_factors_reference(W, threshold, min_norm=0.0)
+    with pytest.raises(ExerciseError, match="not represented"):
+        checks.tegum_factors(keep_all)
+
+
+def _components(link, W):
+    keep = W.norm(dim=0) > 0.5
+    n, seen, groups = W.shape[1], set(), []
+    for s in range(n):
+        if not keep[s] or s in seen:
+            continue
+        stack, g = [s], []
+        seen.add(s)
+        while stack:
+            i = stack.pop()
+            g.append(i)
+            for j in range(n):
+                if keep[j] and link[i, j] and j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        groups.append(g)
+    return groups
