@@ -25,7 +25,6 @@ Everything is generated on the chosen device, seeded, in whatever batch size is 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import torch

@@ -11,7 +11,6 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.colors import LogNorm
 
 from helpers.metrics import best_matches
 from helpers.sae import TrainLog
@@ -266,7 +265,7 @@ def plot_mmcs_vs_size(size_ratios, mmcs_at_alpha, alpha: float, best_mmcs=None, 
     ax.set_xticks(r, [f"{v:g}" for v in r])
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set(xlabel="dictionary size J / G (log scale)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
-           title=f"MMCS vs dictionary size at a fixed L1 coefficient")
+           title="MMCS vs dictionary size at a fixed L1 coefficient")
     ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
     return fig

@@ -9,7 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from typing import TYPE_CHECKING
+
 from helpers.plotting_sae import DPI, plot_matched_cosines, plot_max_cosine_histogram
+
+if TYPE_CHECKING:
+    from helpers import toy
 
 
 def grid_match_explorer(grid, truth: torch.Tensor, size: float | None = None, l1: float | None = None):

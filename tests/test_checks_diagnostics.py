@@ -1,5 +1,5 @@
-"""The checks of notebook 03's exercises: the reference passes, a stub falls back to the
-reference, and each plausible wrong solution is caught with its own message."""
+"""The checks of notebook 03's exercises: each plausible wrong solution is caught with its own
+message (tests/test_checks_common.py checks the reference and the stub)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,24 +8,6 @@ import torch
 
 from helpers.checks import diagnostics as checks
 from helpers.exercises import ExerciseError
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
-
-
-@pytest.mark.parametrize("name", ["dead_latents", "ssll", "mmcs_with_larger"])
-def test_reference_passes_its_check(name, capsys):
-    reference = getattr(checks, f"{name}_reference")
-    assert getattr(checks, name)(reference) is reference, f"the check of {name} rejects its own reference"
-    assert "✔" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", ["dead_latents", "ssll", "mmcs_with_larger"])
-def test_stub_falls_back_to_reference_with_hint(name, capsys):
-    got = getattr(checks, name)(stub)
-    assert got is getattr(checks, f"{name}_reference"), f"a stub of {name} must hand back the reference"
-    assert "Hint" in capsys.readouterr().out, "the hint is printed for a stub"
 
 
 def test_dead_latents_catches_off_by_one_windows():

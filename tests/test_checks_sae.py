@@ -1,5 +1,5 @@
-"""The checks of notebook 02's exercises: the reference passes, a stub falls back to the
-reference, and each plausible wrong solution is caught with its own message."""
+"""The checks of notebook 02's exercises: each plausible wrong solution is caught with its own
+message (tests/test_checks_common.py checks the reference and the stub)."""
 from __future__ import annotations
 
 import pytest
@@ -9,26 +9,6 @@ from helpers.checks import sae as checks
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.exercises import ExerciseError
 from helpers.sae import SAE, SAEConfig
-
-EXERCISES = {"active_features": checks.active_features_reference, "sae_forward": checks.sae_forward_reference,
-             "mmcs": checks.mmcs_reference}
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_reference_passes_its_check(name, capsys):
-    reference = EXERCISES[name]
-    assert getattr(checks, name)(reference) is reference, f"the check of {name} rejects its own reference"
-    assert "✔" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", EXERCISES)
-def test_stub_falls_back_to_reference_with_hint(name, capsys):
-    assert getattr(checks, name)(stub) is EXERCISES[name], f"a stub of {name} must hand back the reference"
-    assert "Hint" in capsys.readouterr().out, "the hint is printed for a stub"
 
 
 # --- the generator's Bernoulli step ------------------------------------------------------

@@ -2,7 +2,6 @@
 devices fail clearly."""
 import json
 import os
-import re
 import subprocess
 import sys
 import types

@@ -11,7 +11,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import sizes
 from helpers.metrics import mmcs
-from helpers.sae import (SAE, SAE_LENS_VERSION, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
+from helpers.sae import (SAE, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
                          load_sae, save_sae, train_sae)
 
 VARIANTS = {"standard": {}, "topk": dict(k=4), "batchtopk": dict(k=4.0), "jumprelu": dict(jumprelu_init_threshold=0.05)}
@@ -149,7 +149,7 @@ def test_topk_trains_keeps_exactly_k_latents_and_round_trips(tmp_path):
     path = save_sae(sae, tmp_path / "topk")[1]
     loaded = load_sae(path, device="cpu")
     x = data.sample(64)
-    assert isinstance(loaded, TopKSAE) and loaded.cfg.k == 3, f"a saved TopK SAE must load as TopKSAE with k=3"
+    assert isinstance(loaded, TopKSAE) and loaded.cfg.k == 3, "a saved TopK SAE must load as TopKSAE with k=3"
     assert torch.allclose(loaded(x).x_hat, sae.select(1)(x).x_hat, atol=1e-6), "TopK reconstruction changes after save/load"
 
 

@@ -1,0 +1,34 @@
+"""What every exercise check must do, for the exercises of notebooks 01-03 (notebook 04's
+checks need the language model and test the same in tests/test_checks_lm.py): the reference
+solution passes, and an unfinished exercise (a stub) hands back the reference with its hint."""
+from __future__ import annotations
+
+import pytest
+
+from helpers.checks import diagnostics, sae, toy
+
+EXERCISES = {
+    toy: ("toy_loss", "sample_features", "feature_dimensionality", "tegum_factors"),
+    sae: ("active_features", "sae_forward", "mmcs"),
+    diagnostics: ("dead_latents", "ssll", "mmcs_with_larger"),
+}
+CASES = [pytest.param(mod, name, id=f"{mod.__name__.rsplit('.', 1)[1]}.{name}")
+         for mod, names in EXERCISES.items() for name in names]
+
+
+def stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("module, name", CASES)
+def test_reference_passes_its_check(module, name, capsys):
+    reference = getattr(module, f"{name}_reference")
+    assert getattr(module, name)(reference) is reference, f"the check of {name} rejects its own reference"
+    assert "✔" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module, name", CASES)
+def test_stub_falls_back_to_reference_with_hint(module, name, capsys):
+    assert getattr(module, name)(stub) is getattr(module, f"{name}_reference"), (
+        f"a stub of {name} must hand back the reference solution")
+    assert "Hint" in capsys.readouterr().out, f"the check of {name} must print its hint for a stub"
