@@ -7,6 +7,8 @@
   adds the code that computes it, so a cache follows the code instead of a version number.
 * ``atomic_write()``: write to a temporary file beside the target, then rename, so an
   interrupted run never leaves a half-written cache that a later run would trust.
+* ``cache_lock()``: one process at a time computes a given cache entry; another process
+  asking for it meanwhile waits and then reads it instead of computing it a second time.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import inspect
 import json
 import os
 import re
+import sys
 import tempfile
 import types
 from pathlib import Path, PurePath
@@ -177,3 +180,35 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def cache_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the cache entry ``path``.
+
+    Two notebooks (or a notebook and a test) that ask for the same grid at the same time
+    would otherwise both train it. The operating system releases the lock when its process
+    ends, so a killed run never leaves a lock behind. Where file locks are not available
+    (Windows) this does nothing: the atomic writes still keep the cache consistent.
+    The lock file lives in the system's temporary folder, named by a hash of the entry's
+    absolute path, so the cache folder holds only results.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(path)
+    locks = Path(tempfile.gettempdir()) / "sae-course-locks"
+    locks.mkdir(exist_ok=True)
+    name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    with open(locks / f"{name}.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process that is computing {path.name} ...", file=sys.stderr, flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

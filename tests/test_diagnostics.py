@@ -5,6 +5,7 @@ run, in a cache folder of their own, so they always check the current training c
 than a grid some older version of it left in ``cache/``.
 """
 import json
+from pathlib import Path
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -202,6 +203,40 @@ def test_grid_is_cached_and_a_changed_config_is_a_new_entry(tmp_path, monkeypatc
         f"a column's config is the base config with its size, L1 values and its own seed, nothing else: {col}")
 
 
+def _tiny_grid_in_process(cache_path, barrier, results):
+    import os
+
+    os.environ["COURSE_CACHE"] = cache_path
+    torch.set_num_threads(1)
+
+    class _Env:  # the two calls _tiny makes on pytest's monkeypatch
+        def setenv(self, name, value):
+            os.environ[name] = value
+
+    barrier.wait(timeout=300)  # ask for the same grid at the same moment
+    g = _tiny(Path(cache_path), _Env(), steps=1500)
+    results.put((g.from_cache, float(np.nansum(g.recon_loss))))
+
+
+def test_two_processes_asking_for_one_grid_train_it_once(tmp_path):
+    """Two notebooks run side by side (pytest-xdist) that need the same grid: one trains it,
+    the other waits on the cache lock and then reads the result instead of training it again."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_tiny_grid_in_process, args=(str(tmp_path), barrier, results)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    got = [results.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert sorted(g[0] for g in got) == [False, True], (
+        f"exactly one process should train the grid and the other load it from the cache, got from_cache={[g[0] for g in got]}")
+    assert got[0][1] == got[1][1], f"both processes must end with the same numbers: {got}"
+    assert len(list((tmp_path / "diagnostics").glob("tiny-*"))) == 1, "one cache folder for one grid"
+
+
 def test_bad_grids_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="dead_window"):
         _tiny(tmp_path, monkeypatch, steps=10, wrap=_never_called)
@@ -312,7 +347,7 @@ def test_diverged_cells_are_marked_warned_and_left_out(tmp_path, monkeypatch):
 # ---- the report's reference results on notebook 03's ci grid ----------------------------------
 @pytest.fixture(scope="module")
 def grid():
-    # The test run's own cache (tests/conftest.py) starts empty, so this trains with the current
+    # The test run's own cache (conftest.py) starts empty, so this trains with the current
     # code; the notebooks of the same run then reuse the grid instead of training it again.
     g, _ = toy_grid(scale="ci", progress=False)
     assert not g.diverged.any(), f"the ci grid should train cleanly:\n{g.format_table()}"

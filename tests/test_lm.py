@@ -189,8 +189,9 @@ def _slow_harvest(cache_path, n_seq, messages):
     messages.put(("done", str(a.folder)))
 
 
-def test_a_second_harvest_killed_midway_does_not_touch_the_first(model, cache):
-    """Two runs of one request write into folders of their own: killing one leaves the other whole."""
+def test_a_harvest_killed_midway_hands_over_to_the_run_waiting_for_it(model, cache):
+    """Two runs of one request: the second waits on the first's lock; killing the first
+    midway releases it, and the second harvests the whole request into a clean folder."""
     ctx = multiprocessing.get_context("spawn")
     qa, qb = ctx.Queue(), ctx.Queue()
     first = ctx.Process(target=_slow_harvest, args=(str(cache), 3000, qa))
@@ -199,29 +200,30 @@ def test_a_second_harvest_killed_midway_does_not_touch_the_first(model, cache):
     second = ctx.Process(target=_slow_harvest, args=(str(cache), 3000, qb))
     second.start()
     try:
+        qb.get(timeout=300)  # the second run is loaded and asks for the same request
         deadline = time.time() + 300
-        while time.time() < deadline:  # until both runs are writing rows, each in its own folder
+        while time.time() < deadline:  # until the first run is writing rows
             writing = [p for p in (cache / "activations").glob("*.partial*") if (p / "post.npy").exists()]
-            if len(writing) >= 2 or not first.is_alive():
+            if writing or not first.is_alive():
                 break
             time.sleep(0.05)
-        assert len(writing) >= 2, f"expected two partial folders being written at once, saw {writing}"
-        second.kill()
-        second.join()
-        done = qa.get(timeout=600)
+        assert len(writing) == 1, f"expected one partial folder (the second run waits on the lock), saw {writing}"
+        first.kill()
+        first.join()
+        done = qb.get(timeout=600)
     finally:
         for p in (first, second):
             p.kill()
             p.join()
     assert done[0] == "done", done
     acts = lm.harvest(model, 64 * 3000, kinds=("post",), seq_len=64, batch_size=64, progress=False)
-    assert acts.from_cache and str(acts.folder) == done[1], "the first run's cache should be the one reused"
+    assert acts.from_cache and str(acts.folder) == done[1], "the second run's cache should be the one reused"
     assert not list(cache.rglob("*.partial*")), "the killed run's partial folder should be cleaned up"
     got = {}
     model.run_with_hooks(torch.as_tensor(acts.tokens[:2], dtype=torch.long), return_type=None,
                          fwd_hooks=[(lm.mlp_hooks(0)["post"], lambda x, hook: got.setdefault("p", x.detach()))])
     assert np.allclose(acts.acts["post"][:128], got["p"].reshape(128, -1).numpy(), atol=1e-5), (
-        "the first run's early rows were damaged by the second run")
+        "the rows written after the first run was killed do not match the model")
 
 
 def _truncate(folder):

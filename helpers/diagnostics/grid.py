@@ -23,7 +23,7 @@ from helpers.diagnostics.result import GridLog, GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.optim import NonFiniteLossError
-from helpers.paths import jsonable
+from helpers.paths import cache_lock, jsonable
 from helpers.sae import SAE, SAEConfig, train_sae
 
 class GridDivergedWarning(RuntimeWarning):
@@ -102,15 +102,26 @@ def run_grid(
         "reference_size": reference_size, "keep_dictionaries": keep_dictionaries,
         "ground_truth": ground_truth, "data": cache_description,
     }, "run_grid settings")
-    folder = None
-    if cache_name is not None:
-        config["code"] = training_code(sample_fn)
-        folder = grid_folder(cache_name, config)
+    train = dict(sample_fn=sample_fn, base=base, sizes_J=sizes_J, alphas=alphas, config=config,
+                 reference_size=reference_size, ground_truth=ground_truth, keep_dictionaries=keep_dictionaries,
+                 keep_saes=keep_saes, device=device, progress=progress)
+    if cache_name is None:
+        return _train_grid(**train)
+    config["code"] = training_code(sample_fn)
+    folder = grid_folder(cache_name, config)
+    with cache_lock(folder):  # a second process asking for this grid waits, then reads it
         cached = load_cached(folder, config)
         if cached is not None:
             _warn_diverged(cached)
             return cached
+        result = _train_grid(**train)
+        save_grid(result, folder)
+    return result
 
+
+def _train_grid(sample_fn, base: SAEConfig, sizes_J, alphas, config: dict, reference_size, ground_truth,
+                keep_dictionaries: bool, keep_saes: bool, device, progress: bool) -> GridResult:
+    """Train every column of the grid and measure it (``run_grid`` without the cache)."""
     dev = get_device(device)
     S, L, B = len(sizes_J), len(alphas), base.batch_size
     cost = np.array([J * L for J in sizes_J], dtype=float)  # one step's work grows with J x L
@@ -170,8 +181,6 @@ def run_grid(
         config=config, seconds=float(sum(log.seconds for log in logs)), saes=saes if keep_saes else None,
     )
     _warn_diverged(result, errors)
-    if folder is not None:
-        save_grid(result, folder)
     return result
 
 

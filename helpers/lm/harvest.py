@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from helpers.device import get_device
 from helpers.lm.checks import check_fraction, check_int, check_kinds, check_layer, check_model
 from helpers.lm.loading import CORPUS, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
-from helpers.paths import atomic_write, cache_dir, cache_key
+from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock
 
 CACHE_VERSION = 2
 """Bumped when the cache layout changes (2: weights-hash key, per-file metadata)."""
@@ -104,26 +104,27 @@ def harvest(model, n_tokens: int, layer: int = 0, kinds: Sequence[str] = ("post"
     batch_size = check_int("batch_size", batch_size, 1)
     t0 = time.perf_counter()
     folder = cache_folder(model, layer, kinds, n_tokens, seq_len)
-    _remove_stale_partials(folder)
-    if folder.exists():
-        problem = cache_problem(folder)
-        if problem is None:
-            return _open(folder, True, t0)
-        warnings.warn(f"The activation cache {folder} is damaged ({problem}); harvesting it again.", stacklevel=2)
-        _discard(folder)
-    windows = corpus_token_windows(model, n_tokens, seq_len)
-    # A folder of our own (pid in the name, so a later run can tell it was abandoned).
-    tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.partial-{os.getpid()}-", dir=folder.parent))
-    try:
-        _write(model, windows, tmp, layer, kinds, batch_size, progress)
+    with cache_lock(folder):  # another process harvesting the same request: wait, then read it
+        _remove_stale_partials(folder)
+        if folder.exists():
+            problem = cache_problem(folder)
+            if problem is None:
+                return _open(folder, True, t0)
+            warnings.warn(f"The activation cache {folder} is damaged ({problem}); harvesting it again.", stacklevel=2)
+            _discard(folder)
+        windows = corpus_token_windows(model, n_tokens, seq_len)
+        # A folder of our own (pid in the name, so a later run can tell it was abandoned).
+        tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.partial-{os.getpid()}-", dir=folder.parent))
         try:
-            os.rename(tmp, folder)  # atomic; fails if another process published first
-        except OSError:
-            if cache_problem(folder) is not None:  # theirs is unusable: put ours in its place
-                _discard(folder)
-                os.rename(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _write(model, windows, tmp, layer, kinds, batch_size, progress)
+            try:
+                os.rename(tmp, folder)  # atomic; fails if another process published first
+            except OSError:
+                if cache_problem(folder) is not None:  # theirs is unusable: put ours in its place
+                    _discard(folder)
+                    os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return _open(folder, False, t0)
 
 

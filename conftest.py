@@ -1,8 +1,11 @@
 """Shared test settings: tests run at the ci scale on whatever device the machine has.
 
+This file sits at the repository root so that it applies however pytest is started
+(``pytest``, ``pytest tests/test_sae.py``, ``pytest notebooks/01_toy_superposition.ipynb``).
+
 Unless ``COURSE_CACHE`` is set, a test run gets a cache folder of its own, empty at the start
 and shared by the unit tests and the notebooks (nbval starts their kernels with this
-environment). So every run exercises the current training code, and a grid that the tests
+environment, and pytest-xdist's worker processes inherit it). So every run exercises the current training code, and a grid that the tests
 train is reused by the notebooks instead of being trained twice.
 
 Tests and notebook kernels also run with one CPU thread (``OMP_NUM_THREADS=1``, set here
@@ -18,3 +21,18 @@ os.environ.setdefault("TUTORIAL_SCALE", "ci")
 os.environ.setdefault("COURSE_CACHE", tempfile.mkdtemp(prefix="course-test-cache-"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (set in pyproject.toml): one worker per CPU core, at most four.
+
+    Each worker runs one test module or one notebook at a time (``--dist loadscope`` keeps
+    a notebook's cells together, in order) with one thread, so on a 2-core machine two
+    notebooks run side by side. A grid or an activation cache that two workers need at the
+    same time is computed by one of them while the other waits (``helpers.paths.cache_lock``).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
