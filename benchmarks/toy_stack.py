@@ -28,7 +28,7 @@ import torch
 from helpers import toy
 from helpers.device import get_device, sizes
 
-BATCH = 256  # phase_diagram's batch size
+BATCH = 256  # the batch size of notebook 01's phase diagrams
 
 
 def plain_loop_one(n: int, m: int, p: float, importance: torch.Tensor, steps: int, lr: float, seed: int,
@@ -64,8 +64,8 @@ def main() -> None:
     stacked, n_models, per_diagram = 0.0, 0, {}
     for m in (1, 2):
         t0 = time.perf_counter()
-        pd = toy.phase_diagram(d_hidden=m, grid=s.phase_grid, n_seeds=s.phase_seeds, steps=s.toy_steps,
-                               batch_size=BATCH, lr=lr, progress=True)
+        base = toy.ToyConfig(n_features=m + 1, d_hidden=m, steps=s.toy_steps, batch_size=BATCH, lr=lr)
+        pd = toy.phase_diagram(base, grid=s.phase_grid, n_seeds=s.phase_seeds, progress=True, cache=False)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         sec = time.perf_counter() - t0

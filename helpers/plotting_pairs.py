@@ -27,7 +27,7 @@ def plot_pairs(pr: "toy.PairResult"):
     W = _np(pr.W)
     K, Dn, m, n = W.shape
     if m != 2:
-        raise ValueError("plot_pairs draws 2-D models; use pair_experiment(d_hidden=2)")
+        raise ValueError("plot_pairs draws 2-D models; use pair_experiment with a base ToyConfig of d_hidden=2")
     colors = pair_colors(n // 2)
     fig, axes = plt.subplots(K, Dn, figsize=(2.4 * Dn + 1.8, 2.4 * K + 0.5), dpi=DPI, squeeze=False)
     for k in range(K):

@@ -131,3 +131,89 @@ def _components(link, W):
                     stack.append(j)
         groups.append(g)
     return groups
+
+
+# --- the two exercises of sections 4 and 6: reference, stub, and mistakes ---------------------
+def _stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("name", ["classify_phase", "sample_anticorrelated_pairs"])
+def test_reference_passes_and_stub_falls_back_with_hint(name, capsys):
+    check, reference = getattr(checks, name), getattr(checks, f"{name}_reference")
+    assert check(reference) is reference, f"the check of {name} rejects its own reference"
+    assert "✔" in capsys.readouterr().out
+    assert check(_stub) is reference, f"a stub of {name} must hand back the reference solution"
+    assert "Hint" in capsys.readouterr().out, f"the check of {name} must print its hint for a stub"
+
+
+def test_phase_reference_agrees_with_the_package():
+    from helpers import toy
+    W = torch.randn(50, 2, 3) * torch.rand(50, 1, 3)
+    assert torch.equal(checks.classify_phase_reference(W), toy.classify_extra_feature(W)), (
+        "the exercise's reference must classify as the notebook's phase diagram does")
+
+
+def _phase(W, first=False, self_term=False, unit=True, order_ok=True, threshold=0.2):
+    """classify_phase with one chosen mistake."""
+    k = 0 if first else -1
+    extra = W[..., k]
+    norm = extra.norm(dim=-1)
+    d = extra / norm.clamp_min(1e-8)[..., None] if unit else extra
+    others = W if self_term else torch.cat([W[..., :k], W[..., k + 1:]] if first else [W[..., :-1]], -1)
+    shared = ((d[..., None] * others).sum(-2) ** 2).sum(-1)
+    if not order_ok:
+        return torch.where(shared > threshold, 2, torch.where(norm < 0.5, 0, 1))
+    return torch.where(norm < 0.5, 0, torch.where(shared > threshold, 2, 1))
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda W: _phase(W, first=True), "last column"),
+    (lambda W: _phase(W, self_term=True), "out of its own sum"),
+    (lambda W: _phase(W, order_ok=False), "check the norm first"),
+    (lambda W: _phase(W, unit=False), "unit direction"),
+    (lambda W: _phase(W, threshold=0.1), "more than 0.2"),
+    (lambda W: _phase(W).float(), "integers"),
+    (lambda W: [checks.classify_phase_reference(w) for w in W], "int tensor"),
+])
+def test_classify_phase_catches_mistakes(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.classify_phase(wrong)
+
+
+def _pairs_sampler(shared_draw=False, independent=False, halves=False, second_from_zero=False):
+    """sample_anticorrelated_pairs with one chosen mistake."""
+    def sample(p, batch, generator=None):
+        inst, n = p.shape
+        if independent:
+            return checks.sample_features_reference(p, batch, generator)
+        a, b = (slice(0, n // 2), slice(n // 2, n)) if halves else (slice(0, n, 2), slice(1, n, 2))
+        pa, pb = p[:, None, a], p[:, None, b]
+        u = torch.rand(inst, batch, 1 if shared_draw else n // 2, generator=generator)
+        second = u < pb if second_from_zero else (u >= pa) & (u < pa + pb)
+        on = torch.zeros(inst, batch, n, dtype=torch.bool)
+        on[..., a], on[..., b] = (u < pa).expand(-1, -1, n // 2), (second & ~(u < pa)).expand(-1, -1, n // 2)
+        return on * torch.rand(inst, batch, n, generator=generator)
+    return sample
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (_pairs_sampler(independent=True), "never be on together"),
+    (_pairs_sampler(halves=True), "neighbours"),
+    (_pairs_sampler(second_from_zero=True), "same draw"),
+    (_pairs_sampler(shared_draw=True), "independently of each other"),
+])
+def test_anticorrelated_sampler_catches_mistakes(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.sample_anticorrelated_pairs(wrong)
+
+
+def test_anticorrelated_reference_matches_the_package_statistics():
+    from helpers.toy import FeatureSampler
+    p = torch.tensor([[0.1, 0.3, 0.25, 0.25]])
+    mine = checks.sample_anticorrelated_pairs_reference(p, 100_000, torch.Generator().manual_seed(0)) > 0
+    pkg = FeatureSampler(p, n_anticorrelated_pairs=2)(100_000, torch.Generator().manual_seed(0)) > 0
+    for x in (mine, pkg):
+        assert not (x[..., 0::2] & x[..., 1::2]).any(), "partners were on together"
+    assert torch.allclose(mine.float().mean(1), pkg.float().mean(1), atol=0.01), (
+        "the exercise's sampler and the package's switch features on at different rates")

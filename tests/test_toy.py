@@ -4,6 +4,7 @@ The 5-features-in-2-D checks train every density as one stack (best of 3 seeds) 
 default autograd trainer, as the notebook does, so each takes a few seconds on a CPU.
 """
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ DENSITIES = (0.01, SPARSE, 0.05, 0.1, 0.3, DENSE)
 @pytest.fixture(scope="module")
 def five_in_two():
     """readout -> Sweep of 5 features (importance 0.9^i) in 2-D over DENSITIES."""
-    return {r: toy.sweep(DENSITIES, (0.9,), readout=r, n_seeds=3, steps=1500, batch_size=256, progress=False)
+    return {r: toy.sweep(toy.ToyConfig(readout=r, steps=1500, batch_size=256), DENSITIES, (0.9,), n_seeds=3,
+                         progress=False)
             for r in toy.READOUTS}
 
 
@@ -74,8 +76,9 @@ def test_softmax_readout_can_use_superposition(five_in_two):
 
 
 def test_phase_diagram_has_the_three_phases():
-    pd = toy.phase_diagram(d_hidden=1, grid=4, n_seeds=4, steps=1500, density_range=(0.01, 1.0),
-                           importance_range=(0.2, 5.0), progress=False)
+    base = toy.ToyConfig(n_features=2, d_hidden=1, steps=1500, batch_size=256)
+    pd = toy.phase_diagram(base, grid=4, n_seeds=4, density_range=(0.01, 1.0), importance_range=(0.2, 5.0),
+                           progress=False, cache=False)
     # rows: importance (low -> high), columns: density (sparse -> dense)
     assert pd.phase[-1, -1] == 1, "dense and extra feature more important: it should own the dimension"
     assert pd.phase[0, -1] == 0, "dense and extra feature less important: it should be dropped"
@@ -84,7 +87,8 @@ def test_phase_diagram_has_the_three_phases():
 
 
 def test_anticorrelated_pairs_go_antipodal_and_correlated_pairs_merge():
-    pr = toy.pair_experiment((0.3,), n_pairs=3, d_hidden=3, n_seeds=4, steps=1500, batch_size=256, progress=False)
+    base = toy.ToyConfig(n_features=6, d_hidden=3, steps=1500, batch_size=256)
+    pr = toy.pair_experiment(base, (0.3,), n_seeds=4, progress=False)
     ang = dict(zip(pr.kinds, pr.partner_angle[:, 0]))
     assert (ang["anticorrelated"] > 170).all(), (
         f"never-co-active partners should share a dimension antipodally (octahedron), angles {ang['anticorrelated']}")
@@ -93,8 +97,8 @@ def test_anticorrelated_pairs_go_antipodal_and_correlated_pairs_merge():
 
 
 def test_abs_models_compute_in_superposition_only_when_sparse():
-    res = toy.abs_sweep((0.01, 0.03, 1.0), n_features=20, d_hidden=10, n_seeds=3, steps=1500, batch_size=512,
-                        progress=False)
+    base = toy.ToyConfig(n_features=20, d_hidden=10, steps=1500, batch_size=512)
+    res = toy.abs_sweep(base, (0.01, 0.03, 1.0), n_seeds=3, progress=False)
     worth = np.clip(res.explained, 0, 1).sum(1)
     poly = toy.polysemantic_neurons(res.W1)
     assert poly[-1] == 0, f"dense |x| model: neurons should be monosemantic, {int(poly[-1])} polysemantic"
@@ -286,8 +290,94 @@ def test_nan_in_the_data_stops_training_naming_instance_and_step():
 
 def test_other_bad_arguments_say_what_to_do():
     with pytest.raises(ValueError, match="0.5"):
-        toy.pair_experiment((0.7,), progress=False)
+        toy.pair_experiment(toy.ToyConfig(n_features=4), (0.7,), progress=False)
+    with pytest.raises(ValueError, match="even"):
+        toy.pair_experiment(toy.ToyConfig(n_features=5), (0.1,), progress=False)
+    with pytest.raises(ValueError, match="n_features=2"):
+        toy.phase_diagram(toy.ToyConfig(n_features=5, d_hidden=1), progress=False)
+    with pytest.raises(TypeError, match="base must be a ToyConfig"):
+        toy.sweep(dict(n_features=5), (0.1,), progress=False)
     with pytest.raises(ValueError, match="2 hidden"):
         toy.polygon(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="W must have shape"):
         toy.ToyModel(toy.ToyConfig(), W=torch.zeros(2, 2))
+
+
+# --------------------------------------------------------------------------------------
+# The slow sweeps are cached on disk
+# --------------------------------------------------------------------------------------
+@pytest.fixture
+def trainings(monkeypatch, tmp_path):
+    """An empty cache folder, and a list that records every stack the phase diagram trains."""
+    from helpers.toy import experiments
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    calls, real = [], experiments.best_of_seeds
+
+    def counting(cfg, *args, **kwargs):
+        calls.append(cfg)
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(experiments, "best_of_seeds", counting)
+    return calls
+
+
+TINY = toy.ToyConfig(n_features=2, d_hidden=1, steps=20, batch_size=32, eval_samples=256)
+
+
+def test_phase_diagram_is_served_from_the_cache(trainings):
+    first = toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False)
+    second = toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False)
+    assert len(trainings) == 1, f"the second identical call trained again ({len(trainings)} trainings): not cached"
+    assert torch.equal(first.W, second.W) and np.array_equal(first.phase, second.phase), (
+        "the cached phase diagram differs from the one that was trained")
+    assert type(second.W) is torch.Tensor and type(second.densities) is np.ndarray and second.d_hidden == 1, (
+        f"the cached result must have the trained result's types, got {type(second.W)}, {type(second.densities)}")
+
+
+@pytest.mark.parametrize("base, grid", [(replace(TINY, steps=21), 2), (replace(TINY, lr=1e-2), 2), (TINY, 3)],
+                         ids=["steps changed", "lr changed", "grid changed"])
+def test_a_changed_setting_trains_again(trainings, base, grid):
+    toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False)
+    toy.phase_diagram(base, grid=grid, n_seeds=1, progress=False)
+    assert len(trainings) == 2, "a phase diagram with other settings was served from the cache of the first"
+
+
+def test_a_damaged_cache_entry_is_reported_and_trained_again(trainings, tmp_path):
+    from helpers.diagnostics.cache import CacheWarning
+
+    first = toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False)
+    (npz,) = tmp_path.glob("toy/phase-diagram-*/result.npz")
+    npz.write_bytes(npz.read_bytes()[:100])  # cut short, as by a full disk
+    with pytest.warns(CacheWarning, match="damaged"):
+        again = toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False)
+    assert len(trainings) == 2 and torch.equal(first.W, again.W), "the damaged entry was not retrained to the same result"
+
+
+def test_cache_can_be_switched_off(trainings):
+    toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False, cache=False)
+    toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False, cache=False)
+    assert len(trainings) == 2, "cache=False must train every time"
+
+
+SMALL = toy.ToyConfig(n_features=4, d_hidden=2, steps=20, batch_size=32, eval_samples=256)
+
+
+@pytest.mark.parametrize("module, trainer, call", [
+    ("experiments", "_dimensionality_sweep",
+     lambda: toy.dimensionality_sweep(SMALL, (0.1, 0.5), progress=False)),
+    ("computation", "_abs_sweep",
+     lambda: toy.abs_sweep(SMALL, (0.1, 1.0), n_seeds=2, progress=False)),
+], ids=["dimensionality_sweep", "abs_sweep"])
+def test_the_other_slow_sweeps_are_cached(monkeypatch, tmp_path, module, trainer, call):
+    import importlib
+
+    mod = importlib.import_module(f"helpers.toy.{module}")
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    calls, real = [], getattr(mod, trainer)
+    monkeypatch.setattr(mod, trainer, lambda *a, **k: calls.append(1) or real(*a, **k))
+    first, second = call(), call()
+    assert len(calls) == 1, f"{trainer} ran {len(calls)} times for two identical calls: not served from the cache"
+    for name, a, b in zip(first._fields, first, second):
+        same = torch.equal(a, b) if isinstance(a, torch.Tensor) else np.array_equal(a, b)
+        assert same and type(a) is type(b), f"{name} differs between the trained and the cached result"

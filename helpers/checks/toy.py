@@ -1,5 +1,6 @@
 """Checks for notebook 01's exercises: the toy model's forward pass and importance-weighted loss,
-the sparse feature sampler, feature dimensionality and the tegum factors of a trained W.
+the sparse feature sampler, the phase of an extra feature, feature dimensionality, the
+anticorrelated-pair sampler and the tegum factors of a trained W.
 
 Each check runs the reader's function on small cases whose answers are known (or computed by
 the reference) and returns the function the notebook goes on with (see
@@ -47,6 +48,33 @@ def feature_dimensionality_reference(W: torch.Tensor) -> torch.Tensor:
     return torch.where(norms2 > 1e-6, norms2 / overlap.clamp_min(1e-12), torch.zeros_like(norms2))
 
 
+def classify_phase_reference(W: torch.Tensor, norm_threshold: float = 0.5, sup_threshold: float = 0.2) -> torch.Tensor:
+    """Phase of the last (extra) feature of each W (..., m, n), as ints (...) indexing
+    ``toy.PHASES``: 0 not represented (||W_extra|| < 0.5), else 2 superposition when the other
+    features' squared projections on its unit direction add up to more than 0.2, else 1 a
+    dedicated dimension."""
+    extra = W[..., -1]  # (..., m)
+    norm = extra.norm(dim=-1)  # (...)
+    unit = extra / norm.clamp_min(1e-8)[..., None]
+    shared = ((unit[..., None] * W[..., :-1]).sum(-2) ** 2).sum(-1)  # (...): sum_j (W_extra_hat . W_j)^2, j != extra
+    return torch.where(norm < norm_threshold, 0, torch.where(shared > sup_threshold, 2, 1))
+
+
+def sample_anticorrelated_pairs_reference(p: torch.Tensor, batch: int,
+                                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """x (inst, batch, n) for features in pairs (0, 1), (2, 3), ...: feature i on with probability
+    p[inst, i], partners never on together, pairs independent of each other; values uniform in [0, 1].
+
+    One uniform u per pair decides which partner, if any, is on: the first for u < p_a, the
+    second for p_a <= u < p_a + p_b (so p_a + p_b must be at most 1).
+    """
+    inst, n = p.shape
+    pa, pb = p[:, None, 0::2], p[:, None, 1::2]  # (inst, 1, n/2)
+    u = torch.rand(inst, batch, n // 2, generator=generator)
+    on = torch.stack([u < pa, (u >= pa) & (u < pa + pb)], -1).reshape(inst, batch, n)  # partners side by side
+    return on * torch.rand(inst, batch, n, generator=generator)
+
+
 def tegum_factors_reference(W: torch.Tensor, threshold: float = 0.1, min_norm: float = 0.5) -> list[list[int]]:
     """The tegum factors of one W (m, n): groups of represented features (||W_i|| > min_norm) that are
     linked, directly or through others, by |W_i . W_j| > threshold. Sorted lists, biggest group first
@@ -75,6 +103,27 @@ def tegum_factors_reference(W: torch.Tensor, threshold: float = 0.1, min_norm: f
 # --------------------------------------------------------------------------------------
 def _close(a, b, tol=1e-4) -> bool:
     return isinstance(a, torch.Tensor) and a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
+
+
+def _draw(fn: Callable, p: torch.Tensor, batch: int = 40_000) -> torch.Tensor:
+    """The learner's sampler on ``p`` (inst, n) with a seeded generator: x (inst, batch, n) as floats,
+    after checking its shape and range."""
+    x = fn(p, batch, torch.Generator().manual_seed(0))
+    want = (p.shape[0], batch, p.shape[1])
+    expect(isinstance(x, torch.Tensor) and x.shape == want,
+           f"return x of shape (inst, batch, n) = {want}; got "
+           f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    x = x.float()
+    expect(bool((x >= 0).all() and (x <= 1).all()), "feature values must lie in [0, 1]")
+    return x
+
+
+def _expect_uniform_values(active: torch.Tensor) -> None:
+    """The values of active features must be uniform in [0, 1]."""
+    expect(not bool((active > 0.999).all()), "an active feature's value is uniform in [0, 1], not always 1")
+    expect(abs(float(active.mean()) - 0.5) < 0.02 and abs(float(active.var()) - 1 / 12) < 0.01,
+           f"an active feature's value must be uniform in [0, 1] (mean 1/2, variance 1/12); got mean "
+           f"{float(active.mean()):.3f}, variance {float(active.var()):.4f}")
 
 
 def toy_loss(learner: Callable) -> Callable:
@@ -116,26 +165,15 @@ def sample_features(learner: Callable) -> Callable:
     """Check ``sample_features(p, batch, generator) -> (inst, batch, n)`` by its statistics."""
 
     def test(fn):
-        g = torch.Generator().manual_seed(0)
         p = torch.tensor([[0.05, 0.2, 0.5, 0.9], [0.01, 0.3, 0.3, 1.0]])
-        B = 40_000
-        x = fn(p, B, g)
-        expect(isinstance(x, torch.Tensor) and x.shape == (2, B, 4),
-               f"return x of shape (inst, batch, n) = (2, {B}, 4); got "
-               f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-        x = x.float()
-        expect(bool((x >= 0).all() and (x <= 1).all()), "feature values must lie in [0, 1]")
+        x = _draw(fn, p)
         on = (x > 0).float().mean(1)  # (inst, n): how often each feature is on
         expect(not torch.allclose(on, 1 - p, atol=0.02) or torch.allclose(on, p, atol=0.02),
                "features must be on with probability p, not 1-p (compare the uniform draw with u < p)")
         expect(torch.allclose(on, p, atol=0.015),
                f"feature i must be on with probability p[inst, i]: wanted {p.tolist()}, got "
                f"{[[round(v, 3) for v in r] for r in on.tolist()]}")
-        active = x[x > 0]
-        expect(not bool((active > 0.999).all()), "an active feature's value is uniform in [0, 1], not always 1")
-        expect(abs(float(active.mean()) - 0.5) < 0.02 and abs(float(active.var()) - 1 / 12) < 0.01,
-               f"an active feature's value must be uniform in [0, 1] (mean 1/2, variance 1/12); got mean "
-               f"{float(active.mean()):.3f}, variance {float(active.var()):.4f}")
+        _expect_uniform_values(x[x > 0])
         a, c = (x[0, :, 1] > 0).float(), (x[0, :, 2] > 0).float()
         expect(abs(float((a * c).mean()) - 0.2 * 0.5) < 0.01,
                "features must switch on independently of each other: draw one uniform per feature and sample")
@@ -179,6 +217,99 @@ def feature_dimensionality(learner: Callable) -> Callable:
     return check("feature_dimensionality", learner, feature_dimensionality_reference, test,
                  "norms2 = W.square().sum(-2); W_hat = W / W.norm(dim=-2, keepdim=True); "
                  "denominator = (W_hat.mT @ W).square().sum(-1)")
+
+
+def _phase_cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Known 1-D (2 features) and 2-D (3 features) models with their phases (ints of toy.PHASES)."""
+    one_d = torch.tensor([[[1.0, -1.0]],   # antipodal pair: superposition
+                          [[1.0, 0.0]],    # extra dropped: not represented
+                          [[0.0, 1.0]],    # other dropped, extra owns the dimension: dedicated
+                          [[1.0, 0.3]],    # extra too short: not represented
+                          [[0.4, -1.0]],   # a short other sharing 0.16 (< 0.2) of the extra's direction: dedicated
+                          [[0.6, -0.6]]])  # a short pair (norm 0.6): superposition
+    s = math.sqrt(0.3)
+    two_d = torch.tensor([[[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]],    # a pair on one axis, extra on the other: dedicated
+                          [[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]],    # extra in the pair: superposition
+                          [[s, 0.0, 0.6], [0.0, 1.0, 0.0]],       # extra of norm 0.6 sharing 0.3 with feature 0
+                          [[1.0, 0.0, -0.45], [0.0, 1.0, 0.0]],   # extra of norm 0.45 opposite feature 0
+                          [[1.0, -0.5, -0.5], [0.0, 0.866, -0.866]],  # a triangle: superposition
+                          [[1.0, -1.0, 0.3], [0.0, 0.0, 0.95]]])  # tilted off the pair's axis, 2 x 0.09: dedicated
+    return one_d, torch.tensor([2, 0, 1, 0, 1, 2]), two_d, classify_phase_reference(two_d)
+
+
+def classify_phase(learner: Callable) -> Callable:
+    """Check ``classify_phase(W) -> (...) ints`` on hand-made 1-D and 2-D models and random stacks."""
+
+    def test(fn):
+        one_d, want1, two_d, want2 = _phase_cases()
+        got1 = fn(one_d)
+        expect(isinstance(got1, torch.Tensor) and got1.shape == (len(one_d),),
+               f"return one phase per model, an int tensor of shape W.shape[:-2] = ({len(one_d)},); got "
+               f"{tuple(got1.shape) if isinstance(got1, torch.Tensor) else type(got1).__name__}")
+        expect(not got1.is_floating_point() and not got1.is_complex() and got1.dtype != torch.bool,
+               f"return integers indexing toy.PHASES (0, 1, 2), not {got1.dtype}")
+        got2 = fn(two_d)
+        if torch.equal(got1.long(), want1) and torch.equal(got2.long(), want2):
+            g = torch.Generator().manual_seed(0)
+            W = torch.randn(4, 5, 2, 3, generator=g) * torch.rand(4, 5, 1, 3, generator=g)
+            got = fn(W)
+            expect(isinstance(got, torch.Tensor) and got.shape == (4, 5),
+                   "keep the leading dimensions: W of shape (4, 5, m, n) gives phases of shape (4, 5)")
+            expect(torch.equal(got.long(), classify_phase_reference(W)),
+                   "on random stacks of models your phases differ from the rule: norm < 0.5 first, then the "
+                   "others' squared projections on the extra feature's unit direction > 0.2")
+            return
+        expect(not torch.equal(got1.long(), torch.tensor([2, 1, 0, 1, 0, 2])),
+               "read the extra feature, the last column W[..., -1], not the first")
+        expect(not torch.equal(got1.long(), torch.tensor([2, 0, 2, 0, 2, 2])),
+               "leave the extra feature out of its own sum: its projection on itself is ||W_extra||^2, which "
+               "would call every represented feature superposition")
+        expect(int(got1[3]) == 0 and int(got2[3]) == 0,
+               "check the norm first: a feature with ||W_extra|| < 0.5 is not represented, whatever it overlaps")
+        expect(int(got2[2]) == 2,
+               "project on the extra feature's unit direction W_extra / ||W_extra||, not on W_extra itself: "
+               "a short extra feature that shares 0.3 of its direction is in superposition")
+        expect(int(got1[4]) == 1 and int(got2[5]) == 1,
+               "superposition needs the others' squared projections to add up to more than 0.2 (the notebook's "
+               "threshold): a sum of 0.16 or 0.18 is still a dedicated dimension")
+        expect(False, f"the phases should be {want1.tolist()} (1-D cases) and {want2.tolist()} (2-D cases); got "
+               f"{got1.tolist()} and {got2.tolist()}")
+
+    return check("classify_phase", learner, classify_phase_reference, test,
+                 "extra = W[..., -1]; norm = extra.norm(dim=-1); unit = extra / norm[..., None]; "
+                 "shared = ((unit[..., None] * W[..., :-1]).sum(-2) ** 2).sum(-1); "
+                 "then torch.where(norm < 0.5, 0, torch.where(shared > 0.2, 2, 1))")
+
+
+def sample_anticorrelated_pairs(learner: Callable) -> Callable:
+    """Check ``sample_anticorrelated_pairs(p, batch, generator) -> (inst, batch, n)`` by its statistics."""
+
+    def test(fn):
+        p = torch.tensor([[0.1, 0.3, 0.4, 0.2, 0.05, 0.05], [0.5, 0.5, 0.2, 0.2, 0.3, 0.1]])
+        x = _draw(fn, p)
+        on = x > 0  # (inst, B, n)
+        both = (on[..., 0::2] & on[..., 1::2]).float().mean(1)  # (inst, pairs): partners on together
+        if bool((both > 0.005).any()):
+            apart = (on[..., :3] & on[..., 3:]).float().mean(1)  # (i, i + n/2)
+            expect(not bool((apart < 1e-4).all()), "partners are neighbours, (0, 1), (2, 3), ...: "
+                   "feature 2k and feature 2k+1 must never be on together, not k and k + n/2")
+            expect(False, "partners must never be on together: one uniform draw per pair decides which of the "
+                   "two (if either) is on")
+        rate = on.float().mean(1)
+        expect(torch.allclose(rate, p, atol=0.015),
+               f"feature i must be on with probability p[inst, i]: give the first partner u < p_a and the second "
+               f"p_a <= u < p_a + p_b of the same draw; wanted {p.tolist()}, got "
+               f"{[[round(v, 3) for v in r] for r in rate.tolist()]}")
+        _expect_uniform_values(x[on])
+        a, c = on[1, :, 0].float(), on[1, :, 2].float()  # features of two different pairs
+        expect(abs(float((a * c).mean()) - 0.5 * 0.2) < 0.01,
+               "different pairs must switch on independently of each other: draw one uniform per pair, "
+               "not one per sample")
+
+    return check("sample_anticorrelated_pairs", learner, sample_anticorrelated_pairs_reference, test,
+                 "u = torch.rand(inst, batch, n // 2, generator=generator); pa, pb = p[:, None, 0::2], p[:, None, 1::2]; "
+                 "first = u < pa; second = (u >= pa) & (u < pa + pb); interleave them with "
+                 "torch.stack([first, second], -1).reshape(inst, batch, n), then multiply by a torch.rand of that shape")
 
 
 def _tegum_example() -> torch.Tensor:

@@ -3,13 +3,14 @@
 ``config`` (``ToyConfig``), ``data`` (the sparse feature sampler), ``model`` (``ToyModel``:
 ``forward`` and the per-instance ``loss`` that trains), ``train`` (the loop and its log),
 ``geometry`` (reading W), ``experiments`` / ``pairs`` / ``computation`` (the sweeps notebook
-01 draws). Everything a notebook needs is importable from here: ``from helpers import toy``.
+01 draws, each from a base ``ToyConfig``), ``cache`` (the slow ones on disk). Everything a notebook needs is importable from here: ``from helpers import toy``.
 """
 from helpers.toy.computation import AbsResult, abs_sweep
 from helpers.toy.config import READOUTS, ToyConfig
 from helpers.toy.data import FeatureSampler
 from helpers.toy.experiments import (BestOfSeeds, Dimensionality, PhaseDiagram, Sweep, best_of_seeds,
-                                     decay_importance, dimensionality_sweep, phase_diagram, sweep)
+                                     decay_importance, dimensionality_sweep, phase_diagram, pick_best, stacked,
+                                     sweep)
 from helpers.toy.geometry import (PHASES, STICKY_FRACTIONS, LossSplit, Polygon, loss_split, classify_extra_feature, feature_dimensionality,
                                   feature_norms, interference, n_represented, partner_angles, polygon,
                                   polysemantic_neurons, superposition)
@@ -20,7 +21,8 @@ from helpers.optim import LR_SCHEDULES, NonFiniteLossError
 
 __all__ = [
     "AbsResult", "abs_sweep", "READOUTS", "ToyConfig", "FeatureSampler", "BestOfSeeds", "Dimensionality",
-    "PhaseDiagram", "Sweep", "best_of_seeds", "decay_importance", "dimensionality_sweep", "phase_diagram", "sweep",
+    "PhaseDiagram", "Sweep", "best_of_seeds", "decay_importance", "dimensionality_sweep", "phase_diagram", "pick_best",
+    "stacked", "sweep",
     "PHASES", "STICKY_FRACTIONS", "LossSplit", "loss_split", "Polygon", "classify_extra_feature", "feature_dimensionality",
     "feature_norms", "interference", "n_represented", "partner_angles", "polygon", "polysemantic_neurons",
     "superposition", "ToyModel", "logits", "readout_fn", "toy_loss", "PAIR_KINDS", "PairResult", "pair_experiment",

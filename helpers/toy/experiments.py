@@ -1,18 +1,48 @@
 """The sweeps notebook 01 draws, each one stack of models trained at once: several seeds per
 setting (``best_of_seeds``), importance decay x density (``sweep``), the one-extra-feature
-``phase_diagram`` and the feature-``dimensionality_sweep``."""
+``phase_diagram`` and the feature-``dimensionality_sweep``.
+
+Every sweep takes a base ``ToyConfig`` (model size, readout, steps, batch, lr, seed, device)
+and only what it sweeps; the stacked config is ``stacked(base, p, importance)``, the base with
+one instance per setting. The slow ones are cached on disk (``helpers.toy.cache``).
+"""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from helpers.toy.cache import cached
 from helpers.toy.config import ToyConfig
 from helpers.toy.geometry import classify_extra_feature, feature_dimensionality, feature_norms, n_represented, superposition
 from helpers.toy.model import ToyModel
 from helpers.toy.train import TrainLog, train
+
+
+def check_base(base) -> ToyConfig:
+    """``base`` if it is a ``ToyConfig``, else a TypeError that says what to pass."""
+    if not isinstance(base, ToyConfig):
+        raise TypeError(f"base must be a ToyConfig with the model and training settings, e.g. "
+                        f"ToyConfig(n_features=5, d_hidden=2, steps=3000); got {type(base).__name__}")
+    return base
+
+
+def stacked(base: ToyConfig, feature_probability, importance, **changes) -> ToyConfig:
+    """``base`` with one instance per row of ``feature_probability`` (settings, 1 or n) and
+    ``importance`` (settings or 1, n), plus any other ``changes`` (pairing, logging)."""
+    check_base(base)
+    p = torch.as_tensor(feature_probability, dtype=torch.float32)
+    return replace(base, n_instances=p.shape[0], feature_probability=p, importance=importance, **changes)
+
+
+def pick_best(seed_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For (settings, seeds) final losses: the winning seed of each setting, and its instance
+    index in a stack laid out (setting, seed)."""
+    best = seed_loss.argmin(1)
+    return best, np.arange(len(seed_loss)) * seed_loss.shape[1] + best
 
 
 class BestOfSeeds(NamedTuple):
@@ -34,6 +64,8 @@ class BestOfSeeds(NamedTuple):
     """The log of the whole stacked run (instances laid out setting-major: (setting, seed))."""
     seed_W: torch.Tensor
     """(settings, seeds, m, n) the weights of every seed (to see how often a seed lands in a trap)."""
+    seconds: float
+    """Wall-clock time of building and training the stack."""
 
 
 def best_of_seeds(cfg: ToyConfig, n_seeds: int, progress: bool = True, desc: str = "toy models") -> BestOfSeeds:
@@ -45,15 +77,15 @@ def best_of_seeds(cfg: ToyConfig, n_seeds: int, progress: bool = True, desc: str
     """
     if n_seeds < 1:
         raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
+    t0 = time.perf_counter()
     S = cfg.n_instances
     model = ToyModel(cfg.select(torch.arange(S).repeat_interleave(n_seeds)))
     log = train(model, progress=progress, desc=desc)
     seed_loss = log.final_loss.reshape(S, n_seeds)
-    best = seed_loss.argmin(1)
-    pick = torch.as_tensor(np.arange(S) * n_seeds + best, device=model.device)
+    best, pick = pick_best(seed_loss)
     W_all = model.W.detach().cpu()
-    return BestOfSeeds(W_all[pick.cpu()], model.b.detach()[pick].cpu(), seed_loss[np.arange(S), best],
-                       seed_loss, best, cfg, log, W_all.reshape(S, n_seeds, *W_all.shape[1:]))
+    return BestOfSeeds(W_all[pick], model.b.detach().cpu()[pick], seed_loss[np.arange(S), best], seed_loss, best,
+                       cfg, log, W_all.reshape(S, n_seeds, *W_all.shape[1:]), time.perf_counter() - t0)
 
 
 def decay_importance(n_features: int, decay: float) -> torch.Tensor:
@@ -82,43 +114,29 @@ class Sweep(NamedTuple):
     """(n_decays, n_densities, seeds) final loss of every seed (the best is kept)."""
 
 
-def sweep(
-    densities: Sequence[float],
-    decays: Sequence[float] = (0.9,),
-    n_features: int = 5,
-    d_hidden: int = 2,
-    readout: str = "relu",
-    n_seeds: int = 3,
-    steps: int = 3000,
-    batch_size: int = 1024,
-    lr: float = 3e-2,
-    seed: int = 0,
-    device: str | None = None,
-    progress: bool = True,
-) -> Sweep:
-    """Every (decay, density) pair as one stack of ``len(decays) * len(densities) * n_seeds`` models.
+def sweep(base: ToyConfig, densities: Sequence[float], decays: Sequence[float] = (0.9,), n_seeds: int = 3,
+          progress: bool = True) -> Sweep:
+    """Every (decay, density) pair of ``base``'s model as one stack of
+    ``len(decays) * len(densities) * n_seeds`` models.
 
     Importance ``decay ** i`` (feature 0 most important), every feature on with the same
     density. Each setting keeps its lowest-loss seed (toy models have local minima).
     """
+    check_base(base)
     dens = np.asarray(densities, dtype=np.float64).reshape(-1)
     dec = np.asarray(decays, dtype=np.float64).reshape(-1)
     if len(dens) == 0 or len(dec) == 0:
         raise ValueError("sweep() needs at least one density and one decay")
     if dec.min() <= 0:
         raise ValueError(f"importance decays must be positive, got {dec.min()}")
+    n, m = base.n_features, base.d_hidden
     D, K = np.meshgrid(dens, dec)  # (n_decays, n_densities)
-    p = torch.as_tensor(D.reshape(-1, 1), dtype=torch.float32)
-    imp = torch.stack([decay_importance(n_features, k) for k in K.reshape(-1)])
-    cfg = ToyConfig(n_features=n_features, d_hidden=d_hidden, n_instances=p.shape[0], feature_probability=p,
-                    importance=imp, readout=readout, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                    device=device, log_every=max(steps // 20, 1))
-    t0 = time.perf_counter()
-    best = best_of_seeds(cfg, n_seeds, progress=progress, desc=f"{n_features} features in {d_hidden}-D, {readout}")
-    seconds = time.perf_counter() - t0
+    cfg = stacked(base, D.reshape(-1, 1), torch.stack([decay_importance(n, k) for k in K.reshape(-1)]),
+                  log_every=max(base.steps // 20, 1))
+    best = best_of_seeds(cfg, n_seeds, progress=progress, desc=f"{n} features in {m}-D, {base.readout}")
     shape = (len(dec), len(dens))
-    return Sweep(dens, dec, best.W.reshape(*shape, d_hidden, n_features), best.b.reshape(*shape, n_features),
-                 best.loss.reshape(shape), readout, p.shape[0] * n_seeds, seconds, best.seed_loss.reshape(*shape, n_seeds))
+    return Sweep(dens, dec, best.W.reshape(*shape, m, n), best.b.reshape(*shape, n), best.loss.reshape(shape),
+                 base.readout, cfg.n_instances * n_seeds, best.seconds, best.seed_loss.reshape(*shape, n_seeds))
 
 
 class PhaseDiagram(NamedTuple):
@@ -140,43 +158,43 @@ class PhaseDiagram(NamedTuple):
     n_models: int
     """Models trained (grid^2 x seeds)."""
     seconds: float
+    """Training time (of the run that filled the cache, when the result comes from it)."""
 
 
-def phase_diagram(
-    d_hidden: int = 1,
-    grid: int = 20,
-    n_seeds: int = 3,
-    steps: int = 2000,
-    batch_size: int = 256,
-    lr: float = 3e-2,
-    density_range: tuple[float, float] = (0.01, 1.0),
-    importance_range: tuple[float, float] = (0.1, 10.0),
-    seed: int = 0,
-    device: str | None = None,
-    progress: bool = True,
-) -> PhaseDiagram:
-    """``d_hidden + 1`` features in ``d_hidden`` dimensions, as one stack of grid^2 x n_seeds models.
+def phase_diagram(base: ToyConfig, grid: int = 20, n_seeds: int = 3,
+                  density_range: tuple[float, float] = (0.01, 1.0),
+                  importance_range: tuple[float, float] = (0.1, 10.0),
+                  progress: bool = True, cache: bool = True) -> PhaseDiagram:
+    """``d_hidden + 1`` features in ``d_hidden`` dimensions (``base.n_features`` must be
+    ``base.d_hidden + 1``), as one stack of grid^2 x n_seeds models.
 
     Every feature has the same density; the first ``d_hidden`` features have importance 1 and
-    the extra (last) one a relative importance from ``importance_range``.
+    the extra (last) one a relative importance from ``importance_range``. With ``cache``, the
+    result is stored on disk and a second call with the same settings and code loads it.
     """
+    check_base(base)
     if grid < 2:
         raise ValueError(f"grid must be at least 2, got {grid}")
-    n = d_hidden + 1
+    if base.n_features != base.d_hidden + 1:
+        raise ValueError(f"a phase diagram has one feature more than dimensions: base has n_features="
+                         f"{base.n_features}, d_hidden={base.d_hidden}; use n_features={base.d_hidden + 1}")
+    settings = dict(grid=grid, n_seeds=n_seeds, density_range=density_range, importance_range=importance_range)
+    return cached("phase-diagram", base, settings, PhaseDiagram, enabled=cache,
+                  compute=lambda: _phase_diagram(base, grid, n_seeds, density_range, importance_range, progress))
+
+
+def _phase_diagram(base, grid, n_seeds, density_range, importance_range, progress) -> PhaseDiagram:
+    n, m = base.n_features, base.d_hidden
     dens = np.geomspace(*density_range, grid)
     rel = np.geomspace(*importance_range, grid)
     R, D = np.meshgrid(rel, dens, indexing="ij")  # (grid_imp, grid_dens)
-    p = torch.as_tensor(D.reshape(-1, 1), dtype=torch.float32)
     imp = torch.ones(grid * grid, n)
     imp[:, -1] = torch.as_tensor(R.reshape(-1), dtype=torch.float32)
-    cfg = ToyConfig(n_features=n, d_hidden=d_hidden, n_instances=grid * grid, feature_probability=p, importance=imp,
-                    steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device, log_every=max(steps, 1))
-    t0 = time.perf_counter()
-    best = best_of_seeds(cfg, n_seeds, progress=progress, desc=f"phase diagram, {n} features in {d_hidden}-D")
-    seconds = time.perf_counter() - t0
-    W = best.W.reshape(grid, grid, d_hidden, n)
+    cfg = stacked(base, D.reshape(-1, 1), imp, log_every=base.steps)  # no loss log needed: check at the end
+    best = best_of_seeds(cfg, n_seeds, progress=progress, desc=f"phase diagram, {n} features in {m}-D")
+    W = best.W.reshape(grid, grid, m, n)
     return PhaseDiagram(dens, rel, classify_extra_feature(W).numpy(), feature_norms(W)[..., -1].numpy(),
-                        superposition(W)[..., -1].numpy(), W, d_hidden, grid * grid * n_seeds, seconds)
+                        superposition(W)[..., -1].numpy(), W, m, grid * grid * n_seeds, best.seconds)
 
 
 class Dimensionality(NamedTuple):
@@ -194,26 +212,20 @@ class Dimensionality(NamedTuple):
     """(n_densities, m, n) trained weights."""
 
 
-def dimensionality_sweep(
-    densities: Sequence[float],
-    n_features: int = 200,
-    d_hidden: int = 20,
-    steps: int = 3000,
-    batch_size: int = 1024,
-    lr: float = 3e-2,
-    seed: int = 0,
-    device: str | None = None,
-    progress: bool = True,
-) -> Dimensionality:
-    """The paper's feature-dimensionality experiment: importance 1 everywhere, one model per density."""
+def dimensionality_sweep(base: ToyConfig, densities: Sequence[float], progress: bool = True,
+                         cache: bool = True) -> Dimensionality:
+    """The paper's feature-dimensionality experiment for ``base``'s model size: importance 1
+    everywhere, one model per density (cached on disk like ``phase_diagram``)."""
+    check_base(base)
     dens = np.asarray(densities, dtype=np.float64).reshape(-1)
-    cfg = ToyConfig(n_features=n_features, d_hidden=d_hidden, n_instances=len(dens),
-                    feature_probability=torch.as_tensor(dens, dtype=torch.float32)[:, None], importance=1.0,
-                    steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                    log_every=max(steps // 20, 1), eval_samples=4096)
-    model = ToyModel(cfg)
-    train(model, progress=progress, desc=f"{n_features} features in {d_hidden}-D")
-    W = model.W.detach().cpu()
-    return Dimensionality(dens, (d_hidden / W.square().sum((-1, -2))).numpy(), feature_dimensionality(W).numpy(),
-                          n_represented(W).numpy(), W)
+    return cached("dimensionality", base, dict(densities=dens), Dimensionality, enabled=cache,
+                  compute=lambda: _dimensionality_sweep(base, dens, progress))
 
+
+def _dimensionality_sweep(base: ToyConfig, dens: np.ndarray, progress: bool) -> Dimensionality:
+    cfg = stacked(base, dens[:, None], 1.0, log_every=max(base.steps // 20, 1), eval_samples=4096)
+    model = ToyModel(cfg)
+    train(model, progress=progress, desc=f"{base.n_features} features in {base.d_hidden}-D")
+    W = model.W.detach().cpu()
+    return Dimensionality(dens, (base.d_hidden / W.square().sum((-1, -2))).numpy(), feature_dimensionality(W).numpy(),
+                          n_represented(W).numpy(), W)
