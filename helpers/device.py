@@ -119,6 +119,8 @@ class RunSizes:
     """Densities (one model each) in the feature-dimensionality experiment."""
     phase_seeds: int
     """Seeds per phase-diagram cell (isolated wrong cells are local minima; more seeds remove them)."""
+    phase_steps: int
+    """Adam steps of the phase-diagram models (tiny models: their phases no longer change after 1500)."""
     slider_densities: int
     """Densities in the precomputed sweep behind the density / importance sliders."""
     slider_decays: int
@@ -129,6 +131,8 @@ class RunSizes:
     """Hidden ReLU neurons of those models."""
     abs_dense_seeds: int
     """Seeds of the dense |x| model (few seeds land in a local minimum that skips important features)."""
+    abs_densities: int
+    """Densities of the |x| sweep (its own count: the |x| models cost far more than the 5-in-2-D ones)."""
     softmax_features: int
     """Features in 2-D for the ReLU-vs-softmax geometry comparison."""
 
@@ -163,6 +167,12 @@ class RunSizes:
     """T: a latent that fired in none of the last T batches counts as dead (toy data)."""
     grid_lr: float
     """Adam learning rate of the diagnostic grid (the report uses 1e-3)."""
+    extra_grid_ratios: tuple[float, ...]
+    """Dictionary sizes (multiples of G) of the extra grids: other seeds, independent features."""
+    seed_grid_l1_values: tuple[float, ...]
+    """L1 coefficients of the two extra grids with other data and initialisation seeds."""
+    plain_grid_l1_values: tuple[float, ...]
+    """L1 coefficients of the extra grid on independent, equally likely features."""
 
     # --- notebook 04: SAEs on a language model's MLP --------------------------------------
     lm_tokens: int
@@ -176,10 +186,34 @@ class RunSizes:
     lm_dead_window: int
     """T for dead latents on language-model activations (the report uses 3000)."""
 
+    # --- notebook 05: beyond the report ----------------------------------------------------
+    beyond_steps: int
+    """Adam steps per SAE of the modern-SAE comparison and the (size x k) grid (notebook 03's data)."""
+    beyond_ks: tuple[int, ...]
+    """k values of the TopK SAEs (the true L0 is 5)."""
+    beyond_l1_values: tuple[float, ...]
+    """alpha values of the L1 SAEs compared with TopK at matched L0."""
+    beyond_jumprelu_values: tuple[float, ...]
+    """L0-penalty coefficients of the JumpReLU SAEs."""
+    beyond_sizes: tuple[float, ...]
+    """Dictionary sizes (multiples of G) of the (size x k) TopK grid."""
+    suspect_features: int
+    """G of the toy data in the suspects sweep (h = G / 2 unless a suspect changes it)."""
+    suspect_sizes: tuple[float, ...]
+    """Dictionary sizes (multiples of G) of each suspect's grid."""
+    suspect_l1_values: tuple[float, ...]
+    """alpha values of each suspect's grid."""
+    suspect_steps: int
+    """Adam steps per SAE of the suspects' grids and the absorption runs."""
+
 
 def _quarter_decades(lo: float, hi: float) -> tuple[float, ...]:
     n = int(round(4 * np.log10(hi / lo)))
     return tuple(float(f"{v:.4g}") for v in np.logspace(np.log10(lo), np.log10(hi), n + 1))
+
+
+def _between(values: tuple[float, ...], lo: float, hi: float) -> tuple[float, ...]:
+    return tuple(v for v in values if lo <= v <= hi)
 
 
 # ci: half decades, plus quarter decades around the report's Goldilocks zone (0.03-0.3) and
@@ -191,16 +225,23 @@ _LM_L1 = (0.1, 0.3, 1.0, 3.0, 10.0)
 
 _LAPTOP = RunSizes(
     scale="laptop",
-    toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=8, phase_grid=28,
-    dim_features=200, dim_hidden=20, dim_densities=32, phase_seeds=4, slider_densities=16, slider_decays=7,
-    abs_features=40, abs_hidden=20, abs_dense_seeds=32, softmax_features=16,
+    toy_steps=3_000, toy_batch=1024, toy_seeds=4, toy_densities=11, phase_grid=24,
+    dim_features=100, dim_hidden=10, dim_densities=32, phase_seeds=6, phase_steps=1_500, slider_densities=13,
+    slider_decays=5,
+    abs_features=20, abs_hidden=10, abs_dense_seeds=32, abs_densities=6, softmax_features=16,
     gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
     sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
     sae_alpha=0.1, sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
     sae_noise_l1_values=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), sae_noise_steps=4_000,
     grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
+    extra_grid_ratios=(0.5, 1.0, 2.0, 4.0), seed_grid_l1_values=_between(_quarter_decades(1e-2, 10.0)[::2], 0.03, 3.2),
+    plain_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,),
     lm_tokens=300_000, lm_sae_steps=4_000, lm_expansions=(0.5, 1, 2, 4, 8), lm_dead_window=1000,
     lm_l1_values=_LM_L1,
+    beyond_steps=3_000, beyond_ks=(2, 3, 5, 8, 13), beyond_l1_values=(0.1, 0.3, 1.0, 3.0),
+    beyond_jumprelu_values=(0.03, 0.1, 0.3), beyond_sizes=(0.5, 1.0, 2.0, 4.0, 8.0),
+    suspect_features=256, suspect_sizes=(0.5, 1.0, 2.0, 4.0), suspect_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
+    suspect_steps=2_000,
 )
 
 _SIZES = {
@@ -209,23 +250,33 @@ _SIZES = {
         _LAPTOP, scale="ci",
         toy_steps=1_500, toy_batch=512, toy_seeds=3, toy_densities=6, phase_grid=20,
         dim_features=100, dim_hidden=10, dim_densities=24, phase_seeds=6, slider_densities=10, slider_decays=5,
-        abs_features=20, abs_hidden=10, abs_dense_seeds=24, softmax_features=12,
+        abs_features=20, abs_hidden=10, abs_dense_seeds=24, abs_densities=6, softmax_features=12,
         gt_features=128, gt_dim=64, sae_steps=8_000,
         sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.1, sae_noise_steps=2_000,
         grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500,
+        # the extra grids stop at 2x and 0.1-3.16: a third of the work of 0.5x-4x over 0.03-3.16 (or all 10 values)
+        extra_grid_ratios=(0.5, 1.0, 2.0), seed_grid_l1_values=_between(_GRID_CI_L1, 0.1, 3.2),
+        plain_grid_l1_values=_between(_GRID_CI_L1, 0.1, 3.2),
         lm_tokens=100_000, lm_sae_steps=1_000, lm_expansions=(0.5, 1, 2), lm_dead_window=300,
         lm_l1_values=(0.3, 1.0, 3.0),
+        beyond_steps=2_000, beyond_ks=(3, 5, 8), beyond_l1_values=(0.3, 1.0, 3.0),
+        beyond_jumprelu_values=(0.03, 0.1, 0.3), beyond_sizes=(0.5, 1.0, 2.0, 4.0),
+        suspect_features=64, suspect_sizes=(0.5, 1.0, 2.0), suspect_l1_values=(0.1, 0.3, 1.0, 3.0),
+        suspect_steps=1_000,
     ),
     "full": replace(
         _LAPTOP, scale="full",
-        toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=12, phase_grid=40,
-        dim_features=400, dim_hidden=30, dim_densities=48, phase_seeds=12, slider_densities=24, slider_decays=9,
-        abs_features=100, abs_hidden=40, abs_dense_seeds=48, softmax_features=20,
+        toy_steps=10_000, toy_batch=1024, toy_seeds=8, toy_densities=16, phase_grid=40,
+        dim_features=400, dim_hidden=30, dim_densities=48, phase_seeds=12, phase_steps=10_000, slider_densities=24,
+        slider_decays=9,
+        abs_features=100, abs_hidden=40, abs_dense_seeds=48, abs_densities=12, softmax_features=20,
         sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 10.0), grid_lr=1e-3,
+        seed_grid_l1_values=_between(_quarter_decades(1e-3, 10.0), 0.03, 3.2), plain_grid_l1_values=_quarter_decades(1e-3, 10.0),
         sae_l1_values=_quarter_decades(1e-3, 10.0), sae_noise_steps=20_000,
         sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), sae_noise_l1_values=(0.03, 0.1, 0.3, 1.0),
         lm_tokens=450_000, lm_sae_steps=30_000, lm_expansions=(0.5, 1, 2, 4, 8, 16), lm_dead_window=3000,
         lm_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+        beyond_steps=20_000, suspect_features=512, suspect_sizes=(0.5, 1.0, 2.0, 4.0, 8.0), suspect_steps=10_000,
     ),
 }
 

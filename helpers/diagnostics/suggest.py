@@ -61,6 +61,16 @@ def _check_finite(grid: GridResult) -> str:
     return f" [left out {len(cells)} diverged cell(s): {'; '.join(cells)}]" if cells else ""
 
 
+def _extreme_cell(values: np.ndarray, arg, found: str, empty: str) -> tuple[int, int, str]:
+    """The (size, L1) cell that ``arg`` (np.nanargmin or np.nanargmax) picks in ``values`` and
+    the reason ``found`` with its value filled in; the corner (0, 0) and ``empty`` if every
+    value is NaN."""
+    if not np.isfinite(values).any():
+        return 0, 0, empty
+    i, j = np.unravel_index(arg(values), values.shape)
+    return int(i), int(j), found.format(values[i, j])
+
+
 def suggest_hyperparameters(grid: GridResult) -> Suggestions:
     """Apply the report's three diagnostics to ``grid``; none of them reads the ground truth.
 
@@ -98,12 +108,8 @@ def suggest_hyperparameters(grid: GridResult) -> Suggestions:
 
     # 2. loss stickiness (diverged cells are NaN, so are their neighbours' slopes)
     steep = loss_steepness(grid)
-    if np.isfinite(steep).any():
-        i2, j2 = np.unravel_index(np.nanargmin(steep), steep.shape)
-        why2 = f"flattest reconstruction loss along L1 ({steep[i2, j2]:.2f} std per decade)"
-    else:
-        i2, j2 = 0, 0
-        why2 = "(grid too small to measure stickiness: need 3 L1 values in a row)"
+    i2, j2, why2 = _extreme_cell(steep, np.nanargmin, "flattest reconstruction loss along L1 ({:.2f} std per decade)",
+                                 "(grid too small to measure stickiness: need 3 L1 values in a row)")
     sticky = Suggestion("loss stickiness", int(Js[i2]), float(alphas[j2]), why2 + left_out)
 
     # 3. MMCS with larger dictionaries
@@ -111,12 +117,8 @@ def suggest_hyperparameters(grid: GridResult) -> Suggestions:
     # per input): where the L1 penalty silenced everything, two dictionaries can "agree" on
     # leftover directions that no input uses.
     ml = np.where((grid.l0 >= 1.0) & ~grid.diverged, grid.mmcs_larger, np.nan)
-    if np.isfinite(ml).any():
-        i3, j3 = np.unravel_index(np.nanargmax(ml), ml.shape)
-        why3 = f"highest agreement with larger dictionaries (MMCS {ml[i3, j3]:.3f})"
-    else:
-        i3, j3 = 0, 0
-        why3 = "(one size only: nothing larger to compare with)"
+    i3, j3, why3 = _extreme_cell(ml, np.nanargmax, "highest agreement with larger dictionaries (MMCS {:.3f})",
+                                 "(one size only: nothing larger to compare with)")
     larger = Suggestion("MMCS with larger", int(Js[i3]), float(alphas[j3]), why3 + left_out)
 
     # 4. combined: size from MMCS with larger, L1 from stickiness at that size while dead-free
