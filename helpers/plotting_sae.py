@@ -149,11 +149,12 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
     a, m = np.asarray(l1_values, float), _np(mmcs_values)
     fig, ax = plt.subplots(figsize=(8, 4), dpi=DPI)
     ax.axvspan(*zone, color="gold", alpha=0.25, label=f"report's Goldilocks zone ({zone[0]:g}-{zone[1]:g})")
-    good = m > threshold
-    if good.any():  # shade the span of alphas whose MMCS clears the threshold, between grid points
+    good = m >= threshold
+    if good.any():  # shade from the first to the last measured alpha whose MMCS clears the threshold
         lo, hi = a[good].min(), a[good].max()
-        step = np.sqrt(a[1] / a[0]) if len(a) > 1 else 1.5
-        ax.axvspan(lo / step, hi * step, color="tab:green", alpha=0.12, label=f"here: MMCS > {threshold}")
+        if lo == hi:  # one point: a thin band around it, so it stays visible
+            lo, hi = lo / 1.1, hi * 1.1
+        ax.axvspan(lo, hi, color="tab:green", alpha=0.12, label=f"here: MMCS ≥ {threshold} (measured points)")
     ax.semilogx(a, m, "o-", color="tab:blue", label=label)
     for (name, values), col in zip((others or {}).items(), ("tab:purple", "tab:brown", "tab:pink")):
         ax.semilogx(a, _np(values), "o--", color=col, ms=4, label=name)

@@ -93,8 +93,9 @@ def plot_loss_basins(grid: GridResult, d_sae: int | None = None):
         ax2.plot(grid.l1_values, grid.mmcs_ground_truth[i], "k--", alpha=0.6, label="MMCS with ground truth")
         ax2.set_ylabel("MMCS with the ground truth")
         ax2.set_ylim(0, 1.05)
-        ax2.legend(loc="lower right", fontsize=8)
-    ax.legend(loc="upper left", fontsize=8)
+    # One legend for both axes, in the lower left, which the curves leave empty.
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
     return fig
 
 
