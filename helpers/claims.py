@@ -71,12 +71,11 @@ def claim(text: str, value: Any = True, *, within: tuple[float, float] | None = 
     ``at_most``; every element must satisfy the bound and NaN never does. ``unit`` follows
     each printed number, ``label`` names the measured value in the line. With ``scales``,
     the claim is checked only at those TUTORIAL_SCALE values; elsewhere it prints a skip
-    line and returns None. The returned ``Verdict`` works as a bool and, as the last line of a
-    cell, shows nothing.
+    line and returns None. A ``value`` that can only be computed at those scales (an entry a
+    smaller run does not have) can be passed as a function of no arguments, e.g.
+    ``lambda: pick[2000]``: it is called only where the claim is checked. The returned
+    ``Verdict`` works as a bool and, as the last line of a cell, shows nothing.
     """
-    values = _as_array(value)
-    lo, hi = _bounds(values.dtype == bool, type(value).__name__, within, at_least, at_most)
-    expected = "true" if lo is None and hi is None else _condition(lo, hi, unit)
     scale = current_scale()
     text = " ".join(str(text).split())  # one line, whatever the sentence's line breaks
     if scales is not None:
@@ -84,9 +83,16 @@ def claim(text: str, value: Any = True, *, within: tuple[float, float] | None = 
         unknown = [s for s in scales if s not in SCALES]
         if unknown or not scales:
             raise ValueError(f"claim(scales={scales!r}): name one or more of {', '.join(SCALES)}.")
+    skipped = scales is not None and scale not in scales
+    if callable(value):
+        value = True if skipped and within is None and at_least is None and at_most is None else (
+            float("nan") if skipped else value())
+    values = _as_array(value)
+    lo, hi = _bounds(values.dtype == bool, type(value).__name__, within, at_least, at_most)
+    expected = "true" if lo is None and hi is None else _condition(lo, hi, unit)
 
     measured = _measured(values, unit)
-    if scales is not None and scale not in scales:
+    if skipped:
         held = None
         line = f"{SKIPPED} skipped at {scale}: {text} (checked at {', '.join(scales)})"
     else:

@@ -172,17 +172,24 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
     return fig
 
 
-def plot_mmcs_grid(mmcs_grid, size_labels: Sequence[str], l1_values, title: str = "MMCS with the ground truth",
-                   mark_best: bool = True):
-    """Heatmap (dictionary size x alpha) of MMCS, the best alpha of each size outlined."""
-    m = _np(mmcs_grid)
-    fig, ax = plt.subplots(figsize=(1.0 * len(l1_values) + 2.5, 0.55 * len(size_labels) + 1.8), dpi=DPI)
+def _mmcs_image(ax, m: np.ndarray):
+    """An MMCS table as an image on a fixed 0-1 colour scale, each cell labelled with its value."""
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, aspect="auto", origin="lower")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="black" if m[i, j] > 0.6 else "white")
-        if mark_best:
+    return im
+
+
+def plot_mmcs_grid(mmcs_grid, size_labels: Sequence[str], l1_values, title: str = "MMCS with the ground truth",
+                   mark_best: bool = True):
+    """Heatmap (dictionary size x alpha) of MMCS, the best alpha of each size outlined."""
+    m = _np(mmcs_grid)
+    fig, ax = plt.subplots(figsize=(1.0 * len(l1_values) + 2.5, 0.55 * len(size_labels) + 1.8), dpi=DPI)
+    im = _mmcs_image(ax, m)
+    for i in range(m.shape[0] if mark_best else 0):
+        if np.isfinite(m[i]).any():
             j = int(np.nanargmax(m[i]))
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
     ax.set_xticks(range(len(l1_values)), [f"{a:.2g}" for a in l1_values])
@@ -276,11 +283,7 @@ def plot_mmcs_noise_grid(noise_levels, l1_values, mmcs_grid, title: str = "Denoi
     """The report's appendix figure: MMCS as a heatmap over (input noise, alpha)."""
     m = _np(mmcs_grid)
     fig, ax = plt.subplots(figsize=(0.9 * len(l1_values) + 2.8, 0.5 * len(noise_levels) + 1.8), dpi=DPI)
-    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, aspect="auto", origin="lower")
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                    color="black" if m[i, j] > 0.6 else "white")
+    im = _mmcs_image(ax, m)
     ax.set_xticks(range(len(l1_values)), [f"{a:g}" for a in l1_values])
     ax.set_yticks(range(len(noise_levels)), [f"{v:g}" for v in noise_levels])
     ax.set(xlabel="L1 coefficient alpha", ylabel="input noise std / RMS of x", title=title)

@@ -8,7 +8,8 @@ import pytest
 from helpers.checks import diagnostics, sae, toy
 
 EXERCISES = {
-    toy: ("toy_loss", "sample_features", "feature_dimensionality", "tegum_factors"),
+    toy: ("toy_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",
+          "tegum_factors"),
     sae: ("active_features", "sae_forward", "mmcs"),
     diagnostics: ("dead_latents", "ssll", "mmcs_with_larger"),
 }

@@ -118,6 +118,22 @@ def test_a_claim_for_other_scales_is_skipped_visibly(capsys, monkeypatch):
     assert (held, line[0]) == (False, "✘"), "at a listed scale the claim must be checked"
 
 
+def test_a_value_passed_as_a_function_is_computed_only_where_the_claim_is_checked(capsys, monkeypatch):
+    """A laptop-only claim about an entry the ci run does not have must not crash at ci."""
+    picks = {100: 3}  # the ci run has no window 2000
+
+    held, line = printed(capsys, "a long window picks the largest size", lambda: picks[2000] == 4, scales=("laptop",))
+    assert held is None and line.startswith("– skipped at ci"), line
+    held, line = printed(capsys, "the value is large", lambda: picks[2000], at_least=1, scales=("laptop",))
+    assert held is None and line.startswith("– skipped at ci"), line
+    monkeypatch.setenv("TUTORIAL_SCALE", "laptop")
+    picks[2000] = 4
+    held, line = printed(capsys, "a long window picks the largest size", lambda: picks[2000] == 4, scales=("laptop",))
+    assert held and line[0] == "✔", "at a listed scale the function must be called and its value checked"
+    held, line = printed(capsys, "the value is large", lambda: picks[2000], at_least=5, scales=("laptop",))
+    assert held is not None and not held and "measured 4" in line, line
+
+
 def test_claims_are_recorded_and_appended_as_json_lines(capsys, monkeypatch, tmp_path):
     path = tmp_path / "claims.jsonl"
     monkeypatch.setenv("COURSE_CLAIMS_FILE", str(path))

@@ -46,6 +46,7 @@ COURSE = [
     "02_sae_ground_truth.ipynb",
     "03_hyperparameter_diagnostics.ipynb",
     "04_lm_mlp_features.ipynb",
+    "05_beyond_the_report.ipynb",
 ]
 
 

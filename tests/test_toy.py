@@ -271,7 +271,27 @@ def test_bad_config_names_the_argument(kwargs, error, name):
 def test_numpy_settings_are_accepted():
     cfg = toy.ToyConfig(n_instances=np.int64(2), feature_probability=np.array([[0.1], [0.2]]),
                         importance=np.ones(5))
-    assert cfg.feature_probability.dtype == torch.float32 and cfg.feature_probability.shape == (2, 5)
+    assert cfg.probabilities.dtype == torch.float32 and cfg.probabilities.shape == (2, 5), (
+        f"numpy settings must be read as a float32 (inst, n) table, got {cfg.probabilities.dtype} "
+        f"{tuple(cfg.probabilities.shape)}")
+
+
+def test_replace_with_another_size_broadcasts_the_settings_anew():
+    cfg = toy.ToyConfig(n_features=5, n_instances=2, feature_probability=[[0.1], [0.2]], importance=0.5)
+    wider = replace(cfg, n_features=8)  # failed when the settings were stored broadcast to 5 features
+    assert wider.probabilities.shape == (2, 8) and wider.importances.shape == (2, 8), (
+        f"replace(cfg, n_features=8) must give (2, 8) tables, got {tuple(wider.probabilities.shape)} and "
+        f"{tuple(wider.importances.shape)}")
+    assert torch.equal(wider.probabilities[:, 0], torch.tensor([0.1, 0.2])) and bool((wider.importances == 0.5).all()), (
+        "replace must keep the given per-instance densities and importance")
+    more = replace(toy.ToyConfig(feature_probability=0.3), n_instances=4, n_features=3)
+    assert more.probabilities.shape == (4, 3), f"a scalar density must broadcast to (4, 3), got {tuple(more.probabilities.shape)}"
+    with pytest.raises(ValueError, match="broadcast"):  # per-feature values that cannot fit the new size still fail, by name
+        replace(toy.ToyConfig(n_features=2, importance=[1.0, 0.5]), n_features=3)
+    assert toy.ToyModel(wider).importance.shape == (2, 8), "the model reads the broadcast importances"
+    assert cfg.as_dict()["feature_probability"] == toy.ToyConfig(
+        n_features=5, n_instances=2, feature_probability=torch.tensor([[0.1] * 5, [0.2] * 5])).as_dict()["feature_probability"], (
+        "equal settings given in different shapes must have equal cache keys")
 
 
 def test_nan_in_the_data_stops_training_naming_instance_and_step():

@@ -15,13 +15,16 @@ import shutil
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from helpers.diagnostics.result import LOG_ARRAYS, METRICS, GridLog, GridResult
 from helpers.paths import atomic_write, cache_dir, cache_key, check_cache_name, source_hash
+
+if TYPE_CHECKING:  # only for the annotation of toy_grid
+    from helpers.data import GroundTruthData
 
 CACHE_AREA = "diagnostics"
 """Sub-folder of the cache where grids live."""

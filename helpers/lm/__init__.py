@@ -12,8 +12,18 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
 * ``features`` / ``geometry``: densities, top contexts, the latents worth reading, logit
   effects, and the pair geometry of notebook 04's section 5, all streamed over chunks of
   rows. Figures and the HTML view of contexts are in ``helpers.plotting_lm``.
+* ``dashboard`` / ``dashboard_view``: one dashboard per latent or neuron (density, histogram,
+  examples by quantile, token identity, logit effect), streamed; HTML and text views.
+* ``intervene``: the latents firing on each token of a prompt; ablating and steering one.
+* ``grid_cache``: the SAE grid trained once and reopened from disk; ``browser``: a line per latent.
 """
+from helpers.lm.browser import LatentTable, latent_table
 from helpers.lm.checks import KINDS
+from helpers.lm.dashboard import Dashboard, Units, dashboards, latent_units, neuron_units
+from helpers.lm.dashboard_view import DashboardView
+from helpers.lm.grid_cache import sae_grid
+from helpers.lm.intervene import (ablate_hook, format_next_token, format_prompt_latents, next_token_change,
+                                  prompt_latents, steer_hook)
 from helpers.lm.evaluation import (Baselines, ReconstructionStats, SAEEval, SpliceResult, ce_baselines, ce_with_sae,
                                    evaluate_saes, reconstruction_stats, splice_hook)
 from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitEffect, TokenLogit, chunk_rows_for,
@@ -32,5 +42,7 @@ __all__ = [
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
     "geometry_table", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
     "OFFLINE_MODEL", "ONLINE_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
-    "move_model", "weights_fingerprint",
+    "move_model", "weights_fingerprint", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
+    "latent_units", "neuron_units", "DashboardView", "sae_grid", "ablate_hook", "format_next_token",
+    "format_prompt_latents", "next_token_change", "prompt_latents", "steer_hook",
 ]

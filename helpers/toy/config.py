@@ -1,7 +1,10 @@
 """The settings of one stack of toy models, checked once so a bad value fails here, by name.
 
-Per-feature settings (density, importance) are broadcast to (n_instances, n_features) at
-construction, so everything downstream reads one shape.
+Per-feature settings (density, importance) are kept as given (a number, one value per feature,
+one per instance, or the full table), checked at construction, and read through
+``probabilities`` / ``importances``, which broadcast them to (n_instances, n_features): so
+everything downstream reads one shape, and ``dataclasses.replace(cfg, n_features=7)`` works
+whenever the given values still fit the new size.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return get_device(device)
 
 
-def per_instance(value, name: str, n_instances: int, n_features: int) -> torch.Tensor:
-    """``value`` as a finite float (inst, n_features) CPU tensor, or an error naming ``name``."""
+def as_float_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a finite float32 CPU tensor of its own shape, or an error naming ``name``."""
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.asarray(value, dtype=np.float32))
     try:
@@ -38,6 +41,12 @@ def per_instance(value, name: str, n_instances: int, n_features: int) -> torch.T
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or inf ({t.flatten()[~torch.isfinite(t.flatten())][:3].tolist()}); "
                          "pass finite numbers.")
+    return t
+
+
+def per_instance(value, name: str, n_instances: int, n_features: int) -> torch.Tensor:
+    """``value`` as a finite float (inst, n_features) CPU tensor, or an error naming ``name``."""
+    t = as_float_tensor(value, name)
     try:
         return t.broadcast_to((n_instances, n_features)).clone()
     except RuntimeError:
@@ -57,7 +66,7 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 @dataclass
 class ToyConfig:
-    """A stack of toy models and how to train them (tensors are (inst, n_features) after init)."""
+    """A stack of toy models and how to train them (per-feature values read as (inst, n_features))."""
 
     n_features: int = 5
     """n: input features."""
@@ -66,9 +75,9 @@ class ToyConfig:
     n_instances: int = 1
     """Models trained side by side."""
     feature_probability: float | Sequence | torch.Tensor = 0.05
-    """Density 1 - S: chance that a feature is on; broadcast to (inst, n_features)."""
+    """Density 1 - S: chance that a feature is on; kept as given, read as ``probabilities``."""
     importance: float | Sequence | torch.Tensor = 1.0
-    """Weight of each feature in the loss; broadcast to (inst, n_features)."""
+    """Weight of each feature in the loss; kept as given, read as ``importances``."""
     readout: str = "relu"
     """relu (the paper's), linear (no filtering) or softmax (cross-entropy on x / sum(x))."""
     n_correlated_pairs: int = 0
@@ -119,17 +128,31 @@ class ToyConfig:
         imp = per_instance(self.importance, "importance", I, n)
         if imp.min() < 0:
             raise ValueError(f"importance must be non-negative, got a minimum of {imp.min():.3g}")
-        self.feature_probability, self.importance = p, imp
+        # Keep the values in the shape they were given (as float tensors), not broadcast to this size,
+        # so that a copy with another n_features or n_instances (dataclasses.replace) broadcasts them anew.
+        self.feature_probability = as_float_tensor(self.feature_probability, "feature_probability")
+        self.importance = as_float_tensor(self.importance, "importance")
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """(inst, n_features) density of every feature of every instance (a fresh CPU tensor)."""
+        return self.feature_probability.broadcast_to((self.n_instances, self.n_features)).clone()
+
+    @property
+    def importances(self) -> torch.Tensor:
+        """(inst, n_features) importance of every feature of every instance (a fresh CPU tensor)."""
+        return self.importance.broadcast_to((self.n_instances, self.n_features)).clone()
 
     def select(self, idx) -> "ToyConfig":
         """The config of the instances ``idx`` (an int, slice, list or index tensor)."""
         idx = torch.arange(self.n_instances)[idx].reshape(-1)
-        return replace(self, n_instances=len(idx), feature_probability=self.feature_probability[idx],
-                       importance=self.importance[idx])
+        return replace(self, n_instances=len(idx), feature_probability=self.probabilities[idx],
+                       importance=self.importances[idx])
 
     def as_dict(self) -> dict:
-        """JSON-able settings (for cache keys)."""
+        """JSON-able settings (for cache keys): the per-feature values broadcast, so equal settings
+        given in different shapes have one key."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "device"}
-        out["feature_probability"] = self.feature_probability.tolist()
-        out["importance"] = self.importance.tolist()
+        out["feature_probability"] = self.probabilities.tolist()
+        out["importance"] = self.importances.tolist()
         return out

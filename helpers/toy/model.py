@@ -82,8 +82,8 @@ class ToyModel(nn.Module):
                 raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
         self.W = nn.Parameter(W.detach().to(dev, torch.float32).clone())  # (inst, m, n)
         self.b = nn.Parameter(b.detach().to(dev, torch.float32).clone())  # (inst, n)
-        self.register_buffer("feature_probability", cfg.feature_probability.to(dev))  # (inst, n)
-        self.register_buffer("importance", cfg.importance.to(dev))  # (inst, n)
+        self.register_buffer("feature_probability", cfg.probabilities.to(dev))  # (inst, n)
+        self.register_buffer("importance", cfg.importances.to(dev))  # (inst, n)
         self.sampler = FeatureSampler(self.feature_probability, cfg.n_correlated_pairs, cfg.n_anticorrelated_pairs)
 
     @property

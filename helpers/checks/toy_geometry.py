@@ -1,0 +1,208 @@
+"""Checks for notebook 01's exercises that read a trained W: the phase of an extra feature,
+feature dimensionality and the tegum factors (``helpers.checks.toy`` re-exports them).
+
+Each check runs the reader's function on small cases whose answers are known (or computed by
+the reference) and returns the function the notebook goes on with (see
+``helpers.exercises.check``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from helpers.exercises import check, expect
+
+
+# --------------------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------------------
+def feature_dimensionality_reference(W: torch.Tensor) -> torch.Tensor:
+    """D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2 (j runs over every feature, i included), (..., n).
+
+    W is (..., m, n): column i is feature i's direction. A feature with (almost) no norm gets 0.
+    """
+    norms2 = W.square().sum(-2)  # (..., n)
+    W_hat = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
+    overlap = (W_hat.mT @ W).square().sum(-1)  # (..., n): sum_j (W_i_hat . W_j)^2, i included
+    return torch.where(norms2 > 1e-6, norms2 / overlap.clamp_min(1e-12), torch.zeros_like(norms2))
+
+
+def classify_phase_reference(W: torch.Tensor, norm_threshold: float = 0.5, sup_threshold: float = 0.2) -> torch.Tensor:
+    """Phase of the last (extra) feature of each W (..., m, n), as ints (...) indexing
+    ``toy.PHASES``: 0 not represented (||W_extra|| < 0.5), else 2 superposition when the other
+    features' squared projections on its unit direction add up to more than 0.2, else 1 a
+    dedicated dimension."""
+    extra = W[..., -1]  # (..., m)
+    norm = extra.norm(dim=-1)  # (...)
+    unit = extra / norm.clamp_min(1e-8)[..., None]
+    shared = ((unit[..., None] * W[..., :-1]).sum(-2) ** 2).sum(-1)  # (...): sum_j (W_extra_hat . W_j)^2, j != extra
+    return torch.where(norm < norm_threshold, 0, torch.where(shared > sup_threshold, 2, 1))
+
+
+def tegum_factors_reference(W: torch.Tensor, threshold: float = 0.1, min_norm: float = 0.5) -> list[list[int]]:
+    """The tegum factors of one W (m, n): groups of represented features (||W_i|| > min_norm) that are
+    linked, directly or through others, by |W_i . W_j| > threshold. Sorted lists, biggest group first
+    (ties: by first feature); features not represented are in no group."""
+    keep = (W.norm(dim=0) > min_norm).tolist()
+    linked = ((W.mT @ W).abs() > threshold).tolist()
+    n, seen, groups = W.shape[1], set(), []
+    for start in range(n):
+        if not keep[start] or start in seen:
+            continue
+        group, stack = [], [start]  # depth-first search: everything reachable from `start`
+        seen.add(start)
+        while stack:
+            i = stack.pop()
+            group.append(i)
+            for j in range(n):
+                if keep[j] and linked[i][j] and j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        groups.append(sorted(group))
+    return sorted(groups, key=lambda g: (-len(g), g[0]))
+
+
+# --------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------
+def _pentagon() -> torch.Tensor:
+    a = torch.arange(5) * 2 * math.pi / 5
+    return torch.stack([a.cos(), a.sin()])  # (2, 5)
+
+
+def feature_dimensionality(learner: Callable) -> Callable:
+    """Check ``feature_dimensionality(W) -> (..., n)`` on a pentagon, an antipodal pair and random W."""
+
+    def test(fn):
+        pent = fn(_pentagon())
+        expect(isinstance(pent, torch.Tensor) and pent.shape == (5,),
+               f"return one value per feature, shape (n,) = (5,) for W of shape (2, 5); got "
+               f"{tuple(pent.shape) if isinstance(pent, torch.Tensor) else type(pent).__name__}")
+        pair = fn(torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]]))
+        expect(not torch.allclose(pair[:2], torch.ones(2), atol=1e-3),
+               "the sum in the denominator runs over every feature j, the feature itself included: an antipodal "
+               "pair must give 1/2, not 1")
+        expect(torch.allclose(pent, torch.full((5,), 0.4), atol=1e-3) and torch.allclose(pair, torch.tensor([0.5, 0.5, 1.0]), atol=1e-3),
+               f"a regular pentagon's vertex has D = 2/5 and an antipodal pair 1/2 (with a third, orthogonal "
+               f"feature at 1); got {[round(v, 3) for v in pent.tolist()]} and {[round(v, 3) for v in pair.tolist()]}")
+        g = torch.Generator().manual_seed(0)
+        W = torch.randn(3, 4, 10, generator=g) * torch.rand(3, 1, 10, generator=g)
+        W[..., 0] = 0  # a dropped feature
+        got, want = fn(W), feature_dimensionality_reference(W)
+        expect(got.shape == want.shape, f"keep the leading (batch) dimensions: W {tuple(W.shape)} -> {tuple(want.shape)}")
+        expect(bool(torch.isfinite(got).all()) and torch.allclose(got[..., 0], torch.zeros(3), atol=1e-4),
+               "a feature with zero norm must get D = 0 (guard the division, e.g. clamp_min the norm)")
+        expect(torch.allclose(got, want, atol=1e-4),
+               "project the others on feature i's unit direction W_i / ||W_i|| (not on W_i itself): "
+               "the answer must not change when all of W is scaled")
+
+    return check("feature_dimensionality", learner, feature_dimensionality_reference, test,
+                 "norms2 = W.square().sum(-2); W_hat = W / W.norm(dim=-2, keepdim=True); "
+                 "denominator = (W_hat.mT @ W).square().sum(-1)")
+
+
+def _phase_cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Known 1-D (2 features) and 2-D (3 features) models with their phases (ints of toy.PHASES)."""
+    one_d = torch.tensor([[[1.0, -1.0]],   # antipodal pair: superposition
+                          [[1.0, 0.0]],    # extra dropped: not represented
+                          [[0.0, 1.0]],    # other dropped, extra owns the dimension: dedicated
+                          [[1.0, 0.3]],    # extra too short: not represented
+                          [[0.4, -1.0]],   # a short other sharing 0.16 (< 0.2) of the extra's direction: dedicated
+                          [[0.6, -0.6]]])  # a short pair (norm 0.6): superposition
+    s = math.sqrt(0.3)
+    two_d = torch.tensor([[[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]],    # a pair on one axis, extra on the other: dedicated
+                          [[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]],    # extra in the pair: superposition
+                          [[s, 0.0, 0.6], [0.0, 1.0, 0.0]],       # extra of norm 0.6 sharing 0.3 with feature 0
+                          [[1.0, 0.0, -0.45], [0.0, 1.0, 0.0]],   # extra of norm 0.45 opposite feature 0
+                          [[1.0, -0.5, -0.5], [0.0, 0.866, -0.866]],  # a triangle: superposition
+                          [[1.0, -1.0, 0.3], [0.0, 0.0, 0.95]]])  # tilted off the pair's axis, 2 x 0.09: dedicated
+    return one_d, torch.tensor([2, 0, 1, 0, 1, 2]), two_d, classify_phase_reference(two_d)
+
+
+def classify_phase(learner: Callable) -> Callable:
+    """Check ``classify_phase(W) -> (...) ints`` on hand-made 1-D and 2-D models and random stacks."""
+
+    def test(fn):
+        one_d, want1, two_d, want2 = _phase_cases()
+        got1 = fn(one_d)
+        expect(isinstance(got1, torch.Tensor) and got1.shape == (len(one_d),),
+               f"return one phase per model, an int tensor of shape W.shape[:-2] = ({len(one_d)},); got "
+               f"{tuple(got1.shape) if isinstance(got1, torch.Tensor) else type(got1).__name__}")
+        expect(not got1.is_floating_point() and not got1.is_complex() and got1.dtype != torch.bool,
+               f"return integers indexing toy.PHASES (0, 1, 2), not {got1.dtype}")
+        got2 = fn(two_d)
+        if torch.equal(got1.long(), want1) and torch.equal(got2.long(), want2):
+            g = torch.Generator().manual_seed(0)
+            W = torch.randn(4, 5, 2, 3, generator=g) * torch.rand(4, 5, 1, 3, generator=g)
+            got = fn(W)
+            expect(isinstance(got, torch.Tensor) and got.shape == (4, 5),
+                   "keep the leading dimensions: W of shape (4, 5, m, n) gives phases of shape (4, 5)")
+            expect(torch.equal(got.long(), classify_phase_reference(W)),
+                   "on random stacks of models your phases differ from the rule: norm < 0.5 first, then the "
+                   "others' squared projections on the extra feature's unit direction > 0.2")
+            return
+        expect(not torch.equal(got1.long(), torch.tensor([2, 1, 0, 1, 0, 2])),
+               "read the extra feature, the last column W[..., -1], not the first")
+        expect(not torch.equal(got1.long(), torch.tensor([2, 0, 2, 0, 2, 2])),
+               "leave the extra feature out of its own sum: its projection on itself is ||W_extra||^2, which "
+               "would call every represented feature superposition")
+        expect(int(got1[3]) == 0 and int(got2[3]) == 0,
+               "check the norm first: a feature with ||W_extra|| < 0.5 is not represented, whatever it overlaps")
+        expect(int(got2[2]) == 2,
+               "project on the extra feature's unit direction W_extra / ||W_extra||, not on W_extra itself: "
+               "a short extra feature that shares 0.3 of its direction is in superposition")
+        expect(int(got1[4]) == 1 and int(got2[5]) == 1,
+               "superposition needs the others' squared projections to add up to more than 0.2 (the notebook's "
+               "threshold): a sum of 0.16 or 0.18 is still a dedicated dimension")
+        expect(False, f"the phases should be {want1.tolist()} (1-D cases) and {want2.tolist()} (2-D cases); got "
+               f"{got1.tolist()} and {got2.tolist()}")
+
+    return check("classify_phase", learner, classify_phase_reference, test,
+                 "extra = W[..., -1]; norm = extra.norm(dim=-1); unit = extra / norm[..., None]; "
+                 "shared = ((unit[..., None] * W[..., :-1]).sum(-2) ** 2).sum(-1); "
+                 "then torch.where(norm < 0.5, 0, torch.where(shared > 0.2, 2, 1))")
+
+
+def _tegum_example() -> torch.Tensor:
+    """6-D: a pentagon (features 0-4) in dims 0-1, an antipodal pair (5, 6) on dim 2, a chain
+    7-8-9 in dims 3-4 where 7 and 9 are orthogonal, one dropped feature (10), one alone (11) on dim 5."""
+    W = torch.zeros(6, 12)
+    W[:2, :5] = _pentagon()
+    W[2, 5], W[2, 6] = 1.0, -1.0
+    s = math.sqrt(0.5)
+    W[3, 7], W[3, 8], W[4, 8], W[4, 9] = 1.0, s, s, 1.0
+    W[0, 10] = 0.05
+    W[5, 11] = 1.0
+    return W
+
+
+def tegum_factors(learner: Callable) -> Callable:
+    """Check ``tegum_factors(W, threshold=0.1) -> list of lists`` on a W of known factors and a random one."""
+
+    def test(fn):
+        W = _tegum_example()
+        got = fn(W, 0.1)
+        expect(isinstance(got, (list, tuple)), f"return a list of groups (lists of feature indices); got {type(got).__name__}")
+        got = sorted((sorted(int(i) for i in g) for g in got), key=lambda g: (-len(g), g[0]))
+        want = tegum_factors_reference(W, 0.1)
+        if got == want:
+            g = torch.Generator().manual_seed(1)
+            Wr = torch.randn(8, 30, generator=g) * (torch.rand(30, generator=g) > 0.2) * 0.4
+            r = sorted((sorted(int(i) for i in grp) for grp in fn(Wr, 0.3)), key=lambda g: (-len(g), g[0]))
+            expect(r == tegum_factors_reference(Wr, 0.3),
+                   "on a random W the groups differ from the reference: use the threshold you are given, "
+                   "and ||W_i|| > 0.5 for 'represented'")
+            return
+        flat = [i for g in got for i in g]
+        expect(10 not in flat, "leave out features that are not represented (||W_i|| <= 0.5): feature 10 has norm 0.05")
+        expect([5] not in got, "use |W_i . W_j|: an antipodal pair has W_i . W_j = -1 and belongs together")
+        expect([7, 8] not in got and [8, 9] not in got and [7, 8, 9] in got,
+               "a factor is a connected component: 7 and 9 are orthogonal but both linked to 8, so 7, 8, 9 is one factor")
+        expect(sorted(flat) == sorted(set(flat)), "each feature belongs to exactly one factor")
+        expect(False, f"the factors should be {want}; got {got}")
+
+    return check("tegum_factors", learner, tegum_factors_reference, test,
+                 "link i and j when |(W.T @ W)[i, j]| > threshold (both represented); grow each group with a "
+                 "stack (depth-first search) until nothing new is reachable")

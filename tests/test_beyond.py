@@ -1,0 +1,162 @@
+"""Notebook 05's helpers: per-instance TopK, the recovery scores, the suspects' signature, absorption,
+and the reference results at a reduced size (G = 64 features in h = 32 dimensions)."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.beyond import (PerInstanceTopK, Scores, absorption_scores, at_matched_l0, lm_signature, score_sae,
+                            suspect_config, train_cached)
+from helpers.data import GroundTruthConfig, GroundTruthData
+from helpers.diagnostics import run_grid
+from helpers.diagnostics.result import GridResult
+from helpers.sae import SAE, SAEConfig, TopKSAE
+
+pytest.importorskip("scipy")
+
+SMALL = GroundTruthConfig(n_features=64, d=32, seed=0)
+
+
+def test_per_instance_topk_keeps_its_own_k():
+    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0, 0.0, 0.0), architecture="topk", k=5)
+    sae = PerInstanceTopK(cfg, ks=(1, 3, 5), device="cpu")
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)  # every pre-activation positive: the k largest all survive the ReLU
+    active = (sae.encode(torch.randn(32, 8)) > 0).sum(-1)  # (3, 32)
+    for i, k in enumerate((1, 3, 5)):
+        assert (active[i] == k).all(), f"instance {i} should keep exactly k={k} latents, kept {active[i].unique().tolist()}"
+
+
+def test_per_instance_topk_leaves_plain_topk_in_the_registry():
+    cfg = SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2)
+    assert type(SAE(cfg, device="cpu")) is TopKSAE, "SAE(cfg) must still build the plain TopKSAE for 'topk'"
+
+
+def test_per_instance_topk_refuses_bad_ks():
+    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0, 0.0), architecture="topk", k=2)
+    with pytest.raises(ValueError, match="ks"):
+        PerInstanceTopK(cfg, ks=(1, 20), device="cpu")
+
+
+def test_scores_of_the_true_dictionary_are_perfect():
+    data = GroundTruthData(SMALL, device="cpu")
+    cfg = SAEConfig(d_in=32, d_sae=64, l1_coeffs=(0.0,))
+    sae = SAE(cfg, device="cpu")
+    with torch.no_grad():
+        sae.W_dec[0] = data.features
+        sae.W_enc[0] = data.features.T
+    (row,) = score_sae(sae, data, n=2048)
+    assert row.mmcs > 0.999 and row.one_to_one > 0.999, f"the truth itself must score 1, got {row.mmcs}, {row.one_to_one}"
+    assert row.recovered == 64 and row.duplicates == 0
+    assert abs(row.true_l0 - 5) < 0.3, f"the data has 5 active features on average, measured {row.true_l0:.2f}"
+
+
+def test_matched_l0_picks_the_nearest_on_a_log_scale():
+    rows = [Scores(f"l0={v}", *([0.0] * 8), v, 5.0) for v in (0.0, 2.0, 4.0, 12.0)]
+    assert at_matched_l0(rows, 5.0).l0 == 4.0
+    assert at_matched_l0(rows, 6.0).l0 == 4.0, "6/4 is nearer than 12/6 on a log scale"
+    assert at_matched_l0(rows, 7.5).l0 == 12.0, "12/7.5 is nearer than 7.5/4 on a log scale"
+    with pytest.raises(ValueError, match="active"):
+        at_matched_l0(rows[:1], 5.0)
+
+
+def _grid(dead, mmcs_larger, ssll_recon, d_in=32, ref=64):
+    S, L = np.shape(dead)
+    J = np.array([32, 64, 128, 256][:S])
+    return GridResult(d_sae_values=J, l1_values=np.logspace(-1, 0, L), recon_loss=np.exp(np.asarray(ssll_recon, float)),
+                      l1_loss=np.ones((S, L)), l0=np.full((S, L), 5.0), dead=np.asarray(dead, float),
+                      mmcs_ground_truth=np.full((S, L), 0.9), mmcs_larger=np.asarray(mmcs_larger, float),
+                      reference_size=ref, config={"sae": {"d_in": d_in}})
+
+
+def test_lm_signature_reads_each_feature():
+    flat = np.zeros((3, 3))
+    rising = np.tile([0.0, 1.0, 2.0], (3, 1))  # SSLL climbs with alpha and never comes down: no peak
+    lm_like = lm_signature(_grid(flat, [[0.2] * 3, [0.2] * 3, [np.nan] * 3], rising))
+    assert lm_like["no dead latents"] and lm_like["low MMCS between dictionaries"] and lm_like["no SSLL peak"]
+    toy_like = lm_signature(_grid([[0, 0, 0], [0, 0, 0], [30, 40, 50]], [[0.98] * 3, [0.97] * 3, [np.nan] * 3],
+                                  [[0.0, 2.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 1.0]]))
+    assert not toy_like["no dead latents"], "30 dead latents at 2x must not count as 'no dead latents'"
+    assert not toy_like["low MMCS between dictionaries"], "MMCS 0.98 between dictionaries is the toy signature"
+    assert not toy_like["no SSLL peak"], "SSLL 2 above both ends of the alpha axis is a peak"
+
+
+def test_suspect_configs_change_one_thing():
+    assert suspect_config(SMALL, "report's data") == SMALL
+    assert suspect_config(SMALL, "G/h = 8").d == 8
+    assert suspect_config(SMALL, "background noise").noise_std > 0
+    with pytest.raises(ValueError, match="unknown suspect"):
+        suspect_config(SMALL, "cosmic rays")
+
+
+def test_absorption_needs_a_hierarchy():
+    sae = SAE(SAEConfig(d_in=32, d_sae=64), device="cpu")
+    with pytest.raises(ValueError, match="hierarchy"):
+        absorption_scores(sae, GroundTruthData(SMALL, device="cpu"))
+
+
+def test_absorption_of_a_dictionary_that_folds_parents_into_children():
+    cfg = replace(SMALL, n_parents=4, children_per_parent=3)
+    data = GroundTruthData(cfg, device="cpu")
+    F = data.features
+    D = F.clone()
+    for p in data.parents.tolist():  # each child latent reads and writes parent + child: the parent is absorbed
+        for c in range(p + 1, p + 4):
+            D[c] = (F[p] + F[c]) / (F[p] + F[c]).norm()
+    sae = SAE(SAEConfig(d_in=32, d_sae=64, l1_coeffs=(0.0,)), device="cpu")
+    with torch.no_grad():
+        sae.W_dec[0], sae.W_enc[0] = D, D.T
+        sae.b_enc.fill_(-0.9)  # only a latent whose own direction is present clears the bias
+    (s,) = absorption_scores(sae, data, n=4096)
+    with torch.no_grad():
+        sae.W_dec[0], sae.W_enc[0] = F, F.T
+    (plain,) = absorption_scores(sae, data, n=4096)
+    assert s.child_parent_cosine.min() > 0.5, "child latents that hold the parent direction must show it (~0.7)"
+    assert plain.child_parent_cosine.max() < 0.5, "the true dictionary's child latents do not hold the parent"
+    assert s.parent_cosine.min() > 0.99 and plain.parent_cosine.min() > 0.99
+
+
+@pytest.fixture(scope="module")
+def small_runs():
+    """L1 and TopK at J = G on the reduced data, 3000 steps (about 10 s on one idle CPU core)."""
+    data = GroundTruthData(SMALL, device="cpu")
+    base = SAEConfig(d_in=32, d_sae=64, lr=3e-3, steps=3000, dead_window=500)
+    l1 = train_cached(replace(base, l1_coeffs=(0.3, 1.0)), data, "test-l1", device="cpu", cache=False).sae
+    tk = train_cached(replace(base, architecture="topk", k=5, l1_coeffs=(0.0,)), data, "test-topk", ks=(5,),
+                      device="cpu", cache=False).sae
+    return data, score_sae(l1, data), score_sae(tk, data)[0]
+
+
+def test_topk_at_the_true_l0_nearly_matches_the_best_l1(small_runs):
+    data, l1_rows, tk = small_runs
+    best = max(l1_rows, key=lambda r: r.mmcs)
+    assert abs(tk.l0 - tk.true_l0) < 0.3, f"TopK with k=5 must have L0 5, got {tk.l0:.2f}"
+    # Measured at this size: TopK 0.958-0.968 against the best L1's 0.980-0.988 (MMCS), 0.91-0.93 against
+    # 0.96-0.98 (one-to-one): close, but not within the 0.02 the literature suggests; TopK misses some rare features.
+    assert tk.mmcs > best.mmcs - 0.04, f"TopK k=L0 MMCS {tk.mmcs:.3f} far below the best L1's {best.mmcs:.3f}"
+    assert tk.one_to_one > best.one_to_one - 0.08, f"one-to-one {tk.one_to_one:.3f} vs best L1 {best.one_to_one:.3f}"
+    assert tk.shrinkage > best.shrinkage, "TopK penalises no magnitude, so it must shrink less than L1 at its best MMCS"
+
+
+def test_jitter_noise_and_superposition_lower_the_best_mmcs():
+    base = SAEConfig(d_in=32, d_sae=64, lr=3e-3, steps=1000, dead_window=500)
+    best = {}
+    for name in ("report's data", "feature jitter", "background noise", "G/h = 8"):
+        cfg = suspect_config(SMALL, name)
+        data = GroundTruthData(cfg, device="cpu")
+        grid = run_grid(data.sample, replace(base, d_in=cfg.d), [1.0], [0.3, 1.0, 3.0], reference_size=64,
+                        ground_truth=data.features, device="cpu", progress=False)
+        best[name] = float(np.nanmax(grid.mmcs_ground_truth))
+    for name in ("feature jitter", "background noise", "G/h = 8"):
+        assert best[name] < best["report's data"] - 0.01, f"{name}: best MMCS {best[name]:.3f} vs {best}"
+
+
+def test_selecting_one_instance_keeps_its_own_k():
+    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0, 0.0), architecture="topk", k=4)
+    sae = PerInstanceTopK(cfg, ks=(2, 4), device="cpu")
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)
+    one = sae.select(0)
+    assert int(one.ks[0]) == 2, "instance 0 was trained with k=2 and must keep it when taken out of the stack"
+    assert ((one.encode(torch.randn(16, 8)) > 0).sum(-1) == 2).all()
