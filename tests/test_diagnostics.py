@@ -21,6 +21,8 @@ from helpers.metrics import random_mmcs_baseline
 from helpers.paths import cache_key, check_cache_name
 from helpers.sae import SAE, SAEConfig
 
+from concurrency import run_twice_at_once  # tests/concurrency.py
+
 GOLDILOCKS = (0.03, 0.3)  # the report's best L1 band at size 1x
 
 
@@ -221,16 +223,7 @@ def _tiny_grid_in_process(cache_path, barrier, results):
 def test_two_processes_asking_for_one_grid_train_it_once(tmp_path):
     """Two notebooks run side by side (pytest-xdist) that need the same grid: one trains it,
     the other waits on the cache lock and then reads the result instead of training it again."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_tiny_grid_in_process, args=(str(tmp_path), barrier, results)) for _ in range(2)]
-    for proc in procs:
-        proc.start()
-    got = [results.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
+    got = run_twice_at_once(_tiny_grid_in_process, str(tmp_path))
     assert sorted(g[0] for g in got) == [False, True], (
         f"exactly one process should train the grid and the other load it from the cache, got from_cache={[g[0] for g in got]}")
     assert got[0][1] == got[1][1], f"both processes must end with the same numbers: {got}"

@@ -17,6 +17,8 @@ import torch
 from helpers import lm
 from helpers.sae import SAE, SAEConfig
 
+from concurrency import run_twice_at_once  # tests/concurrency.py
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -163,14 +165,7 @@ def _harvest_in_process(cache_path, barrier, results):
 
 
 def test_two_simultaneous_harvests_of_one_request_both_succeed(model, cache):
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_harvest_in_process, args=(str(cache), barrier, results)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    got = [results.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
+    got = run_twice_at_once(_harvest_in_process, str(cache))
     assert all(g[0] == "ok" for g in got), f"a concurrent harvest failed: {got}"
     assert got[0][1] == got[1][1] and got[0][2] == got[1][2], f"both must end with the same cache: {got}"
     assert not list(cache.rglob("*.partial*")), "no partial folder may be left behind"
