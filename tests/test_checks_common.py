@@ -1,17 +1,18 @@
-"""What every exercise check must do, for the exercises of notebooks 01-03 (notebook 04's
-checks need the language model and test the same in tests/test_checks_lm.py): the reference
-solution passes, and an unfinished exercise (a stub) hands back the reference with its hint."""
+"""What every exercise check must do: the reference solution passes, and an unfinished
+exercise (a stub) hands back the reference with its hint. Notebook 04's splice check takes a
+model, an SAE and tokens as well, so tests/test_checks_lm.py tests it the same way."""
 from __future__ import annotations
 
 import pytest
 
-from helpers.checks import diagnostics, sae, toy
+from helpers.checks import diagnostics, lm, sae, toy
 
 EXERCISES = {
     toy: ("toy_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",
           "tegum_factors"),
     sae: ("active_features", "sae_forward", "mmcs"),
     diagnostics: ("dead_latents", "ssll", "mmcs_with_larger"),
+    lm: ("top_contexts", "latent_logits"),
 }
 CASES = [pytest.param(mod, name, id=f"{mod.__name__.rsplit('.', 1)[1]}.{name}")
          for mod, names in EXERCISES.items() for name in names]
