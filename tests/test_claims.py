@@ -126,6 +126,7 @@ def test_a_value_passed_as_a_function_is_computed_only_where_the_claim_is_checke
     assert held is None and line.startswith("– skipped at ci"), line
     held, line = printed(capsys, "the value is large", lambda: picks[2000], at_least=1, scales=("laptop",))
     assert held is None and line.startswith("– skipped at ci"), line
+    assert claims.CLAIMS[-1].measured == "not computed", "a skipped claim's value was never computed: say so"
     monkeypatch.setenv("TUTORIAL_SCALE", "laptop")
     picks[2000] = 4
     held, line = printed(capsys, "a long window picks the largest size", lambda: picks[2000] == 4, scales=("laptop",))
