@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +20,7 @@ import torch
 
 from helpers.device import get_device
 from helpers.lm.harvest import Activations
-from helpers.paths import atomic_write, cache_dir, cache_key, source_hash
+from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock, source_hash
 
 CACHE_AREA = "lm-grids"
 """Sub-folder of the cache where these grids live."""
@@ -43,43 +44,54 @@ def sae_grid(acts: Activations, base, sizes: Sequence[float], l1_values: Sequenc
     """``run_grid(acts.sampler(name, holdout=holdout, seed=seed), base, sizes, l1_values,
     reference_size=..., keep_saes=True)``, stored on disk and reopened on the next call
     (``grid.from_cache`` says which happened; ``grid.saes`` holds the SAEs either way)."""
-    from helpers.diagnostics import column_config, load_grid, run_grid, save_grid
-    from helpers.sae import SAE, load_sae, save_sae
+    from helpers.diagnostics import run_grid, save_grid
+    from helpers.sae import save_sae
 
     dev = get_device()
     key = grid_key(acts, base, sizes, l1_values, reference_size, holdout, seed, dev)
     folder = cache_dir(CACHE_AREA) / f"{acts.folder.name}-{name}-{key}"
-    if (folder / "done.json").is_file():
-        try:
-            grid = load_grid(folder / "grid")
-            saes = []
-            for i, J in enumerate(grid.d_sae_values):
-                sae = SAE(column_config(base, int(J), grid.l1_values), device=dev)
-                parts = sorted((folder / f"size{i}").glob("instance_*")) or [folder / f"size{i}"]
-                if len(parts) != sae.cfg.n_instances:
-                    raise ValueError(f"size{i} holds {len(parts)} SAEs, expected {sae.cfg.n_instances}")
-                with torch.no_grad():
-                    for j, part in enumerate(parts):
-                        one = load_sae(part, device=dev)
-                        for p in ("W_enc", "b_enc", "W_dec", "b_dec"):
-                            getattr(sae, p)[j].copy_(getattr(one, p)[0])
-                saes.append(sae)
-            grid.saes = saes
+    with cache_lock(folder):  # a second process asking for this grid waits, then reopens it
+        grid = _reopen(folder, base, dev)
+        if grid is not None:
             return grid
-        except (OSError, ValueError) as err:  # damaged: train again below
-            import warnings
-
-            warnings.warn(f"The cached SAE grid in {folder} is unreadable ({err}); training it again.", stacklevel=2)
-            shutil.rmtree(folder, ignore_errors=True)
-    grid = run_grid(acts.sampler(name, holdout=holdout, seed=seed), base, sizes, l1_values,
-                    reference_size=reference_size, keep_saes=True, progress=progress)
-    shutil.rmtree(folder, ignore_errors=True)
-    save_grid(grid, folder / "grid")
-    for i, sae in enumerate(grid.saes):
-        save_sae(sae, folder / f"size{i}")
-    with atomic_write(folder / "done.json") as tmp:  # written last: its presence means complete
-        tmp.write_text(json.dumps({"sizes": [int(J) for J in grid.d_sae_values], "key": key}))
+        grid = run_grid(acts.sampler(name, holdout=holdout, seed=seed), base, sizes, l1_values,
+                        reference_size=reference_size, keep_saes=True, progress=progress)
+        shutil.rmtree(folder, ignore_errors=True)
+        save_grid(grid, folder / "grid")
+        for i, sae in enumerate(grid.saes):
+            save_sae(sae, folder / f"size{i}")
+        with atomic_write(folder / "done.json") as tmp:  # written last: its presence means complete
+            tmp.write_text(json.dumps({"sizes": [int(J) for J in grid.d_sae_values], "key": key}))
     return grid
+
+
+def _reopen(folder: Path, base, dev):
+    """The stored grid with its SAEs, or None if it is not there (or damaged: then it is removed)."""
+    from helpers.diagnostics import column_config, load_grid
+    from helpers.sae import SAE, load_sae
+
+    if not (folder / "done.json").is_file():
+        return None
+    try:
+        grid = load_grid(folder / "grid")
+        saes = []
+        for i, J in enumerate(grid.d_sae_values):
+            sae = SAE(column_config(base, int(J), grid.l1_values), device=dev)
+            parts = sorted((folder / f"size{i}").glob("instance_*")) or [folder / f"size{i}"]
+            if len(parts) != sae.cfg.n_instances:
+                raise ValueError(f"size{i} holds {len(parts)} SAEs, expected {sae.cfg.n_instances}")
+            with torch.no_grad():
+                for j, part in enumerate(parts):
+                    one = load_sae(part, device=dev)
+                    for p in ("W_enc", "b_enc", "W_dec", "b_dec"):
+                        getattr(sae, p)[j].copy_(getattr(one, p)[0])
+            saes.append(sae)
+        grid.saes = saes
+        return grid
+    except (OSError, ValueError) as err:  # damaged: trained again by the caller
+        warnings.warn(f"The cached SAE grid in {folder} is unreadable ({err}); training it again.", stacklevel=3)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def grid_folders() -> list[Path]:
