@@ -1,7 +1,8 @@
 """Training stacks of SAEs for notebook 05, cached on disk, and the (size x k) TopK grid.
 
 * ``PerInstanceTopK``: a TopK SAE whose instances each keep their own number k of latents, so
-  a whole k sweep trains as one stacked model, the way an L1 sweep does.
+  a whole k sweep trains as one stacked model, the way an L1 sweep does. Like ``TopKSAE`` it
+  takes the AuxK options (``aux_coeff=...``), which revive dead latents.
 * ``train_cached``: train a stack once and keep its weights under ``cache_dir("beyond")``,
   keyed by the config, the data's settings and the source code of the training.
 * ``k_grid``: notebook 03's diagnostic grid with k in place of alpha. TopK has no L1 term, so
@@ -30,12 +31,12 @@ class PerInstanceTopK(TopKSAE):
 
     architecture = "topk"
 
-    def __init__(self, cfg: SAEConfig, ks: Sequence[int] | None = None, device=None):
+    def __init__(self, cfg: SAEConfig, ks: Sequence[int] | None = None, device=None, **aux):
         ks = [int(cfg.k)] * cfg.n_instances if ks is None else [int(k) for k in ks]
         if len(ks) != cfg.n_instances or min(ks) < 1 or max(ks) > cfg.d_sae:
             raise ValueError(f"ks must give one k in [1, d_sae={cfg.d_sae}] per instance "
                              f"({cfg.n_instances}), got {ks}")
-        super().__init__(replace(cfg, k=max(ks)), device)
+        super().__init__(replace(cfg, k=max(ks)), device, **aux)
         self.register_buffer("ks", torch.tensor(ks, device=self.device))  # (I,)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
@@ -50,8 +51,11 @@ class PerInstanceTopK(TopKSAE):
 SAE._registry["topk"] = TopKSAE
 
 
-def _build(cfg: SAEConfig, ks, device) -> SAE:
-    return PerInstanceTopK(cfg, ks, device) if ks is not None else SAE(cfg, device=device)
+def _build(cfg: SAEConfig, ks, device, aux_coeff: float) -> SAE:
+    aux = {"aux_coeff": aux_coeff} if aux_coeff else {}
+    if aux and cfg.architecture not in ("topk", "batchtopk"):
+        raise ValueError(f"aux_coeff (the AuxK loss) is for TopK and BatchTopK, not {cfg.architecture!r}")
+    return PerInstanceTopK(cfg, ks, device, **aux) if ks is not None else SAE(cfg, device=device, **aux)
 
 
 class Trained(NamedTuple):
@@ -64,20 +68,22 @@ class Trained(NamedTuple):
 
 
 def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = None, device=None,
-                 cache: bool = True) -> Trained:
+                 cache: bool = True, aux_coeff: float = 0.0) -> Trained:
     """Train a stack on ``data.sample`` (a GroundTruthData) once; later calls load it.
 
-    ``ks`` makes it a ``PerInstanceTopK`` (cfg.architecture must be ``topk``). The cache key
-    covers the config, ``ks``, the data's config and the code of the SAE, its training and the
+    ``ks`` makes it a ``PerInstanceTopK`` (cfg.architecture must be ``topk``); ``aux_coeff > 0``
+    trains a TopK or BatchTopK stack with the AuxK loss (``helpers.sae.variants``). The cache key
+    covers the config, ``ks``, ``aux_coeff``, the data's config and the code of the SAE, its training and the
     data generator, so a change to any of them trains again.
     """
     if ks is not None and cfg.architecture != "topk":
         raise ValueError(f"ks (one k per instance) needs cfg.architecture='topk', got {cfg.architecture!r}")
     dev = get_device(device)
     key = {"sae": asdict(cfg), "ks": None if ks is None else [int(k) for k in ks], "data": jsonable(data.cfg),
+           **({"aux_coeff": float(aux_coeff)} if aux_coeff else {}),
            "code": training_code(data.sample), "here": source_hash(PerInstanceTopK)}
     path = cache_dir("beyond") / f"{check_cache_name(name)}-{cache_key(key)}.pt"
-    sae = _build(cfg, ks, dev)
+    sae = _build(cfg, ks, dev, aux_coeff)
     if cache and path.is_file():
         saved = torch.load(path, map_location=dev, weights_only=True)
         sae.load_state_dict(saved["state"])

@@ -1,7 +1,13 @@
 """SAE variants: each is one subclass that overrides only what differs from the ReLU + L1 SAE.
 
 * ``TopKSAE`` (Gao et al. 2024): keep the k largest pre-activations of each example (then
-  ReLU); sparsity is set by k, so there is no penalty term.
+  ReLU); sparsity is set by k, so there is no penalty term. A latent that loses every top-k
+  contest gets no gradient and never comes back (it is dead). ``aux_coeff > 0`` switches on the
+  paper's remedy, the AuxK loss: the ``aux_k`` largest pre-activations among the dead latents
+  alone must reconstruct what the live ones left over (the residual), which pulls dead latents
+  toward directions the dictionary still misses. It is a training term only: encoding and the
+  reconstruction loss are unchanged. (An option of the class rather than of ``SAEConfig``:
+  ``SAE(cfg, aux_coeff=1/32)`` or ``TopKSAE(cfg, aux_coeff=1/32)``.)
 * ``BatchTopKSAE`` (Bussmann et al. 2024): keep the k x batch largest activations of the whole
   batch, so busy examples get more latents than quiet ones. While training it tracks a
   threshold (a moving average of the smallest kept activation); in ``.eval()`` mode it encodes
@@ -17,14 +23,35 @@ import math
 import torch
 from torch import nn
 
-from helpers.sae.model import SAE
+from helpers.sae.model import SAE, ForwardOutput
 
 TOPK_THRESHOLD_LR = 0.01
 """Weight of each batch in BatchTopK's moving-average threshold (SAELens' default)."""
 
 
+AUXK_COEFF = 1 / 32
+"""The AuxK coefficient of Gao et al. 2024 (on the residual-normalised error)."""
+AUXK_DEAD_WINDOW = 20
+"""Batches without firing after which AuxK treats a latent as dead. Much shorter than the course's
+``dead_window`` (which reports dead latents): with 256 examples a batch, a latent that fired for
+even the rarest feature of the toy data (about 2% of examples) would have fired ~100 times in 20
+batches, and a latent revived late has too few steps left to learn its feature."""
+
+
 class TopKSAE(SAE):
     architecture = "topk"
+
+    def __init__(self, cfg, device=None, aux_coeff: float = 0.0, aux_k: int | None = None,
+                 aux_dead_window: int = AUXK_DEAD_WINDOW):
+        super().__init__(cfg, device)
+        aux_k = cfg.d_in // 2 if aux_k is None else int(aux_k)  # the paper's k_aux = d_in / 2
+        if not (math.isfinite(aux_coeff) and aux_coeff >= 0) or aux_k < 1 or aux_dead_window < 1:
+            raise ValueError(f"AuxK needs aux_coeff >= 0, aux_k >= 1 and aux_dead_window >= 1, "
+                             f"got {aux_coeff!r}, {aux_k!r}, {aux_dead_window!r}")
+        self.aux_coeff, self.aux_k, self.aux_dead_window = float(aux_coeff), aux_k, int(aux_dead_window)
+        # batches since each latent last fired (training only; not saved with the weights)
+        self.register_buffer("steps_since_fired", torch.zeros(cfg.n_instances, cfg.d_sae, dtype=torch.long,
+                                                              device=self.device), persistent=False)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         values, idx = pre.topk(int(self.cfg.k), dim=-1, sorted=False)  # (I, B, k)
@@ -33,12 +60,54 @@ class TopKSAE(SAE):
     def sparsity_loss(self, pre: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         return pre.new_zeros(pre.shape[0])  # k sets the sparsity
 
+    def dead_mask(self) -> torch.Tensor:
+        """(inst, d_sae) latents that have not fired for ``aux_dead_window`` training batches."""
+        return self.steps_since_fired >= self.aux_dead_window
+
+    def aux_loss(self, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+        """(inst,) AuxK: how badly the dead latents' top ``aux_k`` reconstruct ``residual``.
+
+        ``pre`` (inst, batch, d_sae), ``residual`` = target - x_hat (inst, batch, d_in), held fixed,
+        ``dead`` (inst, d_sae). The error is divided by the residual's own size (so the term does
+        not fade as the live latents improve) and scaled down while fewer than ``aux_k`` latents
+        are dead; only dead latents take part, so live ones get no gradient from it.
+        """
+        k_aux = min(self.aux_k, self.cfg.d_sae)
+        candidates = torch.where(dead[:, None, :], pre, -math.inf)                   # (I, B, J)
+        values, idx = candidates.topk(k_aux, dim=-1, sorted=False)                   # -inf (live) -> 0
+        aux_acts = torch.zeros_like(pre).scatter(-1, idx, values.relu())
+        aux_hat = torch.bmm(aux_acts, self.decoder_directions())                     # (I, B, h), no bias
+        err = (aux_hat - residual).pow(2).mean(-1).mean(-1)                          # (I,)
+        normalised = err / residual.pow(2).mean(-1).mean(-1).clamp_min(1e-12)
+        share = (dead.sum(-1) / self.aux_k).clamp(max=1.0)                           # 0 when none is dead
+        return self.aux_coeff * share * normalised
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> ForwardOutput:
+        """As ``SAE.forward``; in training with ``aux_coeff > 0`` the sparsity slot (``l1_loss``,
+        which TopK leaves at 0) carries the AuxK loss, so ``loss`` trains on it."""
+        out = super().forward(x, target)
+        if not self.training:
+            return out
+        with torch.no_grad():  # every training forward is one batch
+            self.steps_since_fired.add_(1).masked_fill_((out.acts > 0).any(1), 0)
+        if self.aux_coeff == 0:
+            return out
+        residual = ((x if target is None else target) - out.x_hat).detach()
+        aux = self.aux_loss(self.pre_acts(x), residual, self.dead_mask())
+        return out._replace(l1_loss=out.l1_loss + aux, loss=out.loss + aux.sum())
+
+    def select(self, i: int) -> "TopKSAE":
+        one, i = super().select(i), i % self.cfg.n_instances
+        one.aux_coeff, one.aux_k, one.aux_dead_window = self.aux_coeff, self.aux_k, self.aux_dead_window
+        one.steps_since_fired.copy_(self.steps_since_fired[i : i + 1])
+        return one
+
 
 class BatchTopKSAE(TopKSAE):
     architecture = "batchtopk"
 
-    def __init__(self, cfg, device=None):
-        super().__init__(cfg, device)
+    def __init__(self, cfg, device=None, **aux):
+        super().__init__(cfg, device, **aux)
         self.register_buffer("topk_threshold", torch.zeros(cfg.n_instances, device=self.device))  # (I,)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
