@@ -514,3 +514,26 @@ def test_geometry_table_sorts_pairs_into_the_four_cells():
     assert table[True, False] == (pytest.approx(-0.5), 1) and table[True, True] == (pytest.approx(0.6), 1)
     assert table[False, True] == (pytest.approx(0.0), 1), "co-occurring, different output: the 4th pair"
     assert table[False, False] == (pytest.approx(-0.2), 2), "never together, different output: pairs 2 and 5"
+
+
+def test_the_one_layer_online_model_family_loads_through_the_bridge_offline(tmp_path):
+    """``lm.ONLINE_MODEL`` is a one-layer GPT-Neo (TinyStories-1Layer-21M). Without a network,
+    build a tiny random GPT-Neo of the same architecture in a folder and load it the way the
+    hub model is loaded: the MLP hooks the course reads must exist and have the MLP's width."""
+    from transformers import AutoTokenizer, GPTNeoConfig, GPTNeoForCausalLM
+
+    from helpers.tiny_lm import model_dir
+
+    assert lm.ONLINE_MODEL == "roneneldan/TinyStories-1Layer-21M" and lm.ONLINE_MULTILAYER_MODEL.endswith("pythia-70m")
+    tok = AutoTokenizer.from_pretrained(str(model_dir()))
+    cfg = GPTNeoConfig(vocab_size=len(tok), hidden_size=32, num_layers=1, num_heads=4, intermediate_size=96,
+                       max_position_embeddings=64, attention_types=[[["global"], 1]], window_size=16)
+    torch.manual_seed(0)
+    GPTNeoForCausalLM(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = lm.load_model(str(tmp_path), device="cpu", offline=True)
+    tokens = torch.tensor([tok.encode("def f(x):\n    return x")])
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in lm.mlp_hooks(0).values())
+    post, out = cache[lm.mlp_hooks(0)["post"]], cache[lm.mlp_hooks(0)["out"]]
+    assert post.shape == (1, tokens.shape[1], 96), f"MLP post-activations should be (1, tokens, d_mlp=96), got {tuple(post.shape)}"
+    assert out.shape == (1, tokens.shape[1], 32), f"MLP output should be (1, tokens, d_model=32), got {tuple(out.shape)}"

@@ -32,7 +32,7 @@ from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitE
 from helpers.lm.geometry import (PairGeometry, co_occurrence_lift, geometry_table, pair_geometry, random_geometry,
                                  shuffled_geometry)
 from helpers.lm.harvest import Activations, cache_folder, cache_problem, harvest
-from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, corpus_token_windows, load_model, mlp_hooks,
+from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ONLINE_MULTILAYER_MODEL, corpus_token_windows, load_model, mlp_hooks,
                                 model_device, move_model, weights_fingerprint)
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "LogitEffect", "TokenLogit", "chunk_rows_for", "latent_activations", "latent_stats", "logit_effects",
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
     "geometry_table", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
-    "OFFLINE_MODEL", "ONLINE_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
+    "OFFLINE_MODEL", "ONLINE_MODEL", "ONLINE_MULTILAYER_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
     "move_model", "weights_fingerprint", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
     "latent_units", "neuron_units", "DashboardView", "sae_grid", "ablate_hook", "format_next_token",
     "format_prompt_latents", "next_token_change", "prompt_latents", "steer_hook",

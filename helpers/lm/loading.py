@@ -24,8 +24,13 @@ os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
 OFFLINE_MODEL = "tiny-offline"
 """The name of the model shipped in ``data/tiny_lm``."""
-ONLINE_MODEL = "EleutherAI/pythia-70m"
-"""A pretrained model close to the report's (6 layers, GPT-style); needs network access."""
+ONLINE_MODEL = "roneneldan/TinyStories-1Layer-21M"
+"""The one-line switch to a pretrained model (needs network access): one layer like the offline
+model (a GPT-Neo trained on TinyStories, d_mlp = 4096), so notebook 04's premise still holds: its
+MLP is followed only by linear maps and the softmax."""
+ONLINE_MULTILAYER_MODEL = "EleutherAI/pythia-70m"
+"""A second pretrained option, closer to the report's language model (6 layers, GPT-style); its
+layer-0 MLP feeds five more layers, so direct logit effects no longer tell the whole story."""
 CORPUS = "python-docs"
 """The text activations are harvested on: the held-out part of the tiny model's corpus
 (pydoc topics and standard-library docstrings), available offline on every machine."""
