@@ -29,7 +29,10 @@ import threading
 import time
 from pathlib import Path
 
+from queue import Empty
+
 import nbformat
+from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +113,25 @@ def _kernel_pid(client: NotebookClient) -> int:
     return getattr(prov, "pid", None) or prov.process.pid
 
 
+def _patient(get_msg):
+    """``get_msg`` that waits in slices of at most 2 s instead of one long wait.
+
+    nbclient waits for a cell's reply with a single ``get_msg(timeout=T)``; after a cell that
+    opens ipywidgets that wait has been seen to miss a reply that did arrive, so the run hung
+    with the kernel idle (jupyter/nbclient#312). A fresh call finds the waiting message.
+    """
+    async def get(timeout=None, **kwargs):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 2.0 if deadline is None else max(0.0, min(2.0, deadline - time.monotonic()))
+            try:
+                return await ensure_async(get_msg(timeout=step, **kwargs))
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+    return get
+
+
 def run_notebook(path: Path, scale: str, timeout: int, save_dir: Path | None = None) -> tuple[dict, list[dict]]:
     """Execute one notebook; return its record for the JSON and the claims it made."""
     nb = nbformat.read(path, as_version=4)
@@ -123,6 +145,8 @@ def run_notebook(path: Path, scale: str, timeout: int, save_dir: Path | None = N
         start = time.perf_counter()
         try:
             with client.setup_kernel(env=env):
+                for channel in (client.kc.shell_channel, client.kc.iopub_channel):
+                    channel.get_msg = _patient(channel.get_msg)
                 watch = MemoryWatch(_kernel_pid(client))
                 try:
                     for index, cell in enumerate(nb.cells):

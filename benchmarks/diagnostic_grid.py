@@ -20,8 +20,7 @@ import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import get_device, sizes
-from helpers.diagnostics import run_grid
-from helpers.sae import SAEConfig
+from helpers.diagnostics import run_grid, toy_recipe
 
 
 def main() -> None:
@@ -34,8 +33,7 @@ def main() -> None:
     data = GroundTruthData(GroundTruthConfig(n_features=s.gt_features, d=s.gt_dim, seed=0))
     dev = get_device()
     t0 = time.perf_counter()
-    base = SAEConfig(d_in=s.gt_dim, d_sae=s.gt_features, lr=s.grid_lr, batch_size=s.sae_batch, steps=steps,
-                     dead_window=min(s.dead_window, steps - 1))
+    base = toy_recipe(s.scale, steps=steps, dead_window=min(s.dead_window, steps - 1))
     grid = run_grid(data.sample, base, s.sae_dict_ratios, s.grid_l1_values, reference_size=s.gt_features,
                     ground_truth=data.features, keep_dictionaries=True, progress=True)
     if dev.type == "cuda":

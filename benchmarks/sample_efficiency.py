@@ -13,7 +13,8 @@ which then train at once as stacked instances):
 Every ``--check-every`` samples the MMCS of each instance with the ground truth is measured;
 a recipe's samples-to-0.99 is the first check at which its best instance reaches 0.99. Where
 neither recipe gets there, the JSON also compares them at the report recipe's final MMCS.
-Prints one JSON line. Run: ``python benchmarks/sample_efficiency.py [--max-samples N] [--quick]``
+Prints one JSON line. Run: ``python benchmarks/sample_efficiency.py [--max-samples N] [--quick]``;
+``--ladder`` instead trains the recipes between the two one change at a time (``LADDER``).
 """
 from __future__ import annotations
 
@@ -74,8 +75,16 @@ REPORT = Recipe("report", alphas=(0.1,))
 # and cosine decay, the decoder reset to unit rows after each step, and every 100k samples the
 # dead latents and the rarer latent of each near-duplicate pair pointed at badly reconstructed
 # residuals. A lower alpha pays off once the lr is high enough to make the SAE sparse in time.
-OURS = Recipe("ours", alphas=(0.03,), lr=1e-2, schedule="warmup_cosine", renorm="step",
+OURS = Recipe("ours", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine", renorm="step",
               resample_every=100_000, duplicate_cos=0.8, resample_to="residual")
+# ``--ladder``: the steps from REPORT to OURS one change at a time, each trained over the whole
+# budget (so its schedule ends where the budget does), all at alpha 0.1.
+LADDER = (
+    Recipe("report", alphas=(0.1,)),
+    Recipe("+ lr 1e-2, warmup + cosine", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine"),
+    Recipe("+ decoder rows reset each step", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine", renorm="step"),
+    OURS,
+)
 
 
 class Run(NamedTuple):
@@ -218,11 +227,23 @@ def main() -> None:
     ap.add_argument("--max-samples", type=int, default=2_000_000, help="sample budget per recipe")
     ap.add_argument("--check-every", type=int, default=100_000, help="samples between MMCS checks")
     ap.add_argument("--quick", action="store_true", help="a 300k-sample smoke run (numbers not meaningful)")
+    ap.add_argument("--ladder", action="store_true",
+                    help="instead: train each recipe of LADDER (report -> ours, one change at a time) over the budget")
     args = ap.parse_args()
     torch.manual_seed(0)
     budget = 300_000 if args.quick else args.max_samples
     check = min(args.check_every, budget // 3) if args.quick else args.check_every
     cfg = GroundTruthConfig(n_features=512, d=256, seed=0)
+    if args.ladder:
+        t0, rows = time.perf_counter(), []
+        for r in LADDER:
+            run = train(r, budget, budget, cfg)
+            rows.append({"recipe": r.name, "mmcs": round(max(run.mmcs[-1]), 4), "dead": run.dead[0],
+                         "l0": round(run.l0[0], 2), "seconds": round(run.seconds, 1)})
+        print(json.dumps({"benchmark": "sample_efficiency_ladder", "G": cfg.n_features, "h": cfg.d,
+                          "J": cfg.n_features, "alpha": 0.1, "samples": budget, "ladder": rows,
+                          "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}))
+        return
     t0 = time.perf_counter()
     rep = train(REPORT, budget, check, cfg)
     ours = train(OURS, budget, check, cfg)

@@ -166,7 +166,12 @@ class RunSizes:
     dead_window: int
     """T: a latent that fired in none of the last T batches counts as dead (toy data)."""
     grid_lr: float
-    """Adam learning rate of the diagnostic grid (the report uses 1e-3)."""
+    """Adam (peak) learning rate of the diagnostic grid (the report uses 1e-3)."""
+    grid_schedule: str
+    """Learning-rate schedule of the grid's recipe (``helpers.optim.lr_factor``): ``constant`` at
+    ci; ``warmup_cosine`` where each SAE has to get further per sample (notebook 02, section 6)."""
+    grid_renorm: bool
+    """Reset decoder rows to unit length after every step in the grid's recipe (``SAEConfig.renorm_decoder``)."""
     extra_grid_ratios: tuple[float, ...]
     """Dictionary sizes (multiples of G) of the extra grids: other seeds, independent features."""
     seed_grid_l1_values: tuple[float, ...]
@@ -229,19 +234,22 @@ _LAPTOP = RunSizes(
     dim_features=100, dim_hidden=10, dim_densities=32, phase_seeds=6, phase_steps=1_500, slider_densities=13,
     slider_decays=5,
     abs_features=20, abs_hidden=10, abs_dense_seeds=32, abs_densities=6, softmax_features=16,
+    # The report's G = 512 in h = 256 costs 16x a ci step, so laptop trains 0.5x-4x (no 8x: it alone
+    # was half of the grid's cost) at the warmup-cosine recipe, which gets further per sample.
     gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
-    sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
-    sae_alpha=0.1, sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
-    sae_noise_l1_values=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), sae_noise_steps=4_000,
-    grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,), dead_window=500, grid_lr=3e-3,
-    extra_grid_ratios=(0.5, 1.0, 2.0, 4.0), seed_grid_l1_values=_between(_quarter_decades(1e-2, 10.0)[::2], 0.03, 3.2),
-    plain_grid_l1_values=_quarter_decades(1e-2, 10.0)[::2] + (31.62,),
-    lm_tokens=300_000, lm_sae_steps=4_000, lm_expansions=(0.5, 1, 2, 4, 8), lm_dead_window=1000,
+    sae_dict_ratios=(0.5, 1.0, 2.0, 4.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
+    sae_alpha=0.1, sae_noise_levels=(0.0, 0.5, 1.0, 2.0, 4.0),
+    sae_noise_l1_values=(0.03, 0.1, 0.3, 1.0), sae_noise_steps=1_000,
+    grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2][1:], dead_window=500, grid_lr=1e-2,
+    grid_schedule="warmup_cosine", grid_renorm=True,
+    extra_grid_ratios=(0.5, 1.0, 2.0), seed_grid_l1_values=(0.1, 0.3162, 1.0, 3.162),
+    plain_grid_l1_values=_between(_quarter_decades(1e-2, 10.0)[::2], 0.03, 10.0),
+    lm_tokens=300_000, lm_sae_steps=1_500, lm_expansions=(0.5, 1, 2, 4), lm_dead_window=500,
     lm_l1_values=_LM_L1,
-    beyond_steps=3_000, beyond_ks=(2, 3, 5, 8, 13), beyond_l1_values=(0.1, 0.3, 1.0, 3.0),
-    beyond_jumprelu_values=(0.03, 0.1, 0.3), beyond_sizes=(0.5, 1.0, 2.0, 4.0, 8.0),
-    suspect_features=256, suspect_sizes=(0.5, 1.0, 2.0, 4.0), suspect_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
-    suspect_steps=2_000,
+    beyond_steps=2_000, beyond_ks=(3, 5, 8), beyond_l1_values=(0.1, 0.3, 1.0, 3.0),
+    beyond_jumprelu_values=(0.03, 0.1, 0.3), beyond_sizes=(0.5, 1.0, 2.0, 4.0),
+    suspect_features=128, suspect_sizes=(0.5, 1.0, 2.0), suspect_l1_values=(0.1, 0.3, 1.0, 3.0),
+    suspect_steps=1_500,
 )
 
 _SIZES = {
@@ -253,7 +261,10 @@ _SIZES = {
         abs_features=20, abs_hidden=10, abs_dense_seeds=24, abs_densities=6, softmax_features=12,
         gt_features=128, gt_dim=64, sae_steps=8_000,
         sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.1, sae_noise_steps=2_000,
-        grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500,
+        sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+        sae_noise_l1_values=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500, grid_lr=3e-3, grid_schedule="constant",
+        grid_renorm=False,
         # the extra grids stop at 2x and 0.1-3.16: a third of the work of 0.5x-4x over 0.03-3.16 (or all 10 values)
         extra_grid_ratios=(0.5, 1.0, 2.0), seed_grid_l1_values=_between(_GRID_CI_L1, 0.1, 3.2),
         plain_grid_l1_values=_between(_GRID_CI_L1, 0.1, 3.2),
@@ -270,13 +281,18 @@ _SIZES = {
         dim_features=400, dim_hidden=30, dim_densities=48, phase_seeds=12, phase_steps=10_000, slider_densities=24,
         slider_decays=9,
         abs_features=100, abs_hidden=40, abs_dense_seeds=48, abs_densities=12, softmax_features=20,
-        sae_steps=20_000, grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 10.0), grid_lr=1e-3,
-        seed_grid_l1_values=_between(_quarter_decades(1e-3, 10.0), 0.03, 3.2), plain_grid_l1_values=_quarter_decades(1e-3, 10.0),
-        sae_l1_values=_quarter_decades(1e-3, 10.0), sae_noise_steps=20_000,
+        sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_l1_values=_quarter_decades(1e-3, 10.0), sae_steps=20_000,
         sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), sae_noise_l1_values=(0.03, 0.1, 0.3, 1.0),
+        sae_noise_steps=20_000,
+        grid_steps=20_000, grid_l1_values=_quarter_decades(1e-3, 10.0), grid_lr=1e-3, grid_schedule="constant",
+        grid_renorm=False,
+        extra_grid_ratios=(0.5, 1.0, 2.0, 4.0), seed_grid_l1_values=_between(_quarter_decades(1e-3, 10.0), 0.03, 3.2),
+        plain_grid_l1_values=_quarter_decades(1e-3, 10.0),
         lm_tokens=450_000, lm_sae_steps=30_000, lm_expansions=(0.5, 1, 2, 4, 8, 16), lm_dead_window=3000,
         lm_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
-        beyond_steps=20_000, suspect_features=512, suspect_sizes=(0.5, 1.0, 2.0, 4.0, 8.0), suspect_steps=10_000,
+        beyond_steps=20_000, beyond_ks=(2, 3, 5, 8, 13), beyond_sizes=(0.5, 1.0, 2.0, 4.0, 8.0),
+        suspect_features=512, suspect_sizes=(0.5, 1.0, 2.0, 4.0, 8.0), suspect_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
+        suspect_steps=10_000,
     ),
 }
 

@@ -2,6 +2,7 @@
 training in a stack vs alone, NaN detection, SAELens-layout save/load (and SAELens reading our
 files), and the report's L1 Goldilocks zone."""
 import json
+from dataclasses import replace
 import math
 import re
 
@@ -429,3 +430,38 @@ def test_l1_goldilocks_zone_recovers_the_ground_truth():
     assert good >= 0.95, f"MMCS at alpha=0.3 (inside the Goldilocks zone) is {good:.3f}, the report gets >= 0.95"
     assert low < good - 0.3, f"alpha=1e-3 (too little sparsity) should recover far less: MMCS {low:.3f} vs {good:.3f}"
     assert high < good - 0.3, f"alpha=10 (too much sparsity) should recover far less: MMCS {high:.3f} vs {good:.3f}"
+
+
+def test_renorm_decoder_keeps_stored_rows_unit_and_changes_only_their_length():
+    """With ``renorm_decoder`` the stored rows are unit length after every step; the forward
+    pass (which divides by the length anyway) is the same as without the reset."""
+    data = GroundTruthData(GroundTruthConfig(n_features=32, d=16, seed=0), device="cpu")
+    cfg = SAEConfig(d_in=16, d_sae=32, l1_coeffs=(0.1, 1.0), lr=1e-2, steps=30, renorm_decoder=True)
+    sae = SAE(cfg, device="cpu")
+    train_sae(sae, data.sample, progress=False)
+    norms = sae.W_dec.detach().norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5), (
+        f"renorm_decoder=True should leave unit rows after training, got lengths {norms.min():.4f}-{norms.max():.4f}")
+    plain = SAE(replace(cfg, renorm_decoder=False), device="cpu")
+    train_sae(plain, data.sample, progress=False)
+    grown = plain.W_dec.detach().norm(dim=-1)
+    assert grown.mean() > 1.001, "without the reset Adam should lengthen the stored rows (this test's premise)"
+    x = data.sample(64)
+    before = sae(x).x_hat
+    with torch.no_grad():
+        sae.W_dec.mul_(3.0)  # a longer stored row is the same direction: the output must not change
+    assert torch.allclose(sae(x).x_hat, before, atol=1e-5), "decoder rows are used at unit length on the forward pass"
+    sae.renormalize_decoder_()
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(2, 32), atol=1e-5)
+
+
+def test_toy_recipe_is_the_grid_recipe_of_each_scale():
+    """The one place the toy SAE recipe comes from: at ci the constant 3e-3 recipe the stored
+    outputs were made with; at laptop the faster warmup-cosine recipe with the decoder reset."""
+    from helpers.diagnostics import toy_recipe
+
+    ci = toy_recipe("ci")
+    assert (ci.lr, ci.lr_schedule, ci.renorm_decoder, ci.steps, ci.d_in, ci.d_sae) == (3e-3, "constant", False, 4000, 64, 128)
+    lap = toy_recipe("laptop", l1_coeffs=(0.3,))
+    assert (lap.lr, lap.lr_schedule, lap.renorm_decoder, lap.d_in, lap.d_sae, lap.l1_coeffs) == (
+        1e-2, "warmup_cosine", True, 256, 512, (0.3,))

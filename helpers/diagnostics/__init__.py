@@ -19,7 +19,7 @@ reads the ground truth except the column that says how well each cell recovered 
 (``mmcs_ground_truth``), which exists only for toy data. The slider explorer of a grid's
 cells is ``helpers.widgets.cell_explorer``.
 """
-from helpers.diagnostics.cache import CacheCorruptError, CacheWarning, load_grid, save_grid, toy_grid, training_code
+from helpers.diagnostics.cache import CacheCorruptError, CacheWarning, load_grid, save_grid, toy_grid, toy_recipe, training_code
 from helpers.diagnostics.grid import GridDivergedWarning, column_config, run_grid
 from helpers.diagnostics.plots import PANELS, plot_diagnostics, plot_loss_basins, plot_mmcs_larger_by_size
 from helpers.diagnostics.result import DEAD_CAP, DERIVED, METRICS, GridLog, GridResult
@@ -33,7 +33,7 @@ __all__ = [
     "METRICS", "PANELS", "Suggestion", "Suggestions", "cell_explorer", "column_config", "dead_free_run",
     "load_grid", "loss_steepness", "mmcs_with_larger", "plot_diagnostics", "plot_loss_basins",
     "plot_mmcs_larger_by_size", "random_baseline_with_larger", "run_grid", "save_grid", "ssll",
-    "standardized_log", "suggest_hyperparameters", "toy_grid", "training_code",
+    "standardized_log", "suggest_hyperparameters", "toy_grid", "toy_recipe", "training_code",
 ]
 
 

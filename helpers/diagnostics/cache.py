@@ -189,6 +189,21 @@ def load_cached(folder: Path, config: dict) -> GridResult | None:
 # --------------------------------------------------------------------------------------
 # Notebook 03's toy-data grid (also read by notebooks 02 and 04)
 # --------------------------------------------------------------------------------------
+def toy_recipe(scale: str | None = None, **changes) -> "SAEConfig":
+    """The one SAE training recipe for the toy data at this ``TUTORIAL_SCALE`` (J = G, the grid's
+    lr, schedule, decoder reset, steps, batch and dead window); ``changes`` replace fields."""
+    from dataclasses import replace
+
+    from helpers.device import sizes
+    from helpers.sae import SAEConfig
+
+    s = sizes(scale)
+    base = SAEConfig(d_in=s.gt_dim, d_sae=s.gt_features, lr=s.grid_lr, lr_schedule=s.grid_schedule,
+                     renorm_decoder=s.grid_renorm, batch_size=s.sae_batch, steps=s.grid_steps,
+                     dead_window=s.dead_window)
+    return replace(base, **changes)
+
+
 def toy_grid(correlated: bool = True, decay: float = 0.99, scale: str | None = None,
              size_ratios: Sequence[float] | None = None, l1_values: Sequence[float] | None = None,
              progress: bool = True) -> tuple[GridResult, "GroundTruthData"]:
@@ -201,13 +216,11 @@ def toy_grid(correlated: bool = True, decay: float = 0.99, scale: str | None = N
     from helpers.data import GroundTruthConfig, GroundTruthData
     from helpers.device import sizes
     from helpers.diagnostics.grid import run_grid
-    from helpers.sae import SAEConfig
 
     s = sizes(scale)
     cfg = GroundTruthConfig(n_features=s.gt_features, d=s.gt_dim, correlated=correlated, decay=decay, seed=0)
     data = GroundTruthData(cfg)
-    base = SAEConfig(d_in=s.gt_dim, d_sae=s.gt_features, lr=s.grid_lr, batch_size=s.sae_batch,
-                     steps=s.grid_steps, dead_window=s.dead_window)
+    base = toy_recipe(scale)
     grid = run_grid(
         data.sample, base, s.sae_dict_ratios if size_ratios is None else size_ratios,
         s.grid_l1_values if l1_values is None else l1_values, reference_size=s.gt_features,

@@ -49,6 +49,10 @@ class SAEConfig:
     """Which activation: ``standard`` (ReLU + L1), ``topk``, ``batchtopk`` or ``jumprelu``."""
     lr_schedule: str = "constant"
     """Learning-rate schedule over ``steps`` (see ``helpers.optim.lr_factor``)."""
+    renorm_decoder: bool = False
+    """Also reset the decoder rows to unit length after every Adam step (ARENA does). The forward
+    pass uses unit rows either way; without the reset Adam lengthens the stored rows step by step,
+    so the same lr turns them less and less (at G = 512: MMCS 0.83 instead of 0.89 after 512k samples)."""
     compile: bool = False
     """Train through ``torch.compile(sae.loss)``: faster per step on a GPU, seconds to compile."""
     k: float | None = None

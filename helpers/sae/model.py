@@ -106,6 +106,11 @@ class SAE(nn.Module):
         """The learned dictionary D: unit-norm feature directions, (inst, d_sae, d_in)."""
         return self.W_dec / self.W_dec.norm(dim=-1, keepdim=True)
 
+    @torch.no_grad()
+    def renormalize_decoder_(self) -> None:
+        """Rescale the stored decoder rows to unit length (the directions do not change)."""
+        self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True))
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """(x - b_dec) W_enc + b_enc: (batch, d_in) or (inst, batch, d_in) -> (inst, batch, d_sae)."""
         x = self._check_input(x)

@@ -89,6 +89,8 @@ def train_sae(
         opt.zero_grad(set_to_none=True)
         if sched is not None:
             sched.step()
+        if cfg.renorm_decoder:
+            sae.renormalize_decoder_()       # keep the stored rows at unit length (see SAEConfig)
 
         with torch.no_grad():
             active = out.acts > 0                                              # (I, B, J)
