@@ -80,7 +80,7 @@ OURS = Recipe("ours", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine", renorm="
 # ``--ladder``: the steps from REPORT to OURS one change at a time, each trained over the whole
 # budget (so its schedule ends where the budget does), all at alpha 0.1.
 LADDER = (
-    Recipe("report", alphas=(0.1,)),
+    REPORT,
     Recipe("+ lr 1e-2, warmup + cosine", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine"),
     Recipe("+ decoder rows reset each step", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine", renorm="step"),
     OURS,
