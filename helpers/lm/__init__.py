@@ -15,6 +15,8 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
 * ``dashboard`` / ``dashboard_view``: one dashboard per latent or neuron (density, histogram,
   examples by quantile, token identity, logit effect), streamed; HTML and text views.
 * ``intervene``: the latents firing on each token of a prompt; ablating and steering one.
+* ``structure``: how much of the MLP is a lookup table of the current token (variance share,
+  principal components).
 * ``grid_cache``: the SAE grid trained once and reopened from disk; ``browser``: a line per latent.
 """
 from helpers.lm.browser import LatentTable, latent_table
@@ -32,7 +34,9 @@ from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitE
 from helpers.lm.geometry import (PairGeometry, co_occurrence_lift, geometry_table, pair_geometry, random_geometry,
                                  shuffled_geometry)
 from helpers.lm.harvest import Activations, cache_folder, cache_problem, harvest
+from helpers.lm.structure import MLPStructure, mlp_structure
 from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ONLINE_MULTILAYER_MODEL, corpus_token_windows, load_model, mlp_hooks,
+                                offline_model_info,
                                 model_device, move_model, weights_fingerprint)
 
 __all__ = [
@@ -42,7 +46,7 @@ __all__ = [
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
     "geometry_table", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
     "OFFLINE_MODEL", "ONLINE_MODEL", "ONLINE_MULTILAYER_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
-    "move_model", "weights_fingerprint", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
+    "move_model", "weights_fingerprint", "MLPStructure", "mlp_structure", "offline_model_info", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
     "latent_units", "neuron_units", "DashboardView", "sae_grid", "ablate_hook", "format_next_token",
     "format_prompt_latents", "next_token_change", "prompt_latents", "steer_hook",
 ]

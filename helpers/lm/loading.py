@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -31,9 +32,9 @@ MLP is followed only by linear maps and the softmax."""
 ONLINE_MULTILAYER_MODEL = "EleutherAI/pythia-70m"
 """A second pretrained option, closer to the report's language model (6 layers, GPT-style); its
 layer-0 MLP feeds five more layers, so direct logit effects no longer tell the whole story."""
-CORPUS = "python-docs"
+CORPUS = "python-stdlib"
 """The text activations are harvested on: the held-out part of the tiny model's corpus
-(pydoc topics and standard-library docstrings), available offline on every machine."""
+(pydoc help topics and standard-library source files), available offline on every machine."""
 
 
 def _target_device(device: str | torch.device | None) -> torch.device:
@@ -57,6 +58,18 @@ def _source(name: str) -> str:
             )
         return str(folder)
     return str(Path(name)) if Path(name).is_dir() else name
+
+
+def offline_model_info() -> dict:
+    """What ``helpers.tiny_lm`` recorded when it built the offline model (``training.json``):
+    corpus, training, held-out loss and the MLP's structure (``current_token_r2``, ``pcs_90``,
+    ``pcs_99``)."""
+    from helpers.tiny_lm import model_dir
+
+    path = model_dir() / "training.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; rebuild the offline model: python -m helpers.tiny_lm")
+    return json.loads(path.read_text())
 
 
 def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = None, offline: bool = False):
