@@ -159,7 +159,7 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
     for (name, values), col in zip((others or {}).items(), ("tab:purple", "tab:brown", "tab:pink")):
         ax.semilogx(a, _np(values), "o--", color=col, ms=4, label=name)
     ax.axhline(random_baseline, color="tab:gray", ls="--", label=f"random dictionary ({random_baseline:.2f})")
-    ax.axhline(threshold, color="tab:green", ls=":", lw=1)
+    ax.axhline(threshold, color="tab:green", ls=":", lw=1, label=f"MMCS = {threshold:g} (the zone's threshold)")
     ax.set(xlabel="L1 coefficient alpha (log scale)", ylabel="MMCS", ylim=(0, 1.02), title=title)
     if l0 is not None:
         ax2 = ax.twinx()
@@ -182,15 +182,23 @@ def _mmcs_image(ax, m: np.ndarray):
     return im
 
 
+def _best_index(row: np.ndarray, tie: float) -> int:
+    """Index of a row's best MMCS; where several values lie within ``tie`` of the best (differences
+    that small are seed noise), the middle one of them."""
+    tied = np.flatnonzero(row >= np.nanmax(row) - tie)
+    return int(tied[(len(tied) - 1) // 2])
+
+
 def plot_mmcs_grid(mmcs_grid, size_labels: Sequence[str], l1_values, title: str = "MMCS with the ground truth",
-                   mark_best: bool = True):
-    """Heatmap (dictionary size x alpha) of MMCS, the best alpha of each size outlined."""
+                   mark_best: bool = True, tie: float = 0.005):
+    """Heatmap (dictionary size x alpha) of MMCS, the best alpha of each size outlined: where
+    several alphas lie within ``tie`` of a row's best MMCS, the middle one (``l1_zone_by_size``'s rule)."""
     m = _np(mmcs_grid)
     fig, ax = plt.subplots(figsize=(1.0 * len(l1_values) + 2.5, 0.55 * len(size_labels) + 1.8), dpi=DPI)
     im = _mmcs_image(ax, m)
     for i in range(m.shape[0] if mark_best else 0):
         if np.isfinite(m[i]).any():
-            j = int(np.nanargmax(m[i]))
+            j = _best_index(m[i], tie)
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
     ax.set_xticks(range(len(l1_values)), [f"{a:.2g}" for a in l1_values])
     ax.set_yticks(range(len(size_labels)), list(size_labels))
@@ -212,10 +220,7 @@ def l1_zone_by_size(l1_values, mmcs_grid, threshold: float = 0.95,
     ok = m >= threshold
     lo = np.array([a[row].min() if row.any() else np.nan for row in ok])
     hi = np.array([a[row].max() if row.any() else np.nan for row in ok])
-    best = []
-    for row in m:
-        tied = np.flatnonzero(row >= np.nanmax(row) - tie)
-        best.append(a[tied[(len(tied) - 1) // 2]])
+    best = [a[_best_index(row, tie)] for row in m]
     return lo, hi, np.array(best)
 
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from helpers import toy
@@ -150,14 +151,15 @@ def plot_hidden_scatter(W, x, title: str, n_points: int = 600):
     on = x > 0
     k = on.sum(1)
     colors = feature_colors(W.shape[1])
-    fig, ax = plt.subplots(figsize=(4.6, 4.6), dpi=DPI)
+    fig, ax = plt.subplots(figsize=(6.0, 4.6), dpi=DPI)
     ax.scatter(*h[k >= 2].T, s=8, color="0.6", alpha=0.6, label="2+ features on")
     for i in range(W.shape[1]):
         sel = (k == 1) & on[:, i]
-        ax.scatter(*h[sel].T, s=8, color=colors[i], label=f"only feature {i} on" if i == 0 else None)
+        ax.scatter(*h[sel].T, s=8, color=colors[i], label=f"only feature {i} on")
     draw_arrows(ax, W, colors=colors, scale=1.35 * max(1.0, float(np.abs(h).max())))
     ax.set(title=title, xlabel="hidden dimension 1", ylabel="hidden dimension 2", xticks=[-1, 0, 1], yticks=[-1, 0, 1])
-    ax.legend(fontsize=7, loc="lower right")
+    # Outside the axes: every colour named, and no point hidden behind the legend.
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=1.5)
     fig.tight_layout()
     return fig
 
@@ -187,8 +189,32 @@ def plot_represented_vs_density(sweeps: dict, d_hidden: int = 2):
 # --------------------------------------------------------------------------------------
 # Phase diagram
 # --------------------------------------------------------------------------------------
-def draw_phase_diagram(ax, pd: "toy.PhaseDiagram", title: str | None = None) -> None:
-    """One phase diagram: relative importance of the extra feature (y) vs density (x), log axes."""
+def _label_cell(phase: np.ndarray, k: int, half_width: int, avoid: Sequence[tuple[int, int]] = ()) -> tuple[int, int] | None:
+    """Where to write phase ``k``'s name: the cell (i, j) whose neighbourhood (one row up and down,
+    ``half_width`` columns either side, about the label's size) holds the most cells of phase ``k``,
+    so the label covers no other phase; ties go to the cell nearest the middle of the phase's cells.
+    Cells within two rows and ``half_width + 1`` columns of an ``avoid`` cell are not used."""
+    mine = np.pad(phase == k, ((1, 1), (half_width, half_width)))  # outside the diagram counts as another phase
+    ii, jj = np.nonzero(phase == k)
+    if len(ii) < 4:
+        return None
+    mid_i, mid_j = np.median(ii), np.median(jj)
+    best, best_key = None, None
+    for i, j in zip(ii, jj):
+        if any(abs(i - a) <= 2 and abs(j - b) <= half_width + 1 for a, b in avoid):
+            continue
+        covered = int(mine[i:i + 3, j:j + 2 * half_width + 1].sum())
+        key = (covered, -((i - mid_i) ** 2 + (j - mid_j) ** 2))
+        if best_key is None or key > best_key:
+            best, best_key = (int(i), int(j)), key
+    return best
+
+
+def draw_phase_diagram(ax, pd: "toy.PhaseDiagram", title: str | None = None,
+                       avoid: Sequence[tuple[int, int]] = ()) -> None:
+    """One phase diagram: relative importance of the extra feature (y) vs density (x), log axes.
+
+    ``avoid``: (i_importance, j_density) cells to keep the phase names away from (marked cells)."""
     d, r = pd.densities, pd.rel_importance
     # cell edges halfway between the log-spaced centres
     def edges(v):
@@ -201,11 +227,13 @@ def draw_phase_diagram(ax, pd: "toy.PhaseDiagram", title: str | None = None) -> 
            ylabel="importance of the extra feature / others (log)",
            title=title or f"{pd.d_hidden + 1} features in {pd.d_hidden}-D")
     ax.axhline(1.0, color="k", lw=0.6, ls=":")
-    # Name each phase at the middle of its largest block of cells (medians of its cells' indices).
+    # Name each phase inside a block of its own cells, so the label hides no cell of another phase.
+    # A name of 8-point text spans about 0.3 x its length in cells of a 20-cell row of this width.
     for k, name in enumerate(toy.PHASES):
-        ii, jj = np.nonzero(pd.phase == k)
-        if len(ii) >= 4:
-            ax.text(d[int(np.median(jj))], r[int(np.median(ii))], name, ha="center", va="center", fontsize=8,
+        half_width = max(1, int(np.ceil(0.3 * len(name) * len(d) / 20 / 2)))
+        cell = _label_cell(pd.phase, k, half_width, avoid)
+        if cell is not None:
+            ax.text(d[cell[1]], r[cell[0]], name, ha="center", va="center", fontsize=8,
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.75))
 
 
@@ -227,24 +255,27 @@ def plot_phase_diagrams(diagrams: Sequence["toy.PhaseDiagram"], marks: Sequence[
                         cost_line: bool = True):
     """Phase diagrams side by side with a shared legend of the phases; ``marks`` (i_importance, j_density)
     cells are labelled A, B, ... on the last diagram; ``cost_line`` draws ``phase_cost_boundary``."""
-    fig, axes = plt.subplots(1, len(diagrams), figsize=(5.2 * len(diagrams) + 0.6, 4.4), dpi=DPI, squeeze=False)
-    for ax, pd in zip(axes[0], diagrams):
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(5.2 * len(diagrams) + 0.6, 4.6), dpi=DPI, squeeze=False)
+    for n, (ax, pd) in enumerate(zip(axes[0], diagrams)):
         g = pd.phase.shape[0]
-        draw_phase_diagram(ax, pd, f"{pd.d_hidden + 1} features in {pd.d_hidden}-D ({g}x{g} cells)")
+        draw_phase_diagram(ax, pd, f"{pd.d_hidden + 1} features in {pd.d_hidden}-D ({g}x{g} cells)",
+                           avoid=marks if n == len(diagrams) - 1 else ())
         if cost_line:
             r = np.geomspace(pd.rel_importance[0], pd.rel_importance[-1], 200)
             if pd.d_hidden >= 2:  # above r = 1 a dedicated dimension beats sharing at every density
                 r = r[r <= 1.0]
-            ax.plot(phase_cost_boundary(r), r, "k--", lw=1.5, label="cost estimate: superposition pays left of this")
+            ax.plot(phase_cost_boundary(r), r, "k--", lw=1.5)
             ax.set_xlim(right=pd.densities[-1] * 1.15)
-            ax.legend(loc="upper left", fontsize=7)
     for k, (i, j) in enumerate(marks):
         pd = diagrams[-1]
         axes[0, -1].text(pd.densities[j], pd.rel_importance[i], "ABCDEFGH"[k], ha="center", va="center",
                          fontsize=10, weight="bold", bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec="k"))
+    # One legend below the diagrams, so no cell is hidden behind it.
     handles = [Patch(color=c, label=f"extra feature: {p}") for c, p in zip(PHASE_COLORS, toy.PHASES)]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if cost_line:
+        handles.append(Line2D([], [], color="k", ls="--", lw=1.5, label="cost estimate: superposition pays left of this"))
+    fig.legend(handles=handles, loc="lower center", ncol=2 if cost_line else 3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.13 if cost_line else 0.07, 1, 1))
     return fig
 
 
@@ -307,6 +338,60 @@ def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int):
 
 
 # --------------------------------------------------------------------------------------
+# Feature directions in 3 dimensions (the static version of plotly_figures.tegum_polytope)
+# --------------------------------------------------------------------------------------
+def _hull_edges(P: np.ndarray) -> tuple[list, list]:
+    """Faces (triangles) and edges of the convex hull of the points P (k, 3); an edge between two
+    triangles of one flat face is left out. Empty when the points span fewer than 3 dimensions."""
+    from scipy.spatial import ConvexHull
+
+    try:
+        hull = ConvexHull(P)
+    except Exception:  # scipy's QhullError: points on a plane or a line have no 3-D hull
+        return [], []
+    edges = set()
+    for f, (simplex, nbrs) in enumerate(zip(hull.simplices, hull.neighbors)):
+        for k, g in enumerate(nbrs):  # neighbour g lies across the edge opposite vertex k
+            if g > f and hull.equations[f, :3] @ hull.equations[g, :3] < 0.999:
+                edges.add(tuple(sorted(np.delete(simplex, k))))
+    return [P[s] for s in hull.simplices], [P[list(e)] for e in edges]
+
+
+def plot_polytopes_3d(shapes: dict, title: str = "Feature directions in 3 dimensions", min_norm: float = 0.5,
+                      elev: float = 18, azim: float = 30):
+    """One 3-D panel per ``{name: W}``: each feature's direction as a spoke from the origin and a
+    numbered point, and the edges of the convex hull of the represented ones (norm >= ``min_norm``;
+    the others are drawn grey). ``W`` is (3, n) as a toy model stores it, or (n, 3)."""
+    from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
+
+    k = len(shapes)
+    fig = plt.figure(figsize=(3.0 * k, 3.4), dpi=DPI)
+    for n, (name, W) in enumerate(shapes.items()):
+        P = _np(W).astype(float)
+        P = P if P.shape[1] == 3 else P.T  # (features, 3)
+        norms = np.linalg.norm(P, axis=1)
+        rep = norms >= min_norm
+        ax = fig.add_subplot(1, k, n + 1, projection="3d")
+        faces, edges = _hull_edges(P[rep]) if rep.sum() >= 4 else ([], [])
+        if faces:
+            ax.add_collection3d(Poly3DCollection(faces, facecolor="#7f7fff", alpha=0.12, edgecolor="none"))
+            ax.add_collection3d(Line3DCollection(edges, colors="#5555cc", linewidths=1))
+        for i, p in enumerate(P):
+            color = "crimson" if rep[i] else "0.7"
+            ax.plot([0, p[0]], [0, p[1]], [0, p[2]], color="0.5", lw=1.5)
+            ax.scatter(*p, color=color, s=25, depthshade=False)
+            ax.text(*(p * 1.18), str(i), fontsize=8, ha="center", va="center")
+        r = 1.15 * max(float(norms.max()), 1e-9)
+        ax.set(xlim=(-r, r), ylim=(-r, r), zlim=(-r, r), xticklabels=[], yticklabels=[], zticklabels=[])
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title)
+    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.02, top=0.85, wspace=0.05)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
 # Computation in superposition (|x|)
 # --------------------------------------------------------------------------------------
 def plot_abs(res: "toy.AbsResult"):
@@ -323,7 +408,7 @@ def plot_abs(res: "toy.AbsResult"):
     fig.colorbar(im, ax=axes[1], label="weight from feature to neuron")
     ax = axes[2]
     worth = np.clip(res.explained, 0, 1).sum(1)
-    ax.semilogx(res.densities, worth, "o-", label="features computed (sum of per-feature R^2)")
+    ax.semilogx(res.densities, worth, "o-", label="features' worth computed (sum of R^2)")
     ax.semilogx(res.densities, _np(toy.polysemantic_neurons(res.W1)), "s-", label="polysemantic neurons")
     ax.axhline(m / 2, ls="--", color="0.5", lw=1)
     ax.text(res.densities[0], m / 2 + 0.15, f" {m // 2} = neurons / 2 (two ReLUs per |x|)", fontsize=8, color="0.4")

@@ -108,7 +108,7 @@ def plot_mmcs_larger_by_size(grid: GridResult, baseline: Sequence[float] | None 
     import matplotlib.pyplot as plt
 
     S, L = grid.shape
-    fig, ax = plt.subplots(figsize=(6.5, 3.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
     colors = plt.get_cmap("plasma")(np.linspace(0, 0.9, L))
     for j in range(L):
         ax.plot(range(S - 1), grid.mmcs_larger[:-1, j], "o-", color=colors[j], label=f"alpha={grid.l1_values[j]:.2g}")
@@ -119,5 +119,6 @@ def plot_mmcs_larger_by_size(grid: GridResult, baseline: Sequence[float] | None 
     ax.set_ylabel("mean MMCS with larger dictionaries")
     ax.set_ylim(0, 1.02)
     ax.set_title("Agreement with every larger dictionary (the report's figure 10, as curves)")
-    ax.legend(fontsize=7, ncol=2)
+    # Outside the axes, on the right: inside, it covers the low curves and the random baseline.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
