@@ -537,3 +537,12 @@ def test_the_one_layer_online_model_family_loads_through_the_bridge_offline(tmp_
     post, out = cache[lm.mlp_hooks(0)["post"]], cache[lm.mlp_hooks(0)["out"]]
     assert post.shape == (1, tokens.shape[1], 96), f"MLP post-activations should be (1, tokens, d_mlp=96), got {tuple(post.shape)}"
     assert out.shape == (1, tokens.shape[1], 32), f"MLP output should be (1, tokens, d_model=32), got {tuple(out.shape)}"
+
+
+def test_pick_latents_never_picks_a_latent_twice_even_when_every_latent_is_dense():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50, (40, 16)).astype(np.int32)
+    for density in (0.5, 0.01):  # all latents outside the default frequency range / inside it
+        lat = (rng.random((640, 12)) < density) * rng.random((640, 12)).astype(np.float32)
+        picks = lm.pick_latents(lat, tokens, n=4)
+        assert len(picks) == 4 and len(set(picks.tolist())) == 4, f"pick_latents repeated a latent: {picks}"

@@ -159,8 +159,10 @@ def pick_latents(latent_acts, tokens: np.ndarray, n: int = 4, min_freq: float = 
                          f"({latent_acts.shape[0]} rows), got shape {np.shape(tokens)}")
     freq = latent_stats(latent_acts, chunk_rows).freq
     cands = np.flatnonzero((freq >= min_freq) & (freq <= max_freq))
-    if len(cands) < n:
-        cands = np.argsort(-freq, kind="stable")[: max(n, 1)]
+    if len(cands) < 3 * n:  # too few in the range (a dense SAE): the live latents nearest to it in log frequency
+        alive = np.flatnonzero(freq > 0)
+        centre = 0.5 * (np.log(min_freq) + np.log(max_freq))
+        cands = np.sort(alive[np.argsort(np.abs(np.log(freq[alive]) - centre), kind="stable")[: max(3 * n, len(cands))]])
     flat = np.asarray(tokens).reshape(-1)
     seq_len = np.asarray(tokens).shape[1]
     rows, values = top_rows(latent_acts, cands, k, chunk_rows)                     # (k, cands)
@@ -172,7 +174,9 @@ def pick_latents(latent_acts, tokens: np.ndarray, n: int = 4, min_freq: float = 
         score[i] = max(np.bincount(cur).max(initial=0), np.bincount(prev + 1).max(initial=0)) / max(len(top), 1)
     order = cands[np.argsort(-score, kind="stable")]
     head = order[: (n + 1) // 2]
-    middle = order[len(order) // 3: len(order) // 3 + n - len(head)]
+    rest = order[len(head):]                                                       # never pick a latent twice
+    start = max(len(order) // 3 - len(head), 0)
+    middle = rest[start: start + n - len(head)]
     return np.concatenate([head, middle]).astype(int)
 
 
