@@ -25,6 +25,8 @@ Everything is generated on the chosen device, seeded, in whatever batch size is 
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import torch
@@ -124,6 +126,19 @@ class GroundTruthData:
         # Byte b of a two-part uniform u = (b + v) / 256 can only give u < s_g if b <= 256 s_g.
         self._byte_threshold = (self._prob_scale * 256).floor().clamp(max=255).to(torch.uint8)  # (G,)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(stream_seed(cfg.seed, "sampling"))
+
+    @contextlib.contextmanager
+    def fixed_stream(self, name: str):
+        """Inside the block, samples come from a generator seeded by ``name`` and the data's seed;
+        the training stream is left where it was. An evaluation drawn this way gives the same
+        samples however much was drawn before (for instance whether an SAE was trained just now
+        or reopened from a cache)."""
+        saved = self._sample_gen
+        self._sample_gen = torch.Generator(device=saved.device).manual_seed(stream_seed(self.cfg.seed, name))
+        try:
+            yield self
+        finally:
+            self._sample_gen = saved
 
     def _child_mask(self) -> torch.Tensor:
         """(G,) True for the child features of the hierarchy (none without one)."""

@@ -118,6 +118,22 @@ def test_absorption_of_a_dictionary_that_folds_parents_into_children():
     assert s.parent_cosine.min() > 0.99 and plain.parent_cosine.min() > 0.99
 
 
+
+def test_absorption_scores_do_not_depend_on_what_was_sampled_before():
+    """A cached SAE must score as a freshly trained one: the evaluation draws a fixed stream."""
+    cfg = replace(SMALL, n_parents=4, children_per_parent=3)
+    sae = SAE(SAEConfig(d_in=32, d_sae=64, l1_coeffs=(0.0,)), device="cpu")
+    fresh = GroundTruthData(cfg, device="cpu")
+    used = GroundTruthData(cfg, device="cpu")
+    used.sample(5000)                                                   # as if an SAE had trained on it
+    (a,), (b,) = absorption_scores(sae, fresh, n=2048), absorption_scores(sae, used, n=2048)
+    assert a.absorbed == b.absorbed and torch.equal(torch.as_tensor(a.parent_recall), torch.as_tensor(b.parent_recall))
+    after = used.sample(4)
+    again = GroundTruthData(cfg, device="cpu")
+    again.sample(5000)
+    assert torch.equal(after, again.sample(4)), "scoring must leave the training stream where it was"
+
+
 @pytest.fixture(scope="module")
 def small_runs():
     """L1, and TopK with AuxK, at J = G on the reduced data, 3000 steps (about 20 s on one idle CPU core)."""

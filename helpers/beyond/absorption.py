@@ -34,14 +34,16 @@ class AbsorptionScores(NamedTuple):
 
 @torch.no_grad()
 def absorption_scores(sae, data, n: int = 16384) -> list[AbsorptionScores]:
-    """``AbsorptionScores`` of every instance of ``sae`` on ``n`` fresh samples of ``data``."""
+    """``AbsorptionScores`` of every instance of ``sae`` on ``n`` samples of ``data``, drawn from a
+    fixed stream (``data.fixed_stream``) so the scores do not depend on what was sampled before."""
     cfg = data.cfg
     if cfg.n_parents < 1:
         raise ValueError("data has no hierarchy: build it with GroundTruthConfig(n_parents=...) >= 1")
     was_training = sae.training
     sae.eval()
     try:
-        x, c = data.sample_with_coefficients(n)                     # (n, h), (n, G)
+        with data.fixed_stream("absorption"):
+            x, c = data.sample_with_coefficients(n)                 # (n, h), (n, G)
         acts = sae.encode(x.to(sae.device))                         # (I, n, J)
         D = sae.decoder_directions().float()                        # (I, J, h)
     finally:
