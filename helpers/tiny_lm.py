@@ -228,10 +228,11 @@ def train(steps: int = 15_000, batch: int = 32, lr: float = 3e-3, seed: int = 0,
     train_ids = encode_documents(tok, train_docs)
     counts = torch.bincount(train_ids, minlength=tok.get_vocab_size()).numpy()
     tok, pruned = prune_unused_merges(tok, counts)
-    if pruned:
+    if pruned:  # new ids: encode again
         train_ids = encode_documents(tok, train_docs)
+        counts = torch.bincount(train_ids, minlength=tok.get_vocab_size()).numpy()
     held_ids = encode_documents(tok, held_docs)
-    unused = int((torch.bincount(train_ids, minlength=tok.get_vocab_size()) == 0).sum())
+    unused = int((counts == 0).sum())
     print(f"{sum(map(len, docs)) / 1e6:.1f} M characters in {len(docs)} documents; {len(train_ids):,} training "
           f"and {len(held_ids):,} held-out tokens; {pruned} unused merges pruned", flush=True)
     cfg = make_config(tok.get_vocab_size())

@@ -1,11 +1,10 @@
 """The offline model's build: the MLP-structure measure (how much is a token lookup) and the
 pruning of tokenizer merges, on constructed data where the answer is known; and the shipped
 checkpoint's recorded numbers against the targets the course states."""
-import json
-
 import numpy as np
 import pytest
 
+from helpers.lm.loading import offline_model_info
 from helpers.lm.structure import mlp_structure
 from helpers.tiny_lm import model_dir, prune_unused_merges
 
@@ -80,7 +79,7 @@ def test_pruning_removes_only_merges_that_never_fire_and_keeps_the_encoding():
 
 
 def test_the_shipped_model_is_more_than_a_token_lookup():
-    info = json.loads((model_dir() / "training.json").read_text())
+    info = offline_model_info()
     assert "current_token_r2" in info, "data/tiny_lm/training.json lacks the MLP measure; rebuild: python -m helpers.tiny_lm"
     assert info["current_token_r2"] < 0.5, (
         f"the current token explains {info['current_token_r2']:.0%} of the shipped model's MLP variance; the course "

@@ -162,7 +162,7 @@ def pick_latents(latent_acts, tokens: np.ndarray, n: int = 4, min_freq: float = 
     if len(cands) < 3 * n:  # too few in the range (a dense SAE): the live latents nearest to it in log frequency
         alive = np.flatnonzero(freq > 0)
         centre = 0.5 * (np.log(min_freq) + np.log(max_freq))
-        cands = np.sort(alive[np.argsort(np.abs(np.log(freq[alive]) - centre), kind="stable")[: max(3 * n, len(cands))]])
+        cands = np.sort(alive[np.argsort(np.abs(np.log(freq[alive]) - centre), kind="stable")[: 3 * n]])  # in-range ones first
     flat = np.asarray(tokens).reshape(-1)
     seq_len = np.asarray(tokens).shape[1]
     rows, values = top_rows(latent_acts, cands, k, chunk_rows)                     # (k, cands)
