@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers.metrics import mmcs
-from helpers.recovery import duplicates, firing_scores, one_to_one
+from helpers.recovery import duplicates, firing_scores, one_to_one, refit_on_support
 
 pytest.importorskip("scipy")
 
@@ -43,3 +43,27 @@ def test_firing_precision_and_recall():
     assert s.precision[order][0] == pytest.approx(0.5), "latent 0 fired twice, once with its feature"
     assert s.recall[order][0] == pytest.approx(1.0)
     assert s.l0 == pytest.approx(4 / 3) and s.true_l0 == pytest.approx(2 / 3)
+
+
+def test_refit_on_support_undoes_shrinkage_and_keeps_the_support():
+    g = torch.Generator().manual_seed(0)
+    D = torch.nn.functional.normalize(torch.randn(3, 96, 48, generator=g), dim=-1)   # (inst, J, h)
+    coeffs = torch.zeros(3, 20, 96)
+    for i in range(3):
+        for n in range(20):
+            coeffs[i, n, torch.randperm(96, generator=g)[:5]] = torch.rand(5, generator=g) + 0.2
+    bias = torch.randn(3, 1, 48, generator=g)
+    x = coeffs @ D + bias                                     # exactly expressible on each support
+    shrunk = (coeffs - 0.15).clamp_min(0.01) * (coeffs > 0)   # what an L1 penalty does: same support, smaller
+    refit = refit_on_support(x, D, shrunk, bias, iters=60)
+    assert torch.allclose(refit, coeffs, atol=1e-4), (
+        f"refitting on the true support should recover the coefficients; worst error {(refit - coeffs).abs().max():.2e}")
+    assert (refit[coeffs == 0] == 0).all(), "latents inactive in acts must stay at zero"
+    plain = (x - bias - shrunk @ D).norm(dim=-1).mean()
+    left = (x - bias - refit @ D).norm(dim=-1).mean()
+    assert left < 1e-3 * plain, f"the refit should leave almost none of the shrinkage residual ({left:.2e} of {plain:.2e})"
+
+
+def test_refit_on_support_rejects_zero_iterations():
+    with pytest.raises(ValueError, match="iters"):
+        refit_on_support(torch.zeros(2, 4), torch.eye(4), torch.zeros(2, 4), iters=0)
