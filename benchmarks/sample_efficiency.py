@@ -86,7 +86,10 @@ REPORT = Recipe("report", alphas=(0.1,))
 # pointed at what the dictionary cannot express: the residual of a badly reconstructed input
 # after refitting its active latents without the L1 penalty ("refit"). Aimed at the plain
 # residual instead, revived latents mostly chase the L1 penalty's shrinkage of common features
-# and die again, and about 20 of the rarest features stay unlearned.
+# and die again, and about 20 of the rarest features stay unlearned. Measured and left at their
+# defaults (2M samples, one seed): stopping resampling at 60% or 75% of the run (0.952, 0.970:
+# latents that die late stay dead), the revived encoder at 0.5x instead of 0.2x (0.964), a decoder
+# bias (0.988 against 0.990 with refit resampling every 25k samples).
 OURS = Recipe("ours", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine", renorm="step",
               resample_every=10_000, dead_after=15_000, duplicate_cos=0.8, resample_to="refit")
 _FAST = dict(alphas=(0.1,), lr=1e-2, schedule="warmup_cosine")
