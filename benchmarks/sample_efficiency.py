@@ -58,9 +58,6 @@ class Recipe:
     """Learn b_dec, subtracted before encoding and added after decoding (ARENA has one; the report not)."""
     resample_every: int = 0
     """Every this many samples, re-initialise dead latents towards badly reconstructed inputs (0: never)."""
-    resample_until: float = 1.0
-    """Resample only in this first fraction of the budget, so the last latents revived still have
-    time (and learning rate) to settle before the run ends."""
     dead_after: int = 50_000
     """A latent that fired on none of the last this many samples counts as dead."""
     duplicate_cos: float = 0.0
@@ -70,9 +67,6 @@ class Recipe:
     """Point a resampled latent at the chosen input itself (Anthropic, "input"), at its residual
     x - x_hat ("residual"), or at its residual once the kept latents' coefficients are refitted
     without the L1 penalty ("refit": no shrinkage left, only what no kept latent can express)."""
-    resample_enc_scale: float = 0.2
-    """A resampled latent's encoder column is its new decoder row times this times the mean alive
-    encoder norm (Anthropic: 0.2, so it starts shy of firing)."""
     seed: int = 0
     """Initialisation seed."""
 
@@ -86,10 +80,10 @@ REPORT = Recipe("report", alphas=(0.1,))
 # pointed at what the dictionary cannot express: the residual of a badly reconstructed input
 # after refitting its active latents without the L1 penalty ("refit"). Aimed at the plain
 # residual instead, revived latents mostly chase the L1 penalty's shrinkage of common features
-# and die again, and about 20 of the rarest features stay unlearned. Measured and left at their
-# defaults (2M samples, one seed): stopping resampling at 60% or 75% of the run (0.952, 0.970:
-# latents that die late stay dead), the revived encoder at 0.5x instead of 0.2x (0.964), a decoder
-# bias (0.988 against 0.990 with refit resampling every 25k samples).
+# and die again, and about 20 of the rarest features stay unlearned. Tried in variants of this
+# script and not kept (2M samples, one seed): stopping resampling at 60% or 75% of the run (0.952,
+# 0.970: latents that die late stay dead), the revived encoder at 0.5x instead of 0.2x (0.964), a
+# decoder bias (0.988 against 0.990 with refit resampling every 25k samples).
 OURS = Recipe("ours", alphas=(0.1,), lr=1e-2, schedule="warmup_cosine", renorm="step",
               resample_every=10_000, dead_after=15_000, duplicate_cos=0.8, resample_to="refit")
 _FAST = dict(alphas=(0.1,), lr=1e-2, schedule="warmup_cosine")
@@ -119,8 +113,6 @@ class Run(NamedTuple):
     seconds: float
     decoder: torch.Tensor
     """(instances, J, h) the final unit-norm decoder rows."""
-    encoder: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    """(W_enc (I, h, J), b_enc (I, 1, J), b_dec (I, 1, h)) at the end."""
 
 
 def init_weights(r: Recipe, I: int, h: int, J: int, data: GroundTruthData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,10 +171,9 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
             fires += (c > 0).sum(1)
             l0_sum += (c > 0).float().sum(-1).mean(-1)
             l0_n += 1
-            if (r.resample_every and seen % r.resample_every < B and seen >= r.dead_after
-                    and seen <= r.resample_until * max_samples):
+            if r.resample_every and seen % r.resample_every < B and seen >= r.dead_after:
                 bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
-                resample(opt, W_enc, W_dec, b_enc, b_dec, data, bad, r.resample_to, r.resample_enc_scale)
+                resample(opt, W_enc, W_dec, b_enc, b_dec, data, bad, r.resample_to)
                 fires.zero_()
             if seen % check_every < B or step == steps - 1:
                 samples.append(seen)
@@ -192,8 +183,7 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
     dead = (seen - last_fired >= r.dead_after).sum(-1).tolist()
     l0 = (l0_sum / max(l0_n, 1)).tolist()
     D = (W_dec / W_dec.norm(dim=-1, keepdim=True)).detach()
-    return Run(samples, curve, dead, l0, time.perf_counter() - t0, D,
-               (W_enc.detach(), b_enc.detach(), b_dec.detach()))
+    return Run(samples, curve, dead, l0, time.perf_counter() - t0, D)
 
 
 def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Tensor:
@@ -212,10 +202,9 @@ def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Ten
     return (close & beaten).any(-1)
 
 
-def resample(opt, W_enc, W_dec, b_enc, b_dec, data: GroundTruthData, dead: torch.Tensor, to: str = "input",
-             enc_scale: float = 0.2) -> None:
+def resample(opt, W_enc, W_dec, b_enc, b_dec, data: GroundTruthData, dead: torch.Tensor, to: str = "input") -> None:
     """Anthropic-style resampling: point each dead latent (I, J) at an input its SAE reconstructs
-    badly (drawn with probability ~ squared loss), encoder scaled to enc_scale x the mean alive norm."""
+    badly (drawn with probability ~ squared loss), encoder scaled to 0.2x the mean alive norm."""
     if not dead.any():
         return
     x = data.sample(2048 if to == "refit" else 8192)  # (N, h); the refit costs 20 passes
@@ -235,7 +224,7 @@ def resample(opt, W_enc, W_dec, b_enc, b_dec, data: GroundTruthData, dead: torch
         v = v / v.norm(dim=-1, keepdim=True)  # (n_dead, h)
         alive_norm = W_enc[i][:, ~dead[i]].norm(dim=0).mean() if (~dead[i]).any() else 1.0
         W_dec[i, idx] = v
-        W_enc[i][:, idx] = v.T * alive_norm * enc_scale
+        W_enc[i][:, idx] = v.T * alive_norm * 0.2
         b_enc[i, 0, idx] = 0.0
         for p, sl in ((W_dec, (i, idx)), (W_enc, (i, slice(None), idx)), (b_enc, (i, 0, idx))):
             for buf in ("exp_avg", "exp_avg_sq"):  # the revived latent starts with fresh moments
