@@ -12,7 +12,9 @@ import functools
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -60,6 +62,16 @@ def _source(name: str) -> str:
     return str(Path(name)) if Path(name).is_dir() else name
 
 
+def _hub_resolves() -> bool:
+    """Whether the hub's host name resolves (False at once on a machine with no network)."""
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def offline_model_info() -> dict:
     """What ``helpers.tiny_lm`` recorded when it built the offline model (``training.json``):
     corpus, training, held-out loss and the MLP's structure (``current_token_r2``, ``pcs_90``,
@@ -85,6 +97,9 @@ def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = No
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
+    no_dns = source == name and not offline and not Path(source).is_dir() and not _hub_resolves()
+    if no_dns:  # only the local cache can serve it: skip huggingface_hub's ~25 s of retries
+        offline = True
     try:
         hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline)
         tok = AutoTokenizer.from_pretrained(source, local_files_only=offline)
@@ -92,7 +107,10 @@ def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = No
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise ValueError(
             f"Could not load model {name!r}: it is not {OFFLINE_MODEL!r}, not a local folder, and the "
-            f"Hugging Face hub did not provide it ({type(err).__name__}: {first}). Check the name "
+            f"Hugging Face hub did not provide it ({type(err).__name__}: {first})"
+            + (" (no network: the hub's address does not resolve, and the model is not in the local cache)"
+               if no_dns else "")
+            + ". Check the name "
             f"(e.g. {ONLINE_MODEL!r}) and the network. Without a network use load_model({OFFLINE_MODEL!r}), "
             "which ships with the course, or pass offline=True (or set HF_HUB_OFFLINE=1) for a model "
             "already in the local Hugging Face cache."
