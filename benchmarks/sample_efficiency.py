@@ -14,7 +14,11 @@ Every ``--check-every`` samples the MMCS of each instance with the ground truth 
 a recipe's samples-to-0.99 is the first check at which its best instance reaches 0.99. Where
 neither recipe gets there, the JSON also compares them at the report recipe's final MMCS.
 Prints one JSON line. Run: ``python benchmarks/sample_efficiency.py [--max-samples N] [--quick]``;
-``--ladder`` instead trains the recipes between the two one change at a time (``LADDER``).
+``--ladder`` instead trains the recipes between the two one change at a time (``LADDER``);
+``--grid`` asks whether the tuned recipe would make notebook 03's diagnostics point at the true
+size: it trains 0.5x, 1x and 2x dictionaries (``GRID``, resampling stopped at 75% of the run so
+that latents can die before the end) and prints, per size, the ground-truth MMCS, the dead latents
+(silent for the last 500 batches, the report's T) and the MMCS with the next size up.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import NamedTuple
 import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
-from helpers.metrics import mmcs
+from helpers.metrics import mmcs, mmcs_between
 from helpers.optim import lr_factor
 from helpers.recovery import refit_on_support
 
@@ -67,6 +71,8 @@ class Recipe:
     """Point a resampled latent at the chosen input itself (Anthropic, "input"), at its residual
     x - x_hat ("residual"), or at its residual once the kept latents' coefficients are refitted
     without the L1 penalty ("refit": no shrinkage left, only what no kept latent can express)."""
+    resample_until: float = 1.0
+    """No resampling after this fraction of the run (1: until the end)."""
     seed: int = 0
     """Initialisation seed."""
 
@@ -99,6 +105,13 @@ LADDER = (
            resample_every=10_000, dead_after=15_000, duplicate_cos=0.8, resample_to="residual"),
     OURS,
 )
+# ``--grid``: OURS at two alphas, resampling only over the first 75% of the run, so that what is
+# dead at the end died after the last resampling (the dead-latent diagnostic needs that).
+GRID = Recipe("ours, resampling until 75%", alphas=(0.1, 0.3), lr=1e-2, schedule="warmup_cosine", renorm="step",
+              resample_every=10_000, dead_after=15_000, duplicate_cos=0.8, resample_to="refit", resample_until=0.75)
+GRID_RATIOS = (0.5, 1.0, 2.0)
+DEAD_WINDOW = 500 * 256
+"""Samples without firing that make a latent dead in ``--grid``: the report's T = 500 batches of 256."""
 
 
 class Run(NamedTuple):
@@ -107,7 +120,9 @@ class Run(NamedTuple):
     mmcs: list[list[float]]
     """(checks, instances) MMCS with the ground truth."""
     dead: list[int]
-    """Dead latents per instance at the end."""
+    """Dead latents per instance at the end (silent for the recipe's ``dead_after`` samples)."""
+    silent_for: torch.Tensor
+    """(instances, J) samples since each latent last fired, at the end."""
     l0: list[float]
     """Mean active latents per sample per instance over the last check window."""
     seconds: float
@@ -136,10 +151,13 @@ def init_weights(r: Recipe, I: int, h: int, J: int, data: GroundTruthData) -> tu
     return W_dec.transpose(1, 2).contiguous(), W_dec
 
 
-def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig, stop_at_target: bool = False) -> Run:
-    """Train len(r.alphas) SAEs on one fresh sample stream; MMCS every check_every samples."""
+def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig, stop_at_target: bool = False,
+          J: int | None = None) -> Run:
+    """Train len(r.alphas) SAEs of J latents (default G) on one fresh sample stream; MMCS every
+    check_every samples."""
     data = GroundTruthData(cfg)  # same seed, same stream of samples for every recipe
-    h, J, I, B = cfg.d, cfg.n_features, len(r.alphas), r.batch
+    h, I, B = cfg.d, len(r.alphas), r.batch
+    J = cfg.n_features if J is None else J
     W_enc, W_dec = init_weights(r, I, h, J, data)
     W_enc, W_dec = W_enc.requires_grad_(), W_dec.requires_grad_()
     b_enc = torch.zeros(I, 1, J, requires_grad=True)
@@ -171,7 +189,8 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
             fires += (c > 0).sum(1)
             l0_sum += (c > 0).float().sum(-1).mean(-1)
             l0_n += 1
-            if r.resample_every and seen % r.resample_every < B and seen >= r.dead_after:
+            if (r.resample_every and seen % r.resample_every < B and seen >= r.dead_after
+                    and seen <= r.resample_until * max_samples):
                 bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
                 resample(opt, W_enc, W_dec, b_enc, b_dec, data, bad, r.resample_to)
                 fires.zero_()
@@ -183,7 +202,7 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
     dead = (seen - last_fired >= r.dead_after).sum(-1).tolist()
     l0 = (l0_sum / max(l0_n, 1)).tolist()
     D = (W_dec / W_dec.norm(dim=-1, keepdim=True)).detach()
-    return Run(samples, curve, dead, l0, time.perf_counter() - t0, D)
+    return Run(samples, curve, dead, seen - last_fired, l0, time.perf_counter() - t0, D)
 
 
 def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Tensor:
@@ -239,6 +258,26 @@ def samples_to_target(run: Run, target: float = TARGET) -> int | None:
     return None
 
 
+def grid_report(budget: int, cfg: GroundTruthConfig) -> dict:
+    """``--grid``: GRID at each size of GRID_RATIOS; per size and alpha the ground-truth MMCS, the
+    latents silent for the last DEAD_WINDOW samples, and the MMCS with the next size up."""
+    t0, runs = time.perf_counter(), {}
+    for ratio in GRID_RATIOS:
+        runs[ratio] = train(GRID, budget, budget, cfg, J=int(ratio * cfg.n_features))
+    rows = []
+    for ratio, larger in zip(GRID_RATIOS, GRID_RATIOS[1:] + (None,)):
+        run = runs[ratio]
+        rows.append({
+            "size": ratio, "alphas": list(GRID.alphas), "mmcs": [round(v, 4) for v in run.mmcs[-1]],
+            "dead": (run.silent_for >= min(DEAD_WINDOW, budget)).sum(-1).tolist(),
+            "mmcs_with_larger": None if larger is None else
+            [round(v, 4) for v in mmcs_between(run.decoder, runs[larger].decoder).tolist()],
+            "l0": [round(v, 2) for v in run.l0], "seconds": round(run.seconds, 1)})
+    return {"benchmark": "sample_efficiency_grid", "G": cfg.n_features, "h": cfg.d, "samples": budget,
+            "resample_until": GRID.resample_until, "dead_window": DEAD_WINDOW, "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-samples", type=int, default=2_000_000, help="sample budget per recipe")
@@ -246,11 +285,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a 300k-sample smoke run (numbers not meaningful)")
     ap.add_argument("--ladder", action="store_true",
                     help="instead: train each recipe of LADDER (report -> ours, one change at a time) over the budget")
+    ap.add_argument("--grid", action="store_true",
+                    help="instead: train GRID at 0.5x, 1x and 2x and print where notebook 03's diagnostics would point")
     args = ap.parse_args()
     torch.manual_seed(0)
     budget = 300_000 if args.quick else args.max_samples
     check = min(args.check_every, budget // 3) if args.quick else args.check_every
     cfg = GroundTruthConfig(n_features=512, d=256, seed=0)
+    if args.grid:
+        print(json.dumps(grid_report(budget, cfg)))
+        return
     if args.ladder:
         t0, rows = time.perf_counter(), []
         for r in LADDER:
