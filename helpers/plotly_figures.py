@@ -203,9 +203,12 @@ def feature_browser_static(table, title: str = "Every latent of the SAE", label:
            ylabel="share of top activations on one token", title=title)
     pure = np.flatnonzero(table.top_token_share >= 0.95)
     pure = pure[np.argsort(table.density[pure], kind="stable")]
-    for k, n in enumerate(pure[np.unique(np.linspace(0, len(pure) - 1, min(label, len(pure))).astype(int))]):
+    named = pure[np.unique(np.linspace(0, len(pure) - 1, min(label, len(pure))).astype(int))]
+    for k, n in enumerate(named):  # labels in a row below the plateau, in density order, so none overlap
         ax.annotate(f"{table.latents[n]}: {table.top_token[n]!r}", (table.density[n], table.top_token_share[n]),
-                    fontsize=7, xytext=(-20, -14 - 11 * (k % 3)), textcoords="offset points",
+                    xytext=(0.02 + 0.82 * k / max(len(named) - 1, 1), 0.84 - 0.09 * (k % 2)),
+                    textcoords="axes fraction", fontsize=7,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
                     arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
     fig.set_dpi(80)
     return fig
