@@ -26,7 +26,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -258,17 +258,17 @@ def samples_to_target(run: Run, target: float = TARGET) -> int | None:
     return None
 
 
-def grid_report(budget: int, cfg: GroundTruthConfig) -> dict:
+def grid_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...] = GRID.alphas) -> dict:
     """``--grid``: GRID at each size of GRID_RATIOS; per size and alpha the ground-truth MMCS, the
     latents silent for the last DEAD_WINDOW samples, and the MMCS with the next size up."""
-    t0, runs = time.perf_counter(), {}
+    t0, runs, recipe = time.perf_counter(), {}, replace(GRID, alphas=tuple(alphas))
     for ratio in GRID_RATIOS:
-        runs[ratio] = train(GRID, budget, budget, cfg, J=int(ratio * cfg.n_features))
+        runs[ratio] = train(recipe, budget, budget, cfg, J=int(ratio * cfg.n_features))
     rows = []
     for ratio, larger in zip(GRID_RATIOS, GRID_RATIOS[1:] + (None,)):
         run = runs[ratio]
         rows.append({
-            "size": ratio, "alphas": list(GRID.alphas), "mmcs": [round(v, 4) for v in run.mmcs[-1]],
+            "size": ratio, "alphas": list(recipe.alphas), "mmcs": [round(v, 4) for v in run.mmcs[-1]],
             "dead": (run.silent_for >= min(DEAD_WINDOW, budget)).sum(-1).tolist(),
             "mmcs_with_larger": None if larger is None else
             [round(v, 4) for v in mmcs_between(run.decoder, runs[larger].decoder).tolist()],
@@ -287,13 +287,14 @@ def main() -> None:
                     help="instead: train each recipe of LADDER (report -> ours, one change at a time) over the budget")
     ap.add_argument("--grid", action="store_true",
                     help="instead: train GRID at 0.5x, 1x and 2x and print where notebook 03's diagnostics would point")
+    ap.add_argument("--alphas", type=float, nargs="+", default=list(GRID.alphas), help="the L1 coefficients of --grid")
     args = ap.parse_args()
     torch.manual_seed(0)
     budget = 300_000 if args.quick else args.max_samples
     check = min(args.check_every, budget // 3) if args.quick else args.check_every
     cfg = GroundTruthConfig(n_features=512, d=256, seed=0)
     if args.grid:
-        print(json.dumps(grid_report(budget, cfg)))
+        print(json.dumps(grid_report(budget, cfg, tuple(args.alphas))))
         return
     if args.ladder:
         t0, rows = time.perf_counter(), []
