@@ -18,7 +18,9 @@ Prints one JSON line. Run: ``python benchmarks/sample_efficiency.py [--max-sampl
 ``--grid`` asks whether the tuned recipe would make notebook 03's diagnostics point at the true
 size: it trains 0.5x, 1x and 2x dictionaries (``GRID``, resampling stopped at 75% of the run so
 that latents can die before the end) and prints, per size, the ground-truth MMCS, the dead latents
-(silent for the last 500 batches, the report's T) and the MMCS with the next size up.
+(silent for the last 500 batches, the report's T) and the MMCS with the next size up;
+``--course`` trains the same recipe through the course's own trainer (``train_sae`` with its
+resampling settings, as notebook 02, section 6 does) for each of ``--alphas`` and ``--seeds``.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.metrics import mmcs, mmcs_between
 from helpers.optim import lr_factor
-from helpers.recovery import refit_on_support
+from helpers.sae.resample import redundant, resample_latents_
 
 TARGET = 0.99
 
@@ -160,8 +162,8 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
     J = cfg.n_features if J is None else J
     W_enc, W_dec = init_weights(r, I, h, J, data)
     W_enc, W_dec = W_enc.requires_grad_(), W_dec.requires_grad_()
-    b_enc = torch.zeros(I, 1, J, requires_grad=True)
-    b_dec = torch.zeros(I, 1, h, requires_grad=r.decoder_bias)
+    b_enc = torch.zeros(I, J, requires_grad=True)
+    b_dec = torch.zeros(I, h, requires_grad=r.decoder_bias)
     params = [W_enc, W_dec, b_enc] + ([b_dec] if r.decoder_bias else [])
     opt = torch.optim.Adam(params, lr=r.lr)
     alpha = torch.tensor(r.alphas)[:, None]  # (I, 1)
@@ -174,8 +176,8 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
             g["lr"] = r.lr * lr_factor(r.schedule, step, steps)
         x = data.sample(B)  # (B, h)
         D = W_dec / W_dec.norm(dim=-1, keepdim=True)  # (I, J, h) unit rows on the forward pass
-        c = torch.relu(torch.matmul(x - b_dec, W_enc) + b_enc)  # (I, B, J)
-        err = torch.baddbmm(b_dec, c, D) - x  # (I, B, h)
+        c = torch.relu(torch.matmul(x - b_dec[:, None], W_enc) + b_enc[:, None])  # (I, B, J)
+        err = torch.baddbmm(b_dec[:, None], c, D) - x  # (I, B, h)
         loss_i = err.pow(2).mean((1, 2)) + alpha[:, 0] / J * c.sum(-1).mean(-1)  # (I,)
         loss_i.sum().backward()
         opt.step()
@@ -192,7 +194,9 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
             if (r.resample_every and seen % r.resample_every < B and seen >= r.dead_after
                     and seen <= r.resample_until * max_samples):
                 bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
-                resample(opt, W_enc, W_dec, b_enc, b_dec, data, bad, r.resample_to)
+                if bad.any():  # the refit costs 20 passes over its pool of samples
+                    x_pool = data.sample(2048 if r.resample_to == "refit" else 8192)
+                    resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, x_pool, bad, r.resample_to)
                 fires.zero_()
             if seen % check_every < B or step == steps - 1:
                 samples.append(seen)
@@ -203,51 +207,6 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
     l0 = (l0_sum / max(l0_n, 1)).tolist()
     D = (W_dec / W_dec.norm(dim=-1, keepdim=True)).detach()
     return Run(samples, curve, dead, seen - last_fired, l0, time.perf_counter() - t0, D)
-
-
-def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Tensor:
-    """(I, J) latents whose decoder row is within ``cos`` of a latent that fired more often.
-
-    With J = G a duplicate costs a feature: two latents splitting one feature's activation pay
-    the same L1 as one latent, so nothing pushes them apart, and some rare feature goes unmatched.
-    """
-    if not cos:
-        return torch.zeros_like(fires, dtype=torch.bool)
-    D = W_dec / W_dec.norm(dim=-1, keepdim=True)
-    close = D @ D.transpose(1, 2) > cos  # (I, J, J)
-    J = fires.shape[-1]
-    order = fires * J - torch.arange(J)  # ties go to the lower index
-    beaten = order[:, None, :] > order[:, :, None]  # [i, j, k]: latent k fired more than latent j
-    return (close & beaten).any(-1)
-
-
-def resample(opt, W_enc, W_dec, b_enc, b_dec, data: GroundTruthData, dead: torch.Tensor, to: str = "input") -> None:
-    """Anthropic-style resampling: point each dead latent (I, J) at an input its SAE reconstructs
-    badly (drawn with probability ~ squared loss), encoder scaled to 0.2x the mean alive norm."""
-    if not dead.any():
-        return
-    x = data.sample(2048 if to == "refit" else 8192)  # (N, h); the refit costs 20 passes
-    D = W_dec / W_dec.norm(dim=-1, keepdim=True)
-    c = torch.relu(torch.matmul(x - b_dec, W_enc) + b_enc)
-    if to == "refit":
-        # Without the L1 penalty's shrinkage the residual holds only what no kept latent can express.
-        c = refit_on_support(x, D, c * ~dead[:, None, :], b_dec)
-    resid = x - torch.baddbmm(b_dec, c, D)  # (I, N, h)
-    loss = resid.pow(2).sum(-1)  # (I, N)
-    for i in range(dead.shape[0]):
-        idx = dead[i].nonzero().flatten()
-        if idx.numel() == 0:
-            continue
-        pick = torch.multinomial(loss[i].square(), idx.numel(), replacement=False)
-        v = x[pick] - b_dec[i] if to == "input" else resid[i, pick]
-        v = v / v.norm(dim=-1, keepdim=True)  # (n_dead, h)
-        alive_norm = W_enc[i][:, ~dead[i]].norm(dim=0).mean() if (~dead[i]).any() else 1.0
-        W_dec[i, idx] = v
-        W_enc[i][:, idx] = v.T * alive_norm * 0.2
-        b_enc[i, 0, idx] = 0.0
-        for p, sl in ((W_dec, (i, idx)), (W_enc, (i, slice(None), idx)), (b_enc, (i, 0, idx))):
-            for buf in ("exp_avg", "exp_avg_sq"):  # the revived latent starts with fresh moments
-                opt.state[p][buf][sl] = 0.0
 
 
 def samples_to_target(run: Run, target: float = TARGET) -> int | None:
@@ -278,6 +237,30 @@ def grid_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...] =
             "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
 
 
+def course_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...], seeds: tuple[int, ...]) -> dict:
+    """``--course``: OURS through ``helpers.sae.train_sae`` (one SAE per alpha and initialisation seed,
+    each on the same fresh sample stream); the final ground-truth MMCS of each."""
+    from helpers.sae import SAE, SAEConfig, train_sae
+
+    B, rows, t0 = OURS.batch, [], time.perf_counter()
+    for alpha in alphas:
+        for seed in seeds:
+            sae_cfg = SAEConfig(d_in=cfg.d, d_sae=cfg.n_features, l1_coeffs=(alpha,), lr=OURS.lr, batch_size=B,
+                                steps=budget // B, lr_schedule=OURS.schedule, renorm_decoder=OURS.renorm == "step",
+                                resample_every=OURS.resample_every // B, resample_dead_after=OURS.dead_after // B,
+                                resample_duplicate_cos=OURS.duplicate_cos, resample_to=OURS.resample_to, seed=seed)
+            torch.manual_seed(0)
+            sae, data = SAE(sae_cfg, device="cpu"), GroundTruthData(cfg)
+            log = train_sae(sae, data.sample, progress=False)
+            rows.append({"alpha": alpha, "seed": seed, "mmcs": round(float(mmcs(sae.decoder_directions().detach(),
+                                                                                 data.features)[0]), 4),
+                         "dead": int(log.dead[-1, 0]), "l0": round(float(log.l0[-1, 0]), 2),
+                         "seconds": round(log.seconds, 1)})
+    return {"benchmark": "sample_efficiency_course_trainer", "G": cfg.n_features, "h": cfg.d, "J": cfg.n_features,
+            "samples": budget, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "threads": torch.get_num_threads()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-samples", type=int, default=2_000_000, help="sample budget per recipe")
@@ -287,7 +270,11 @@ def main() -> None:
                     help="instead: train each recipe of LADDER (report -> ours, one change at a time) over the budget")
     ap.add_argument("--grid", action="store_true",
                     help="instead: train GRID at 0.5x, 1x and 2x and print where notebook 03's diagnostics would point")
-    ap.add_argument("--alphas", type=float, nargs="+", default=list(GRID.alphas), help="the L1 coefficients of --grid")
+    ap.add_argument("--course", action="store_true",
+                    help="instead: train OURS through the course's train_sae for each of --alphas and --seeds")
+    ap.add_argument("--alphas", type=float, nargs="+", default=list(GRID.alphas),
+                    help="the L1 coefficients of --grid and --course")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="initialisation seeds of --course")
     args = ap.parse_args()
     torch.manual_seed(0)
     budget = 300_000 if args.quick else args.max_samples
@@ -295,6 +282,9 @@ def main() -> None:
     cfg = GroundTruthConfig(n_features=512, d=256, seed=0)
     if args.grid:
         print(json.dumps(grid_report(budget, cfg, tuple(args.alphas))))
+        return
+    if args.course:
+        print(json.dumps(course_report(budget, cfg, tuple(args.alphas), tuple(args.seeds))))
         return
     if args.ladder:
         t0, rows = time.perf_counter(), []

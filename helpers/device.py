@@ -157,6 +157,8 @@ class RunSizes:
     """alpha values (one stacked SAE per noise level) of the denoising appendix."""
     sae_noise_steps: int
     """Adam steps per denoising SAE (at the grid's learning rate, grid_lr)."""
+    sae_tuned_steps: int
+    """Adam steps of notebook 02's whole recipe, resampling included (section 6): 2M samples at G = 512."""
 
     # --- notebook 03: hyperparameter diagnostics -----------------------------------------
     grid_steps: int
@@ -239,7 +241,7 @@ _LAPTOP = RunSizes(
     gt_features=512, gt_dim=256, sae_steps=8_000, sae_batch=256,
     sae_dict_ratios=(0.5, 1.0, 2.0, 4.0), sae_l1_values=_quarter_decades(1e-3, 10.0)[::2],
     sae_alpha=0.1, sae_noise_levels=(0.0, 0.5, 1.0, 2.0, 4.0),
-    sae_noise_l1_values=(0.03, 0.1, 0.3, 1.0), sae_noise_steps=1_000,
+    sae_noise_l1_values=(0.03, 0.1, 0.3, 1.0), sae_noise_steps=1_000, sae_tuned_steps=7_812,
     grid_steps=2_000, grid_l1_values=_quarter_decades(1e-2, 10.0)[::2][1:], dead_window=500, grid_lr=1e-2,
     grid_schedule="warmup_cosine", grid_renorm=True,
     extra_grid_ratios=(0.5, 1.0, 2.0), seed_grid_l1_values=(0.1, 0.3162, 1.0, 3.162),
@@ -262,7 +264,7 @@ _SIZES = {
         gt_features=128, gt_dim=64, sae_steps=8_000,
         sae_l1_values=_quarter_decades(1e-3, 10.0)[::2], sae_alpha=0.1, sae_noise_steps=2_000,
         sae_dict_ratios=(0.5, 1.0, 2.0, 4.0, 8.0), sae_noise_levels=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
-        sae_noise_l1_values=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+        sae_noise_l1_values=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0), sae_tuned_steps=4_000,
         grid_steps=4_000, grid_l1_values=_GRID_CI_L1, dead_window=500, grid_lr=3e-3, grid_schedule="constant",
         grid_renorm=False,
         # the extra grids stop at 2x and 0.1-3.16: a third of the work of 0.5x-4x over 0.03-3.16 (or all 10 values)

@@ -312,6 +312,29 @@ def plot_mmcs_vs_samples(curves: dict, threshold: float = 0.95, title: str = "MM
     return fig
 
 
+def plot_recovery_by_frequency(dictionaries: dict, truth, probabilities, threshold: float = 0.9,
+                               title: str = "Which planted features each SAE holds"):
+    """Best cosine of every planted feature with any latent, against how often the feature fires.
+
+    ``dictionaries``: {label: (J, h) learned rows}; ``truth``: (G, h); ``probabilities``: (G,).
+    """
+    p, T = _np(probabilities), _np(truth)
+    T = T / np.linalg.norm(T, axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=DPI)
+    for (name, D), (col, mark) in zip(dictionaries.items(), (("tab:orange", "o"), ("tab:blue", "s"), ("tab:green", "^"))):
+        D = _np(D)
+        best = (T @ (D / np.linalg.norm(D, axis=1, keepdims=True)).T).max(1)
+        ax.scatter(p, best, s=9, marker=mark, color=col, alpha=0.6,
+                   label=f"{name}: {(best < threshold).sum()} below {threshold:g}")
+    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="probability that the feature is on in a sample (log scale)",
+           ylabel="best cosine with any latent", ylim=(0, 1.03), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_mmcs_vs_noise(noise_stds, mmcs_values, l1_values, random_baseline: float,
                        xlabel: str = "input noise std (per dimension)"):
     """Appendix: MMCS of denoising SAEs against the input noise, one line per alpha.

@@ -138,9 +138,47 @@ def refit_on_support(x: torch.Tensor, dictionary: torch.Tensor, acts: torch.Tens
         raise ValueError(f"iters must be a positive number of steps, got {iters}")
     target = x if bias is None else x - bias
     mask = acts > 0
+    k = int(mask.sum(-1).max()) if mask.numel() else 0  # the largest support
+    n_small = mask.shape[:-1].numel() * k * k  # entries of every sample's own (k, k) Gram matrix
+    # Measured on a CPU at J = 512, h = 256, 2048 samples: 12x faster at k = 15, 3x slower at k = 72.
+    if 128 * k * k <= dictionary.shape[-2] * dictionary.shape[-1] and n_small <= _GATHER_LIMIT:
+        return _refit_gathered(target, dictionary, mask, acts, iters)
     gram = (dictionary @ dictionary.transpose(-1, -2)).abs()  # (..., J, J)
     bound = (mask.to(gram.dtype) @ gram).masked_fill(~mask, 0.0).amax(-1, keepdim=True).clamp_min(1.0)
     c = acts * mask
     for _ in range(iters):
         c = c + (target - c @ dictionary) @ dictionary.transpose(-1, -2) * mask / bound
     return c
+
+
+_GATHER_LIMIT = 1 << 25
+"""Largest total size (floats) of the per-sample Gram matrices for which ``refit_on_support``
+takes its gathered path (about 128 MB)."""
+
+
+def _refit_gathered(target: torch.Tensor, dictionary: torch.Tensor, mask: torch.Tensor, acts: torch.Tensor,
+                    iters: int) -> torch.Tensor:
+    """``refit_on_support``'s loop on each sample's k active latents only (k = the largest support).
+
+    The same steps, written as c += (target D^T - c D D^T) * mask / bound with the Gram matrix D D^T
+    gathered to each sample's (k, k) block: 20 products of (k, k) blocks instead of 20 products
+    with the whole (J, h) dictionary. Equal to the dense loop up to float rounding
+    (tests/test_recovery.py); used where k is small against the dictionary (k <= 32 at J = 512, h = 256).
+    """
+    J, n = mask.shape[-1], mask.shape[-2]
+    lead = torch.broadcast_shapes(mask.shape[:-2], dictionary.shape[:-2], target.shape[:-2])
+    mask, acts = mask.expand(*lead, n, J), acts.expand(*lead, n, J)
+    k = max(int(mask.sum(-1).max()), 1)
+    on, idx = mask.to(acts.dtype).topk(k, dim=-1)                              # (..., n, k) active latents first
+    valid = on > 0
+    Dt = dictionary.transpose(-1, -2)
+    gram = (dictionary @ Dt).expand(*lead, J, J).reshape(*lead, 1, J * J).expand(*lead, n, J * J)
+    pair = (idx[..., :, None] * J + idx[..., None, :]).reshape(*lead, n, k * k)
+    both = valid[..., :, None] & valid[..., None, :]
+    G = torch.gather(gram, -1, pair).view(*lead, n, k, k) * both               # (..., n, k, k) each sample's block
+    b = torch.gather((target @ Dt).expand(*lead, n, J), -1, idx) * valid       # (..., n, k) target . rows
+    bound = G.abs().sum(-1).amax(-1, keepdim=True).clamp_min(1.0)              # the same Gershgorin bound
+    c = torch.gather(acts, -1, idx) * valid
+    for _ in range(iters):
+        c = c + (b - (G * c[..., None, :]).sum(-1)) * valid / bound
+    return torch.zeros(*lead, n, J, dtype=acts.dtype, device=acts.device).scatter(-1, idx, c)

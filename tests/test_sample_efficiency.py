@@ -1,25 +1,18 @@
-"""The resampling of benchmarks/sample_efficiency.py: a revived latent should land on a feature
-the dictionary is missing, not on the L1 penalty's shrinkage of the features it already has."""
-import importlib.util
-import sys
-from pathlib import Path
+"""Resampling (helpers.sae.resample, used by train_sae and benchmarks/sample_efficiency.py): a
+revived latent should land on a feature the dictionary is missing, not on the L1 penalty's
+shrinkage of the features it already has; and train_sae's resampling should pay at the course's sizes."""
+from dataclasses import replace
 
+import pytest
 import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "sample_efficiency.py"
-
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("sample_efficiency", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sample_efficiency"] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
+from helpers.metrics import mmcs
+from helpers.sae import SAE, SAEConfig, train_sae
+from helpers.sae.resample import redundant, resample_latents_
 
 
-def _revived_cosines(se, to: str, seed: int) -> torch.Tensor:
+def _revived_cosines(to: str, seed: int) -> torch.Tensor:
     """A tied SAE that holds every planted feature but four, with a threshold that shrinks every
     active coefficient by 0.2 (as an L1 penalty does); the four latents are resampled."""
     torch.manual_seed(seed)
@@ -28,20 +21,19 @@ def _revived_cosines(se, to: str, seed: int) -> torch.Tensor:
     missing = torch.tensor([3, 17, 40, 51])
     W_dec = F.clone()[None]                                                   # (1, G, h)
     W_dec[0, missing] = torch.nn.functional.normalize(torch.randn(4, 256), dim=-1)
-    W_enc, b_enc, b_dec = W_dec.transpose(1, 2).clone(), torch.full((1, 1, 64), -0.2), torch.zeros(1, 1, 256)
+    W_enc, b_enc, b_dec = W_dec.transpose(1, 2).clone(), torch.full((1, 64), -0.2), torch.zeros(1, 256)
     opt = torch.optim.Adam([W_enc, W_dec, b_enc])
     for p in (W_enc, W_dec, b_enc):
         opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
     dead = torch.zeros(1, 64, dtype=torch.bool)
     dead[0, missing] = True
-    se.resample(opt, W_enc, W_dec, b_enc, b_dec, data, dead, to)
+    assert resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, data.sample(2048 if to == "refit" else 8192), dead, to) == 4
     return (W_dec[0, missing] @ F[missing].T).max(-1).values                 # (4,) best match among the missing
 
 
 def test_refit_resampling_points_revived_latents_at_missing_features():
-    se = _benchmark()
-    refit = torch.cat([_revived_cosines(se, "refit", s) for s in range(3)])
-    plain = torch.cat([_revived_cosines(se, "residual", s) for s in range(3)])
+    refit = torch.cat([_revived_cosines("refit", s) for s in range(3)])
+    plain = torch.cat([_revived_cosines("residual", s) for s in range(3)])
     # Medians: now and then a pick is a sample whose residual is a small present feature that its
     # latent failed to fire on (the threshold), and that pick misses with either target.
     assert refit.median() >= 0.95, (
@@ -50,3 +42,48 @@ def test_refit_resampling_points_revived_latents_at_missing_features():
     assert refit.median() >= plain.median() + 0.1, (
         f"the refit should aim better than the plain residual, which carries the shrinkage of the active "
         f"latents (median cosine {refit.median():.3f} against {plain.median():.3f})")
+
+
+def test_redundant_marks_the_rarer_of_two_near_duplicates():
+    W_dec = torch.eye(4)[None].repeat(1, 1, 1)                                # (1, 4, 4)
+    W_dec[0, 3] = torch.tensor([0.95, 0.0, 0.0, 0.31])                        # a near-copy of latent 0
+    fires = torch.tensor([[10.0, 5.0, 5.0, 2.0]])
+    assert redundant(W_dec, fires, 0.8).tolist() == [[False, False, False, True]], \
+        "the rarer latent of a pair with cosine 0.95 > 0.8 should be marked, and nothing else"
+    assert not redundant(W_dec, fires, 0.0).any(), "cos=0 should switch the duplicate check off"
+
+
+def test_train_sae_resampling_revives_dead_latents_and_recovers_more_features():
+    """A quarter of a 1x SAE's latents start dead (bias -100): without resampling they stay dead
+    and their features unmatched; train_sae's resampling revives them (measured at G=64, h=32:
+    MMCS 0.82 with 16 dead against 0.96 with none)."""
+    data_cfg = GroundTruthConfig(n_features=64, d=32, seed=3)
+    base = SAEConfig(d_in=32, d_sae=64, l1_coeffs=(0.3,), lr=1e-2, steps=1000, lr_schedule="warmup_cosine",
+                     renorm_decoder=True)
+    res = {}
+    for every in (0, 25):
+        torch.manual_seed(0)
+        sae = SAE(replace(base, resample_every=every, resample_until=0.75), device="cpu")
+        with torch.no_grad():
+            sae.b_enc[:, :16] = -100.0
+        log = train_sae(sae, GroundTruthData(data_cfg).sample, progress=False)
+        res[every] = (float(mmcs(sae.decoder_directions().detach(), GroundTruthData(data_cfg).features)[0]),
+                      int(log.dead[-1, 0]))
+    assert res[0][1] == 16, f"without resampling the 16 latents started dead should stay dead, got {res[0][1]}"
+    assert res[25][1] == 0, f"resampling every 25 steps should revive every dead latent, {res[25][1]} still dead"
+    assert res[25][0] >= res[0][0] + 0.05, (
+        f"the revived latents should find the features nobody held (MMCS {res[25][0]:.3f} with resampling "
+        f"against {res[0][0]:.3f} without): check train_sae's resampling call and helpers.sae.resample")
+
+
+@pytest.mark.parametrize("field, value", [("resample_every", -1), ("resample_dead_after", 0),
+                                          ("resample_duplicate_cos", 1.5), ("resample_until", 0.0),
+                                          ("resample_to", "noise")])
+def test_resampling_settings_are_checked_by_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        SAEConfig(d_in=4, d_sae=8, **{field: value})
+
+
+def test_resampling_is_refused_for_variants_it_does_not_know():
+    with pytest.raises(ValueError, match="resample_every"):
+        SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2, resample_every=10)

@@ -53,6 +53,19 @@ class SAEConfig:
     """Also reset the decoder rows to unit length after every Adam step (ARENA does). The forward
     pass uses unit rows either way; without the reset Adam lengthens the stored rows step by step,
     so the same lr turns them less and less (at G = 512: MMCS 0.83 instead of 0.89 after 512k samples)."""
+    resample_every: int = 0
+    """Every this many steps, revive the latents that do nothing useful (0: never; the diagnostic
+    grids never do, since they read the dead latents): those silent for ``resample_dead_after``
+    steps and the rarer of each near-duplicate pair, pointed at what the SAE cannot express
+    (``helpers.sae.resample``; notebook 02, section 6)."""
+    resample_dead_after: int = 60
+    """Steps without firing after which resampling counts a latent dead (60 x 256 ~ 15k samples)."""
+    resample_duplicate_cos: float = 0.8
+    """Resampling also revives the rarer latent of any pair whose decoder rows have a cosine above this (0: none)."""
+    resample_to: str = "refit"
+    """Where a revived latent points: ``input``, ``residual`` or ``refit`` (see ``helpers.sae.resample``)."""
+    resample_until: float = 1.0
+    """No resampling after this fraction of the run (below 1: latents that die late stay dead)."""
     compile: bool = False
     """Train through ``torch.compile(sae.loss)``: faster per step on a GPU, seconds to compile."""
     k: float | None = None
@@ -88,6 +101,19 @@ class SAEConfig:
                                  f"architecture={self.architecture!r}, got k={self.k!r}")
             if self.architecture == "topk" and self.k != int(self.k):
                 raise ValueError(f"k must be a whole number of latents for architecture='topk', got {self.k!r}")
+        if self.resample_every < 0 or self.resample_dead_after < 1:
+            raise ValueError(f"resample_every must be >= 0 (0: never) and resample_dead_after >= 1 step, got "
+                             f"{self.resample_every!r} and {self.resample_dead_after!r}")
+        if not 0 <= self.resample_duplicate_cos <= 1:
+            raise ValueError(f"resample_duplicate_cos must be a cosine in [0, 1] (0: no duplicate check), "
+                             f"got {self.resample_duplicate_cos!r}")
+        if not 0 < self.resample_until <= 1:
+            raise ValueError(f"resample_until must be a fraction of the run in (0, 1], got {self.resample_until!r}")
+        if self.resample_to not in ("input", "residual", "refit"):
+            raise ValueError(f"resample_to must be 'input', 'residual' or 'refit', got {self.resample_to!r}")
+        if self.resample_every and self.architecture != "standard":
+            raise ValueError(f"resample_every works for architecture='standard' only, got {self.architecture!r}: "
+                             "set resample_every=0")
         for name in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

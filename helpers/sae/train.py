@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from helpers.device import stream_seed
 from helpers.optim import adam, check_finite, scheduler
 from helpers.sae.model import SAE
+from helpers.sae.resample import redundant, resample_latents_
 
 
 @dataclass
@@ -69,6 +70,7 @@ def train_sae(
     sae.train()
 
     last_fired = torch.zeros(I, J, dtype=torch.long, device=dev)  # step each latent last fired
+    fires = torch.zeros(I, J, device=dev)                         # firings since the last resampling
     sums = torch.zeros(3, I, device=dev)  # recon, sparsity, l0 summed over the window
     rows: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     buffer, start, t0 = torch.empty(0), 0, time.perf_counter()
@@ -97,6 +99,15 @@ def train_sae(
             last_fired.masked_fill_(active.any(1), step + 1)
             l0 = active.sum(-1, dtype=torch.float32).mean(-1)                 # (I,)
             sums += torch.stack([out.recon_loss.detach(), out.l1_loss.detach(), l0])
+            if cfg.resample_every:
+                fires += active.sum(1)
+                if _resample_due(cfg, step + 1, steps):
+                    bad = ((step + 1 - last_fired) >= cfg.resample_dead_after) | redundant(
+                        sae.W_dec, fires, cfg.resample_duplicate_cos)
+                    if bad.any():  # a pool of fresh samples to aim at (2048: the refit costs 20 passes)
+                        resample_latents_(opt, sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec,
+                                          _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to)
+                    fires.zero_()
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 # The window's sums hold every step since the last row: one NaN anywhere shows.
                 check_finite(sums[0] + sums[1], step + 1, "train_sae", labels)
@@ -116,6 +127,12 @@ def train_sae(
         log.dead = torch.stack([r[2] for r in rows]).numpy()
     log.steps_since_fired = (steps - last_fired).cpu().numpy()
     return log
+
+
+def _resample_due(cfg, done: int, steps: int) -> bool:
+    """Is step ``done`` (1-based) of ``steps`` one at which ``train_sae`` resamples?"""
+    return (done % cfg.resample_every == 0 and done >= cfg.resample_dead_after
+            and done <= cfg.resample_until * steps)
 
 
 def _draw(sample_fn: Callable[[int], torch.Tensor], n: int, d_in: int, dev: torch.device) -> torch.Tensor:
