@@ -36,7 +36,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.metrics import mmcs, mmcs_between
 from helpers.optim import lr_factor
-from helpers.sae.resample import redundant, resample_latents_
+from helpers.sae.resample import POOL, redundant, resample_latents_
 
 TARGET = 0.99
 
@@ -194,8 +194,8 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
             if (r.resample_every and seen % r.resample_every < B and seen >= r.dead_after
                     and seen <= r.resample_until * max_samples):
                 bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
-                if bad.any():  # the refit costs 20 passes over its pool of samples
-                    x_pool = data.sample(2048 if r.resample_to == "refit" else 8192)
+                if bad.any():
+                    x_pool = data.sample(POOL[r.resample_to])
                     resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, x_pool, bad, r.resample_to)
                 fires.zero_()
             if seen % check_every < B or step == steps - 1:

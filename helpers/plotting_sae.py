@@ -1,4 +1,5 @@
-"""Figures for notebook 02: the ground-truth data, SAE training, and how well SAEs recover it.
+"""Figures for notebook 02: the ground-truth data and how well SAEs recover it (training curves:
+``helpers.plotting_training``).
 
 Every function draws one figure (or into the axes it is given) and returns the figure, so a
 notebook cell is one call plus ``plt.show()``. Inputs are plain tensors/arrays and the logs
@@ -13,7 +14,6 @@ import numpy as np
 import torch
 
 from helpers.metrics import best_matches
-from helpers.sae import TrainLog
 
 DPI = 80
 """Figures are stored in the notebooks: modest resolution keeps them small."""
@@ -79,24 +79,6 @@ def plot_sample_decomposition(x, coeffs, features, max_bars: int = 12):
 # --------------------------------------------------------------------------------------
 # 2. One SAE
 # --------------------------------------------------------------------------------------
-def plot_training_curves(log: TrainLog, instance: int = 0, title: str = ""):
-    """Reconstruction loss, L1 term and L0 against the training step for one instance."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), dpi=DPI)
-    for ax, values, name, log_y in (
-        (axes[0], log.recon_loss, "reconstruction loss (1/h)||x - x_hat||^2", True),
-        (axes[1], log.l1_loss, "L1 term (alpha/J)||c||_1", True),
-        (axes[2], log.l0, "L0: active latents per example", False),
-    ):
-        ax.plot(log.steps, values[:, instance], color="tab:blue")
-        ax.set(xlabel="training step", ylabel=name.split(":")[0].split(" (")[0], title=name)
-        if log_y:
-            ax.set_yscale("log")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def matched_cosines(learned, truth) -> tuple[np.ndarray, np.ndarray]:
     """(G, G) cosines between the true features (rows) and, in column g, the learned feature
     that best matches true feature g; and the (G,) best cosines (the matrix's diagonal)."""
@@ -293,67 +275,5 @@ def plot_mmcs_noise_grid(noise_levels, l1_values, mmcs_grid, title: str = "Denoi
     ax.set_yticks(range(len(noise_levels)), [f"{v:g}" for v in noise_levels])
     ax.set(xlabel="L1 coefficient alpha", ylabel="input noise std / RMS of x", title=title)
     fig.colorbar(im, ax=ax, label="MMCS")
-    fig.tight_layout()
-    return fig
-
-
-def plot_mmcs_vs_samples(curves: dict, threshold: float = 0.95, title: str = "MMCS during training"):
-    """MMCS against training samples, one line per ``{label: (samples, mmcs)}``."""
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=DPI)
-    styles = ("-", "--", "-.", ":")
-    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
-    for k, (name, (n, m)) in enumerate(curves.items()):
-        ax.plot(np.asarray(n) / 1e3, _np(m), styles[k % 2], color=colors[k % len(colors)], label=name)
-    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
-    ax.set(xlabel="training samples (thousands)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
-           title=title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_recovery_by_frequency(dictionaries: dict, truth, probabilities, threshold: float = 0.9,
-                               title: str = "Which planted features each SAE holds"):
-    """Best cosine of every planted feature with any latent, against how often the feature fires.
-
-    ``dictionaries``: {label: (J, h) learned rows}; ``truth``: (G, h); ``probabilities``: (G,).
-    """
-    p, T = _np(probabilities), _np(truth)
-    T = T / np.linalg.norm(T, axis=1, keepdims=True)
-    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=DPI)
-    for (name, D), (col, mark) in zip(dictionaries.items(), (("tab:orange", "o"), ("tab:blue", "s"), ("tab:green", "^"))):
-        D = _np(D)
-        best = (T @ (D / np.linalg.norm(D, axis=1, keepdims=True)).T).max(1)
-        ax.scatter(p, best, s=9, marker=mark, color=col, alpha=0.6,
-                   label=f"{name}: {(best < threshold).sum()} below {threshold:g}")
-    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
-    ax.set_xscale("log")
-    ax.set(xlabel="probability that the feature is on in a sample (log scale)",
-           ylabel="best cosine with any latent", ylim=(0, 1.03), title=title)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_mmcs_vs_noise(noise_stds, mmcs_values, l1_values, random_baseline: float,
-                       xlabel: str = "input noise std (per dimension)"):
-    """Appendix: MMCS of denoising SAEs against the input noise, one line per alpha.
-
-    ``mmcs_values``: (noise levels, alphas) or (noise levels,) with one alpha.
-    """
-    s, m = np.asarray(noise_stds, float), _np(mmcs_values).reshape(len(noise_stds), -1)
-    alphas = np.atleast_1d(np.asarray(l1_values, float))
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=DPI)
-    colors = plt.cm.viridis(np.linspace(0, 0.85, len(alphas)))
-    for j, (a, col) in enumerate(zip(alphas, colors)):
-        ax.plot(s, m[:, j], "o-", color=col, label=f"alpha = {a:g}")
-    ax.axhline(random_baseline, color="tab:gray", ls="--", label="random dictionary")
-    pos = s[s > 0]
-    if pos.size and pos.max() / pos.min() >= 8:  # levels spread over decades: log-like axis that keeps 0
-        ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.5)
-        ax.set_xticks(s, [f"{v:g}" for v in s])
-    ax.set(xlabel=xlabel, ylabel="MMCS", ylim=(0, 1.02),
-           title="Denoising SAEs: MMCS against input noise")
-    ax.legend(loc="lower left", fontsize=9)
     fig.tight_layout()
     return fig

@@ -9,7 +9,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.metrics import mmcs
 from helpers.sae import SAE, SAEConfig, train_sae
-from helpers.sae.resample import redundant, resample_latents_
+from helpers.sae.resample import POOL, redundant, resample_latents_
 
 
 def _revived_cosines(to: str, seed: int) -> torch.Tensor:
@@ -27,7 +27,7 @@ def _revived_cosines(to: str, seed: int) -> torch.Tensor:
         opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
     dead = torch.zeros(1, 64, dtype=torch.bool)
     dead[0, missing] = True
-    assert resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, data.sample(2048 if to == "refit" else 8192), dead, to) == 4
+    assert resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, data.sample(POOL[to]), dead, to) == 4
     return (W_dec[0, missing] @ F[missing].T).max(-1).values                 # (4,) best match among the missing
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from helpers.optim import LR_SCHEDULES
+from helpers.sae.resample import RESAMPLE_TARGETS
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
 
@@ -109,8 +110,8 @@ class SAEConfig:
                              f"got {self.resample_duplicate_cos!r}")
         if not 0 < self.resample_until <= 1:
             raise ValueError(f"resample_until must be a fraction of the run in (0, 1], got {self.resample_until!r}")
-        if self.resample_to not in ("input", "residual", "refit"):
-            raise ValueError(f"resample_to must be 'input', 'residual' or 'refit', got {self.resample_to!r}")
+        if self.resample_to not in RESAMPLE_TARGETS:
+            raise ValueError(f"resample_to must be one of {RESAMPLE_TARGETS}, got {self.resample_to!r}")
         if self.resample_every and self.architecture != "standard":
             raise ValueError(f"resample_every works for architecture='standard' only, got {self.architecture!r}: "
                              "set resample_every=0")

@@ -22,6 +22,8 @@ import torch
 from helpers.recovery import refit_on_support
 
 RESAMPLE_TARGETS = ("input", "residual", "refit")
+POOL = {"input": 8192, "residual": 8192, "refit": 2048}
+"""Fresh samples drawn to aim revived latents at, per target (the refit costs 20 passes over them)."""
 
 
 def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Tensor:
