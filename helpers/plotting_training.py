@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
+from helpers.metrics import best_matches
 from helpers.plotting_sae import DPI, _np
 from helpers.sae import TrainLog
 
@@ -51,12 +53,10 @@ def plot_recovery_by_frequency(dictionaries: dict, truth, probabilities, thresho
 
     ``dictionaries``: {label: (J, h) learned rows}; ``truth``: (G, h); ``probabilities``: (G,).
     """
-    p, T = _np(probabilities), _np(truth)
-    T = T / np.linalg.norm(T, axis=1, keepdims=True)
+    p, T = _np(probabilities), torch.as_tensor(truth).detach().cpu().float()
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=DPI)
     for (name, D), (col, mark) in zip(dictionaries.items(), (("tab:orange", "o"), ("tab:blue", "s"), ("tab:green", "^"))):
-        D = _np(D)
-        best = (T @ (D / np.linalg.norm(D, axis=1, keepdims=True)).T).max(1)
+        best = _np(best_matches(torch.as_tensor(D).detach().cpu().float(), T).cosine)   # (G,)
         ax.scatter(p, best, s=9, marker=mark, color=col, alpha=0.6,
                    label=f"{name}: {(best < threshold).sum()} below {threshold:g}")
     ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
