@@ -163,6 +163,7 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
     W_enc, W_dec = init_weights(r, I, h, J, data)
     W_enc, W_dec = W_enc.requires_grad_(), W_dec.requires_grad_()
     b_enc = torch.zeros(I, J, requires_grad=True)
+    resample_gen = torch.Generator().manual_seed(r.seed + 1)  # its own stream: draws never depend on what ran before
     b_dec = torch.zeros(I, h, requires_grad=r.decoder_bias)
     params = [W_enc, W_dec, b_enc] + ([b_dec] if r.decoder_bias else [])
     opt = torch.optim.Adam(params, lr=r.lr)
@@ -196,7 +197,7 @@ def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
                 bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
                 if bad.any():
                     x_pool = data.sample(POOL[r.resample_to])
-                    resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, x_pool, bad, r.resample_to)
+                    resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, x_pool, bad, r.resample_to, generator=resample_gen)
                 fires.zero_()
             if seen % check_every < B or step == steps - 1:
                 samples.append(seen)

@@ -5,6 +5,6 @@ superposition), ``data`` (ground-truth sparse features), ``sae`` (stacked sparse
 autoencoders), ``metrics``, ``diagnostics``, ``lm`` (language-model activations),
 ``plotting`` and ``widgets``. Import the module you need: ``from helpers import sae``.
 """
-from helpers.device import get_device, seed_everything, sizes, current_scale
+from helpers.device import course_seed, current_scale, get_device, rng, seed_everything, sizes
 
-__all__ = ["get_device", "seed_everything", "sizes", "current_scale"]
+__all__ = ["course_seed", "current_scale", "get_device", "rng", "seed_everything", "sizes"]

@@ -4,6 +4,8 @@ Three things live here and nowhere else:
 
 * ``get_device()``: the torch device every helper and notebook uses (cuda > mps > cpu,
   overridable with the ``COURSE_DEVICE`` environment variable or an argument).
+* ``course_seed()``: the ``COURSE_SEED`` environment variable (default 0), which moves every
+  random stream of the course at once (``stream_seed``, ``rng``, ``seed_everything``).
 * ``seed_everything()``: one call that seeds Python, NumPy and torch.
 * ``sizes()``: the run sizes for the current ``TUTORIAL_SCALE`` (``ci``, ``laptop`` or
   ``full``), one frozen dataclass. Notebooks read their sizes from it instead of
@@ -52,15 +54,47 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def course_seed() -> int:
+    """The course's one seed knob: ``$COURSE_SEED`` (a whole number, default 0).
+
+    Every random stream of the course (data, initialisations, sampling, resampling) is derived
+    from it through ``stream_seed``, so ``COURSE_SEED=1`` gives a whole new run of every
+    notebook, and equal values give identical runs. The findings the notebooks state are meant
+    to hold for any value: try one.
+    """
+    raw = os.environ.get("COURSE_SEED", "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"COURSE_SEED={raw!r}: set it to a whole number >= 0 (e.g. COURSE_SEED=1), "
+                         "or unset it for the default run (0).")
+    return value
+
+
 def stream_seed(seed: int, stream: str) -> int:
     """A seed for one named random stream (``"ground-truth"``, ``"sae-init"``, ...).
 
     Equal user seeds must not give equal random numbers in different places: with both the
     ground-truth features and an SAE's orthogonal init drawn from ``manual_seed(0)``, the
     init *is* (a linear map of) the answer, and the SAE looks far better than it is.
+    A nonzero ``COURSE_SEED`` (``course_seed()``) moves every stream at once.
     """
-    digest = hashlib.blake2b(f"{stream}:{seed}".encode(), digest_size=8).digest()
+    salt = course_seed()
+    text = f"{stream}:{seed}" if salt == 0 else f"{stream}:{seed}:course-seed={salt}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1  # 63 bits: a valid torch seed
+
+
+def rng(seed: int = 0, stream: str = "notebook", device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch generator for one named stream: ``torch.rand(..., generator=rng(1))``.
+
+    Seeded through ``stream_seed``, so it follows ``COURSE_SEED`` like every other stream.
+    """
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream))
 
 
 @contextlib.contextmanager
@@ -83,7 +117,13 @@ def cpu_threads(device: torch.device, work: int, threshold: int):
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same."""
+    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same.
+
+    The helpers never draw from these global generators (each stream has its own generator);
+    this covers a reader's own ``torch.randn(...)`` calls. A nonzero ``COURSE_SEED`` moves it too.
+    """
+    if course_seed():
+        seed = stream_seed(seed, "global") % 2**32  # numpy takes 32-bit seeds
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

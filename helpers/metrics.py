@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 
+from helpers.device import stream_seed
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -51,7 +52,7 @@ def mmcs_between(dict_a: torch.Tensor, dict_b: torch.Tensor) -> torch.Tensor:
 
 def random_mmcs_baseline(n_reference: int, n_learned: int, d: int, seed: int = 0) -> float:
     """MMCS of random unit vectors: what 'no recovery at all' scores in d dimensions."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(stream_seed(seed, "random-baseline"))
     return float(mmcs(torch.randn(n_learned, d, generator=g), torch.randn(n_reference, d, generator=g)))
 
 

@@ -29,6 +29,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from helpers.device import course_seed
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Text such as "<function f at 0x7f...>" differs from one Python process to the next: a key
@@ -134,6 +136,8 @@ def jsonable(obj, where: str = "config"):
 
 def cache_key(config: dict) -> str:
     """A short stable hash of a config (see ``jsonable``): a changed config is a new cache entry."""
+    if course_seed():  # every random stream follows COURSE_SEED: so does the key
+        config = {**config, "course_seed": course_seed()}
     blob = json.dumps(jsonable(config), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -15,19 +15,20 @@ from helpers.sae.resample import POOL, redundant, resample_latents_
 def _revived_cosines(to: str, seed: int) -> torch.Tensor:
     """A tied SAE that holds every planted feature but four, with a threshold that shrinks every
     active coefficient by 0.2 (as an L1 penalty does); the four latents are resampled."""
-    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     data = GroundTruthData(GroundTruthConfig(n_features=64, d=256, seed=seed, correlated=False, decay=1.0))
     F = data.features
     missing = torch.tensor([3, 17, 40, 51])
     W_dec = F.clone()[None]                                                   # (1, G, h)
-    W_dec[0, missing] = torch.nn.functional.normalize(torch.randn(4, 256), dim=-1)
+    W_dec[0, missing] = torch.nn.functional.normalize(torch.randn(4, 256, generator=gen), dim=-1)
     W_enc, b_enc, b_dec = W_dec.transpose(1, 2).clone(), torch.full((1, 64), -0.2), torch.zeros(1, 256)
     opt = torch.optim.Adam([W_enc, W_dec, b_enc])
     for p in (W_enc, W_dec, b_enc):
         opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
     dead = torch.zeros(1, 64, dtype=torch.bool)
     dead[0, missing] = True
-    assert resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, data.sample(POOL[to]), dead, to) == 4
+    assert resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, data.sample(POOL[to]), dead, to,
+                             generator=gen) == 4
     return (W_dec[0, missing] @ F[missing].T).max(-1).values                 # (4,) best match among the missing
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from helpers.device import stream_seed
 from helpers.lm.checks import check_fraction, check_instance, check_int, check_model, check_sae
 from helpers.lm.features import _chunks, latent_stats, residual_effects
 
@@ -95,7 +96,7 @@ def random_geometry(model, geo: PairGeometry, layer: int = 0, seed: int = 0) -> 
     """
     check_model(model)
     m = len(geo.latents)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(stream_seed(seed, "lm-random-directions"))
     D = torch.nn.functional.normalize(torch.randn(m, model.cfg.d_mlp, generator=gen), dim=-1)      # (m, d_mlp)
     E = torch.nn.functional.normalize(residual_effects(model, D, layer=layer), dim=-1).cpu()      # (m, d_model)
     iu = np.triu_indices(m, 1)
@@ -111,5 +112,5 @@ def shuffled_geometry(geo: PairGeometry, seed: int = 0) -> PairGeometry:
     lift = np.zeros((m, m))
     lift[iu] = geo.lift
     lift = lift + lift.T                                                    # (m, m) symmetric
-    perm = np.random.default_rng(seed).permutation(m)
+    perm = np.random.default_rng(stream_seed(seed, "lm-shuffle")).permutation(m)
     return PairGeometry(geo.latents, lift[np.ix_(perm, perm)][iu], geo.output_cos, geo.decoder_cos)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from helpers.device import get_device
+from helpers.device import get_device, stream_seed
 from helpers.lm.checks import check_fraction, check_int, check_kinds, check_layer, check_model
 from helpers.lm.loading import CORPUS, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
 from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock
@@ -76,7 +76,7 @@ class Activations(NamedTuple):
         if skip_bos:  # the BOS position's activations are a constant outlier; SAEs skip it
             rows = rows[rows % self.tokens.shape[1] != 0]
         data = torch.from_numpy(np.ascontiguousarray(arr[rows])).to(dev)  # (rows, d)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+        gen = torch.Generator(device="cpu").manual_seed(stream_seed(seed, "lm-sampler"))
 
         def sample(n: int) -> torch.Tensor:
             idx = torch.randint(0, data.shape[0], (n,), generator=gen).to(dev)

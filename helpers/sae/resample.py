@@ -46,7 +46,8 @@ def redundant(W_dec: torch.Tensor, fires: torch.Tensor, cos: float) -> torch.Ten
 
 @torch.no_grad()
 def resample_latents_(opt: torch.optim.Optimizer, W_enc: torch.Tensor, W_dec: torch.Tensor, b_enc: torch.Tensor,
-                      b_dec: torch.Tensor, x: torch.Tensor, bad: torch.Tensor, to: str = "refit") -> int:
+                      b_dec: torch.Tensor, x: torch.Tensor, bad: torch.Tensor, to: str = "refit", *,
+                      generator: torch.Generator) -> int:
     """Point each latent marked in ``bad`` (I, J) at a badly reconstructed sample of ``x`` (N, h).
 
     W_enc (I, h, J), W_dec (I, J, h), b_enc (I, J), b_dec (I, h): the SAE's parameters, changed in
@@ -54,7 +55,8 @@ def resample_latents_(opt: torch.optim.Optimizer, W_enc: torch.Tensor, W_dec: to
     (for ``refit``: under the kept latents only); the revived latent's decoder row is the chosen direction
     (``to``, see the module docstring), its encoder column the same direction at 0.2x the mean
     norm of the kept latents' columns, its bias 0, and its Adam moments are cleared. Returns how
-    many latents were revived.
+    many latents were revived. ``generator`` (on ``x``'s device) draws the samples: the
+    result never depends on what else drew random numbers before.
     """
     if to not in RESAMPLE_TARGETS:
         raise ValueError(f"to must be one of {RESAMPLE_TARGETS}, got {to!r}")
@@ -70,7 +72,8 @@ def resample_latents_(opt: torch.optim.Optimizer, W_enc: torch.Tensor, W_dec: to
         idx = bad[i].nonzero().flatten()
         if idx.numel() == 0:
             continue
-        pick = torch.multinomial(loss[i].square(), idx.numel(), replacement=idx.numel() > x.shape[0])
+        pick = torch.multinomial(loss[i].square(), idx.numel(), replacement=idx.numel() > x.shape[0],
+                                 generator=generator)
         v = x[pick] - b_dec[i] if to == "input" else resid[i, pick]
         v = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)                 # (n_bad, h)
         alive_norm = W_enc[i][:, ~bad[i]].norm(dim=0).mean() if (~bad[i]).any() else 1.0

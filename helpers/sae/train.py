@@ -66,6 +66,7 @@ def train_sae(
     sched = scheduler(opt, cfg.lr_schedule, steps) if cfg.lr_schedule != "constant" else None
     forward = torch.compile(sae) if cfg.compile else sae
     noise_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-input-noise"))
+    resample_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-resample"))
     labels = [f"alpha={a:g}" for a in cfg.l1_coeffs]
     sae.train()
 
@@ -106,7 +107,8 @@ def train_sae(
                         sae.W_dec, fires, cfg.resample_duplicate_cos)
                     if bad.any():  # a pool of fresh samples to aim at (2048: the refit costs 20 passes)
                         resample_latents_(opt, sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec,
-                                          _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to)
+                                          _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to,
+                                          generator=resample_gen)
                     fires.zero_()
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 # The window's sums hold every step since the last row: one NaN anywhere shows.
