@@ -549,3 +549,62 @@ def test_pick_latents_never_picks_a_latent_twice_even_when_every_latent_is_dense
         lat = (rng.random((640, 12)) < density) * rng.random((640, 12)).astype(np.float32)
         picks = lm.pick_latents(lat, tokens, n=4)
         assert len(picks) == 4 and len(set(picks.tolist())) == 4, f"pick_latents repeated a latent: {picks}"
+
+
+def test_a_hub_that_accepts_and_never_answers_fails_in_bounded_time(tmp_path, monkeypatch):
+    """A network that accepts connections and never answers (a captive portal, a dead proxy):
+    huggingface_hub's session has no overall timeout, so load_model must give up by itself."""
+    import socket
+    import threading
+    import time
+
+    import helpers.lm.loading as loading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held, stop = [], threading.Event()
+
+    def accept_and_stay_silent():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "HUB_PROBE_SECONDS", 1.0)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ValueError) as err:
+            lm.load_model("no-such-org/silent-hub-model")
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+    seconds = time.perf_counter() - t0
+    assert held, "the probe never connected to the silent server: the test did not test anything"
+    assert seconds < 15, f"load_model waited {seconds:.1f} s on a hub that never answers; it should give up"
+    assert lm.OFFLINE_MODEL in str(err.value) and "accepted no request" in str(err.value), str(err.value)
+
+
+def test_load_model_gives_float32_weights(tmp_path):
+    """A checkpoint stored in fp16 (as Pythia's are) is loaded in float32, the dtype of every SAE."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from helpers.tiny_lm import model_dir
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir()))
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tok))).half().save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = lm.load_model(str(tmp_path), device="cpu", offline=True)
+    dtypes = {p.dtype for p in model.parameters()}
+    assert dtypes == {torch.float32}, f"load_model kept {dtypes}: cast the Hugging Face model to float32 once, at load"

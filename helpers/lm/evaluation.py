@@ -72,6 +72,19 @@ def ce_baselines(model, tokens: torch.Tensor | np.ndarray, layer: int = 0, batch
                      _splice_loss(model, tokens, [(hook, _zero_after_bos)], batch_size))
 
 
+@torch.no_grad()
+def loss_with_hook(model, tokens: torch.Tensor | np.ndarray, hook, layer: int = 0, batch_size: int = 16) -> float:
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``hook`` on the MLP's post-activations.
+
+    The tokens go to the model's device here, in batches: a cell that calls the model itself
+    would have to remember that (on a GPU, CPU token ids in the embedding are an error).
+    """
+    check_model(model)
+    tokens = check_tokens(tokens, model)
+    layer = check_layer(layer, model)
+    return _splice_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], check_int("batch_size", batch_size, 1))
+
+
 def splice_hook(sae, instance: int = 0):
     """A hook that replaces every position but the first by instance ``instance``'s reconstruction."""
     def splice(x, hook):                                               # x: (batch, seq, d_mlp)

@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +26,10 @@ from helpers.device import get_device
 # (huggingface_hub reads them when it is first imported; a reader's own settings win).
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+HUB_PROBE_SECONDS = 10.0
+"""How long ``load_model`` waits for the hub to answer one request before it treats the hub as
+unreachable. huggingface_hub's own session has no overall timeout: on a network that accepts a
+connection and never answers it would wait for ever."""
 
 OFFLINE_MODEL = "tiny-offline"
 """The name of the model shipped in ``data/tiny_lm``."""
@@ -72,6 +78,19 @@ def _hub_resolves() -> bool:
     return True
 
 
+def _hub_answers(timeout: float | None = None) -> bool:
+    """Whether the hub answers a HEAD request within ``timeout`` seconds (any HTTP status counts)."""
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"),
+                                    timeout=HUB_PROBE_SECONDS if timeout is None else timeout):
+            return True
+    except urllib.error.HTTPError:  # it answered, if only with an error status
+        return True
+    except (OSError, ValueError):   # no route, refused, timed out, or a malformed HF_ENDPOINT
+        return False
+
+
 def offline_model_info() -> dict:
     """What ``helpers.tiny_lm`` recorded when it built the offline model (``training.json``):
     corpus, training, held-out loss and the MLP's structure (``current_token_r2``, ``pcs_90``,
@@ -88,7 +107,9 @@ def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = No
     """A ``TransformerBridge`` for ``name`` on ``device``: ``"tiny-offline"``, a local folder, or a hub id.
 
     ``offline=True`` never touches the network (a hub id must then be in the local HF cache).
-    Hub requests time out (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``) instead of hanging.
+    Hub requests time out (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``) instead of hanging,
+    and a hub that does not answer within ``HUB_PROBE_SECONDS`` is treated as unreachable (only the
+    local cache is tried). The weights are loaded in float32.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a model name such as {OFFLINE_MODEL!r}, got {name!r}")
@@ -97,11 +118,15 @@ def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = No
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
-    no_dns = source == name and not offline and not Path(source).is_dir() and not _hub_resolves()
-    if no_dns:  # only the local cache can serve it: skip huggingface_hub's ~25 s of retries
+    hub_id = source == name and not offline and not Path(source).is_dir()
+    no_dns = hub_id and not _hub_resolves()
+    silent = hub_id and not no_dns and not _hub_answers()
+    if no_dns or silent:  # only the local cache can serve it: skip retries (or a wait with no end)
         offline = True
     try:
-        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline)
+        # float32 whatever the checkpoint stores (Pythia's are fp16): the SAEs, hooks and
+        # notebook cells all compute in float32, and a pre-loaded model is not cast by the bridge.
+        hf = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline).float()
         tok = AutoTokenizer.from_pretrained(source, local_files_only=offline)
     except (OSError, ConnectionError, TimeoutError) as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
@@ -110,6 +135,8 @@ def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = No
             f"Hugging Face hub did not provide it ({type(err).__name__}: {first})"
             + (" (no network: the hub's address does not resolve, and the model is not in the local cache)"
                if no_dns else "")
+            + (f" (the hub accepted no request within {HUB_PROBE_SECONDS:g} s, and the model is not in the local cache)"
+               if silent else "")
             + ". Check the name "
             f"(e.g. {ONLINE_MODEL!r}) and the network. Without a network use load_model({OFFLINE_MODEL!r}), "
             "which ships with the course, or pass offline=True (or set HF_HUB_OFFLINE=1) for a model "
