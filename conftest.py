@@ -8,6 +8,9 @@ and shared by the unit tests and the notebooks (nbval starts their kernels with 
 environment, and pytest-xdist's worker processes inherit it). So every run exercises the current training code, and a grid that the tests
 train is reused by the notebooks instead of being trained twice.
 
+Claims are strict here (``COURSE_CLAIMS_STRICT=1``): a claim that does not hold raises, so the
+notebook that states it fails.
+
 Tests and notebook kernels also run with one CPU thread (``OMP_NUM_THREADS=1``, set here
 before torch is imported). The stored notebook outputs were produced that way, and the
 floating-point results of a CPU matrix product depend on how the library splits it across
@@ -21,6 +24,9 @@ os.environ.setdefault("TUTORIAL_SCALE", "ci")
 os.environ.setdefault("COURSE_CACHE", tempfile.mkdtemp(prefix="course-test-cache-"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# A false claim raises (helpers.claims.ClaimFailed): a notebook whose sentence is no longer true
+# fails its nbval run, whatever scale the stored outputs come from.
+os.environ.setdefault("COURSE_CLAIMS_STRICT", "1")
 
 
 def pytest_xdist_auto_num_workers(config):

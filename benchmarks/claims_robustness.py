@@ -11,6 +11,8 @@ how many seeds it held in, with the value measured in each.
 ``--jobs 2`` runs two seeds side by side, each kernel on one thread (``OMP_NUM_THREADS=1``,
 as the tests run); the default is one seed at a time on every thread.
 ``--save-executed DIR`` keeps each seed's executed notebooks under ``DIR/seed-N/``.
+``--cache-root DIR`` keeps each seed's cache in ``DIR/SCALE-seed-N`` and reuses it on the next
+run: quick while editing claims, but not the fresh run the result is meant to be.
 
 Prints per-seed progress to stderr and one JSON object as its last line::
 
@@ -39,12 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_seed(seed: int, scale: str, notebooks: list[str] | None, threads: int | None,
-             save_dir: Path | None, timeout: int) -> dict:
-    """Run every notebook once with COURSE_SEED=seed and an empty cache; its claims and timings."""
+             save_dir: Path | None, timeout: int, cache_root: Path | None = None) -> dict:
+    """Run every notebook once with COURSE_SEED=seed and an empty cache (or, with ``cache_root``,
+    the seed's cache folder there, kept between runs); its claims and timings."""
     with tempfile.TemporaryDirectory(prefix=f"robust-{scale}-{seed}-") as tmp:
         claims_json = Path(tmp) / "claims.json"
-        cache = Path(tmp) / "cache"
-        cache.mkdir()
+        cache = Path(tmp) / "cache" if cache_root is None else cache_root / f"{scale}-seed-{seed}"
+        cache.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "COURSE_SEED": str(seed), "COURSE_CACHE": str(cache), "TUTORIAL_SCALE": scale}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -107,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--jobs", type=int, default=1, help="seeds run side by side (each kernel on one thread when > 1)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run")
     ap.add_argument("--save-executed", type=Path, default=None, help="keep the executed notebooks under DIR/seed-N/")
+    ap.add_argument("--cache-root", type=Path, default=None,
+                    help="while editing: keep each seed's cache in DIR/SCALE-seed-N and reuse it (not a fresh run)")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error("--jobs must be at least 1")
@@ -114,13 +119,13 @@ def main(argv: list[str] | None = None) -> dict:
     threads = 1 if args.jobs > 1 else None
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(lambda s: run_seed(s, args.scale, args.notebooks, threads, args.save_executed,
-                                                args.timeout), args.seeds))
+                                                args.timeout, args.cache_root), args.seeds))
     per_claim = line_up(runs)
     not_robust = [c for c in per_claim if c["held_in"] < c["of"]]
     errors = [{"seed": r["seed"], "notebook": nb["name"], **nb["error"]}
               for r in runs for nb in r["runtime"]["notebooks"] if nb["error"]]
     result = {
-        "scale": args.scale, "seeds": args.seeds, "claims": len(per_claim),
+        "scale": args.scale, "seeds": args.seeds, "fresh_caches": args.cache_root is None, "claims": len(per_claim),
         "held_in_all": len(per_claim) - len(not_robust),
         "not_robust": [{k: c[k] for k in ("notebook", "claim", "expected", "measured", "held_in", "of")}
                        for c in not_robust],

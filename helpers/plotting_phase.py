@@ -70,16 +70,18 @@ def draw_phase_diagram(ax, pd: "toy.PhaseDiagram", title: str | None = None,
 
 def phase_cost_boundary(rel_importance) -> np.ndarray:
     """The density where superposition stops paying, from the three costs per sample of the 1-D model
-    (p: density, r: relative importance, E[x^2] = 1/3, E[min(x, y)^2] = 1/6):
+    (p: density, r: relative importance, E[x^2] = 1/3, E[min(x, y)^2] = 1/6). A dropped feature
+    still has its bias: it outputs its mean p/2 and costs its variance, p/3 - p^2/4.
 
-    * drop the extra feature: r p / 3;
-    * give it the dimension instead of the other feature: p / 3;
+    * drop the extra feature: r (p/3 - p^2/4);
+    * give it the dimension and drop the other feature: p/3 - p^2/4;
     * share the dimension as an antipodal pair: (1 + r) p^2 / 6 (both on: each loses the smaller value).
 
-    Superposition wins below p = 2 min(r, 1) / (1 + r): rising with r up to r = 1, falling after.
+    Superposition wins below p = 4r / (5r + 2) for r <= 1 and p = 4 / (5 + 2r) for r >= 1: rising
+    with r up to r = 1 (p = 4/7), falling after.
     """
     r = np.asarray(rel_importance, dtype=float)
-    return 2 * np.minimum(r, 1.0) / (1 + r)
+    return np.where(r <= 1, 4 * r / (5 * r + 2), 4 / (5 + 2 * r))
 
 
 def plot_phase_diagrams(diagrams: Sequence["toy.PhaseDiagram"], marks: Sequence[tuple[int, int]] = (),

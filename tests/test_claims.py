@@ -1,6 +1,7 @@
 """Claims: one readable ✔/✘ line per checked sentence, recorded for the runtime report, and a
 false claim fails the notebook test."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,9 @@ SANITIZE = ROOT / "tests" / "sanitize.cfg"
 
 @pytest.fixture(autouse=True)
 def fresh_record(monkeypatch):
-    """Each test starts with no recorded claims, at the ci scale, writing no claims file."""
+    """Each test starts with no recorded claims, at the ci scale, writing no claims file, and not
+    strict: these tests read the printed ✘ lines (strict mode has a test of its own)."""
+    monkeypatch.delenv("COURSE_CLAIMS_STRICT", raising=False)
     monkeypatch.setattr(claims, "CLAIMS", [])
     monkeypatch.setenv("TUTORIAL_SCALE", "ci")
     monkeypatch.delenv("COURSE_CLAIMS_FILE", raising=False)
@@ -183,10 +186,21 @@ def test_sanitizer_keeps_the_mark_and_ignores_the_last_digits(capsys):
         "other lines keep their two-decimal rounding, and a skip line stays whole")
 
 
+def test_strict_mode_raises_on_a_false_claim_and_not_on_a_true_one(capsys, monkeypatch):
+    from helpers.claims import ClaimFailed
+
+    monkeypatch.setenv("COURSE_CLAIMS_STRICT", "1")
+    assert claim("about four", 4.0, within=(3.9, 4.1))
+    assert claim("skipped here", 5.0, within=(3.9, 4.1), scales=("full",)) is None
+    with pytest.raises(ClaimFailed, match="✘ about four"):
+        claim("about four", 5.0, within=(3.9, 4.1))
+    assert "✘ about four" in capsys.readouterr().out, "the ✘ line is printed before the claim raises"
+
+
 def _claim_notebook(path: Path, value: float) -> None:
-    """A one-cell check notebook whose stored output is a ✔ line (with other last digits)."""
+    """A one-cell notebook whose stored output is a ✔ line of another run (other digits, no output check)."""
     cell = new_code_cell(
-        "# NBVAL_CHECK_OUTPUT\nfrom helpers.claims import claim\n"
+        "from helpers.claims import claim\n"
         f"claim('the value is about four', {value!r}, within=(3.9, 4.1))",  # no ';': the verdict shows nothing
         execution_count=1,
         outputs=[new_output("stream", name="stdout", text="✔ the value is about four (measured 4.01)\n")],
@@ -195,6 +209,7 @@ def _claim_notebook(path: Path, value: float) -> None:
 
 
 def test_a_false_claim_fails_the_notebook_under_nbval(tmp_path):
+    """The stored outputs can come from any scale: under the tests a false claim raises by itself."""
     _claim_notebook(tmp_path / "true_claim.ipynb", 4.0)
     _claim_notebook(tmp_path / "false_claim.ipynb", 5.0)
     run = subprocess.run(
@@ -202,6 +217,7 @@ def test_a_false_claim_fails_the_notebook_under_nbval(tmp_path):
          str(SANITIZE), "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(tmp_path), "-rA",
          "true_claim.ipynb", "false_claim.ipynb"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COURSE_CLAIMS_STRICT": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     outcome = {name: status for status, name in
                re.findall(r"^(PASSED|FAILED) (\w+)\.ipynb::Cell 0", run.stdout, re.M)}

@@ -66,6 +66,8 @@ class BestOfSeeds(NamedTuple):
     """(settings, seeds, m, n) the weights of every seed (to see how often a seed lands in a trap)."""
     seconds: float
     """Wall-clock time of building and training the stack."""
+    seed_b: torch.Tensor | None = None
+    """(settings, seeds, n) the bias of every seed."""
 
 
 def best_of_seeds(cfg: ToyConfig, n_seeds: int, progress: bool = True, desc: str = "toy models") -> BestOfSeeds:
@@ -85,7 +87,8 @@ def best_of_seeds(cfg: ToyConfig, n_seeds: int, progress: bool = True, desc: str
     best, pick = pick_best(seed_loss)
     W_all = model.W.detach().cpu()
     return BestOfSeeds(W_all[pick], model.b.detach().cpu()[pick], seed_loss[np.arange(S), best], seed_loss, best,
-                       cfg, log, W_all.reshape(S, n_seeds, *W_all.shape[1:]), time.perf_counter() - t0)
+                       cfg, log, W_all.reshape(S, n_seeds, *W_all.shape[1:]), time.perf_counter() - t0,
+                       model.b.detach().cpu().reshape(S, n_seeds, -1))
 
 
 def decay_importance(n_features: int, decay: float) -> torch.Tensor:
@@ -183,6 +186,30 @@ def phase_diagram(base: ToyConfig, grid: int = 20, n_seeds: int = 3,
                   compute=lambda: _phase_diagram(base, grid, n_seeds, density_range, importance_range, progress))
 
 
+def expected_loss(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor, importance: torch.Tensor,
+                  n_values: int = 4096, chunk: int = 256) -> np.ndarray:
+    """Expected loss per instance of ReLU toy models W (inst, m, n), b (inst, n) whose features are
+    each on with probability p (inst,), importance (inst, n), summed over every on/off pattern of
+    the n features with its exact probability. Each pattern gets the same ``n_values`` uniform
+    draws, so a pattern as rare as two features on at once is measured as well as the common ones."""
+    n = W.shape[-1]
+    u = torch.rand(n_values, n, generator=torch.Generator().manual_seed(0))
+    patterns = torch.tensor([[(k >> i) & 1 for i in range(n)] for k in range(2 ** n)], dtype=torch.float32)
+    out = []
+    for s in range(0, W.shape[0], chunk):
+        Wc, bc, pc, Ic = W[s:s + chunk], b[s:s + chunk], p[s:s + chunk, None], importance[s:s + chunk]
+        G = Wc.mT @ Wc  # (c, n, n)
+        total = torch.zeros(Wc.shape[0], dtype=torch.float64)
+        for mask in patterns:
+            x = u * mask  # (values, n)
+            out_x = torch.relu(torch.einsum("cij,vj->cvi", G, x) + bc[:, None, :])
+            err = (Ic[:, None, :] * (x - out_x) ** 2).sum(-1).mean(-1)  # (c,)
+            k = int(mask.sum())
+            total += (pc[:, 0] ** k * (1 - pc[:, 0]) ** (n - k)).double() * err.double()
+        out.append(total)
+    return torch.cat(out).numpy()
+
+
 def _phase_diagram(base, grid, n_seeds, density_range, importance_range, progress) -> PhaseDiagram:
     n, m = base.n_features, base.d_hidden
     dens = np.geomspace(*density_range, grid)
@@ -192,7 +219,13 @@ def _phase_diagram(base, grid, n_seeds, density_range, importance_range, progres
     imp[:, -1] = torch.as_tensor(R.reshape(-1), dtype=torch.float32)
     cfg = stacked(base, D.reshape(-1, 1), imp, log_every=base.steps)  # no loss log needed: check at the end
     best = best_of_seeds(cfg, n_seeds, progress=progress, desc=f"phase diagram, {n} features in {m}-D")
-    W = best.W.reshape(grid, grid, m, n)
+    # Pick each cell's seed by its expected loss, not by the last training batches: at the sparsest
+    # densities a batch holds only a few samples with two features on, the rare event that decides.
+    W_all = best.seed_W.reshape(-1, m, n)
+    b_all = best.seed_b.reshape(-1, n)
+    p_all = torch.as_tensor(D.reshape(-1), dtype=torch.float32).repeat_interleave(n_seeds)
+    loss = expected_loss(W_all, b_all, p_all, imp.repeat_interleave(n_seeds, 0)).reshape(grid * grid, n_seeds)
+    W = best.seed_W[torch.arange(grid * grid), torch.as_tensor(loss.argmin(1))].reshape(grid, grid, m, n)
     return PhaseDiagram(dens, rel, classify_extra_feature(W).numpy(), feature_norms(W)[..., -1].numpy(),
                         superposition(W)[..., -1].numpy(), W, m, grid * grid * n_seeds, best.seconds)
 
