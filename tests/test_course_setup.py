@@ -1,6 +1,7 @@
 """The course's plumbing: environments agree, notebooks share one setup cell, scales and
 devices fail clearly."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -226,3 +227,29 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with atomic_write(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole"
+
+
+def _claim_line_share(nb: dict) -> tuple[int, int]:
+    """(lines of claim(...) calls, continuation lines included; non-empty code lines) of a notebook."""
+    code = claims = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        depth = 0
+        for line in (l for l in "".join(cell["source"]).splitlines() if l.strip()):
+            code += 1
+            if line.lstrip().startswith("claim(") or depth > 0:
+                claims += 1
+                depth = max(depth, 0) + line.count("(") - line.count(")")
+    return claims, code
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_claims_stay_a_small_part_of_the_code_and_hold_at_every_scale(nb_path):
+    nb = json.loads(nb_path.read_text())
+    claims, code = _claim_line_share(nb)
+    assert claims <= 0.15 * code, (
+        f"{nb_path.name}: claim lines are {claims} of {code} code lines ({claims / code:.0%}); keep them at most "
+        "15%: a claim states a finding the learner takes away, regression numbers belong in tests/")
+    pinned = [c for c in nb["cells"] if c["cell_type"] == "code" and re.search(r"scales=\(?\s*\"ci\"\s*,?\s*\)", "".join(c["source"]))]
+    assert not pinned, f"{nb_path.name} has claims checked only at ci; a finding holds at every scale"
