@@ -20,7 +20,10 @@ Prints per-seed progress to stderr and one JSON object as its last line::
      "errors": [...], "seconds": {...}, "per_claim": [...]}
 
 ``not_robust`` lists every claim that failed (or was not reached) in some seed, with its
-measured values; ``per_claim`` lists every claim. Claims skipped at this scale are left out.
+measured values; ``near_bound`` every claim that held everywhere but came within 10% of its
+bound in some seed (``closest_margin``: the smallest distance to a bound, as a share of the
+bound), the next seed's likely failures; ``per_claim`` lists every claim. Claims skipped at
+this scale are left out.
 
 Run: ``python benchmarks/claims_robustness.py --scale ci --seeds 0 1 2 [--notebooks 01 02] [--jobs 2]``
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import subprocess
 import sys
@@ -69,6 +73,47 @@ def run_seed(seed: int, scale: str, notebooks: list[str] | None, threads: int | 
                 "seconds": round(time.perf_counter() - start, 1)}
 
 
+_NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+
+
+def _bounds(expected: str) -> tuple[float | None, float | None]:
+    """(lo, hi) of a claim's printed condition: "≥ 0.99", "≤ 0.05", "62-82°", "-1 points to 10 points"."""
+    nums = [float(x) for x in re.findall(_NUMBER, expected)]
+    if expected.startswith("≥") and nums:
+        return nums[0], None
+    if expected.startswith("≤") and nums:
+        return None, nums[0]
+    if " to " in expected and len(nums) >= 2:
+        return nums[0], nums[1]
+    if len(nums) >= 2:  # "62-82°": the second number's minus sign is the dash
+        return nums[0], abs(nums[1])
+    return None, None
+
+
+def margin(measured: str, expected: str) -> float | None:
+    """How close a numeric claim came to its bound, as a share of the bound (0.1: within 10%); None
+    for a true/false claim. The printed values are rounded to three digits, so this is approximate."""
+    lo, hi = _bounds(expected)
+    if (lo is None and hi is None) or measured in ("true", "false") or "true" in measured:
+        return None
+    head = measured.split(",")[0]
+    if " to " in head:
+        values = [float(x) for x in re.findall(_NUMBER, head)]
+    else:
+        values = [float(x) for x in re.findall(_NUMBER, head)]
+        if len(values) == 2 and not head.startswith("-") and values[1] < 0:
+            values[1] = -values[1]  # "0.3-0.5": a dash, not a sign
+    if not values:
+        return None
+    gaps = []
+    for v in (min(values), max(values)):
+        if lo is not None:
+            gaps.append((v - lo) / max(abs(lo), 1e-12))
+        if hi is not None:
+            gaps.append((hi - v) / max(abs(hi), 1e-12))
+    return min(gaps)
+
+
 def line_up(runs: list[dict]) -> list[dict]:
     """One record per claim (notebook, sentence, occurrence), with its verdict and value per seed.
 
@@ -98,6 +143,8 @@ def line_up(runs: list[dict]) -> list[dict]:
         rec["held_in"] = sum(rec["held"].get(s, False) for s in seeds)
         rec["of"] = len(seeds)
         rec["missing_in"] = [int(s) for s in seeds if s not in rec["held"]]
+        margins = [m for m in (margin(v, rec["expected"]) for v in rec["measured"].values()) if m is not None]
+        rec["closest_margin"] = round(min(margins), 3) if margins else None
         out.append(rec)
     return out
 
@@ -129,6 +176,9 @@ def main(argv: list[str] | None = None) -> dict:
         "held_in_all": len(per_claim) - len(not_robust),
         "not_robust": [{k: c[k] for k in ("notebook", "claim", "expected", "measured", "held_in", "of")}
                        for c in not_robust],
+        "near_bound": [{k: c[k] for k in ("notebook", "claim", "expected", "measured", "closest_margin")}
+                       for c in per_claim if c["held_in"] == c["of"] and c["closest_margin"] is not None
+                       and c["closest_margin"] < 0.1],
         "errors": errors,
         "seconds": {str(r["seed"]): {nb["name"]: nb["wall_seconds"] for nb in r["runtime"]["notebooks"]}
                     | {"total": r["seconds"]} for r in runs},

@@ -258,3 +258,25 @@ def test_course_runtime_reports_time_memory_claims_and_errors(tmp_path):
     assert table == [{"notebook": "01_tiny", "claim": "one plus one is two", "scale": "ci", "measured": "2",
                       "expected": "2", "held": True}], table
     assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == committed, "the notebooks must stay as they were"
+
+
+def test_claims_robustness_lines_claims_up_across_seeds_and_flags_near_misses():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from claims_robustness import line_up, margin
+    finally:
+        sys.path.pop(0)
+
+    def c(text, measured, expected, held):
+        return {"notebook": "nb", "claim": text, "measured": measured, "expected": expected, "held": held}
+
+    runs = [{"seed": 0, "claims": [c("a", "0.99", "≥ 0.9", True), c("b", "true", "true", True), c("a", "3", "≤ 5", True),
+                                   c("skip", "not computed", "true", None)]},
+            {"seed": 1, "claims": [c("a", "0.91", "≥ 0.9", True), c("b", "false", "true", False)]}]
+    table = line_up(runs)
+    assert [(r["claim"], r["held_in"], r["of"], r["missing_in"]) for r in table] == [
+        ("a", 2, 2, []), ("b", 1, 2, []), ("a", 1, 2, [1])], table  # the second "a" never ran in seed 1
+    assert table[0]["closest_margin"] == pytest.approx(0.011, abs=1e-3) and table[1]["closest_margin"] is None
+    assert margin("70.9-73.4°", "62-82°") == pytest.approx(min(8.9 / 62, 8.6 / 82))
+    assert margin("-0.5 to 0.2", "-1 to 1") == pytest.approx(0.5)
+    assert margin("0.971", "≤ 0.2") < 0, "a value past its bound has a negative margin"
