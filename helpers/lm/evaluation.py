@@ -124,6 +124,74 @@ def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0
                         float(ce_loss_recovered(base.clean, with_sae, base.zero_ablated)))
 
 
+class ContextFreeBaselines(NamedTuple):
+    """Losses (nats/token) with the MLP's post-activations replaced by something that ignores context.
+
+    Zeroing the MLP is a harsh reference (it can cost more than guessing uniformly over the
+    vocabulary), so "CE loss recovered" against it flatters every SAE. These two are fairer
+    floors: an SAE that does not beat the per-token lookup adds nothing a table of the current
+    token could not.
+    """
+
+    mean_ablated: float
+    """Every position but BOS gets the MLP's mean activation over the training tokens."""
+    token_lookup: float
+    """Every position but BOS gets the mean activation of its current token over the training
+    tokens (the global mean for a token never seen there)."""
+
+
+def _token_means(acts: Activations, rows: np.ndarray, vocab: int, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vocab, d_mlp) mean post-activation per current token over ``rows``, and (d_mlp,) the overall mean."""
+    post, tokens = acts.acts["post"], acts.tokens.reshape(-1)
+    sums = torch.zeros(vocab, post.shape[1], dtype=torch.float64)
+    counts = torch.zeros(vocab, dtype=torch.float64)
+    for s in range(0, len(rows), chunk):
+        r = rows[s:s + chunk]
+        x = torch.from_numpy(np.asarray(post[r], dtype=np.float64))                # (chunk, d_mlp)
+        t = torch.from_numpy(np.asarray(tokens[r], dtype=np.int64))
+        sums.index_add_(0, t, x)
+        counts.index_add_(0, t, torch.ones(len(r), dtype=torch.float64))
+    overall = sums.sum(0) / counts.sum()
+    means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], overall)
+    return means.float(), overall.float()
+
+
+@torch.no_grad()
+def context_free_baselines(model, acts: Activations, tokens: torch.Tensor | np.ndarray, layer: int = 0,
+                           holdout: float = 0.1, batch_size: int = 16) -> ContextFreeBaselines:
+    """Loss on ``tokens`` with ``hook_post`` replaced by its training mean, and by a per-token lookup.
+
+    Both are fitted on the training windows of ``acts`` (all but the last ``holdout`` of them,
+    BOS positions left out), so judge them on held-out ``tokens``, as the SAEs are.
+    """
+    check_model(model)
+    tokens = check_tokens(tokens, model)
+    layer = check_layer(layer, model)
+    seq_len = acts.tokens.shape[1]
+    rows = np.arange(acts.held_out_start(check_fraction("holdout", holdout)) if holdout else acts.acts["post"].shape[0])
+    means, overall = _token_means(acts, rows[rows % seq_len != 0], model.cfg.d_vocab)
+    dev, hook = model_device(model), mlp_hooks(layer)["post"]
+    means, overall = means.to(dev), overall.to(dev)
+
+    def mean_hook(x, hook):
+        y = x.clone()
+        y[:, 1:] = overall.to(x.dtype)
+        return y
+
+    lookup_total = 0.0
+    for start in range(0, tokens.shape[0], batch_size):
+        toks = tokens[start:start + batch_size].to(dev)
+
+        def lookup_hook(x, hook, toks=toks):
+            y = x.clone()
+            y[:, 1:] = means[toks[:, 1:]].to(x.dtype)
+            return y
+
+        lookup_total += float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(hook, lookup_hook)])) * len(toks)
+    return ContextFreeBaselines(_splice_loss(model, tokens, [(hook, mean_hook)], batch_size),
+                                lookup_total / tokens.shape[0])
+
+
 class SAEEval(NamedTuple):
     """One SAE instance judged on held-back activations and inside the model."""
 
