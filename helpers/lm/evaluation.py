@@ -42,13 +42,15 @@ class Baselines(NamedTuple):
     """Loss with the MLP's hidden activations zeroed (BOS position kept)."""
 
 
-def _splice_loss(model, tokens: torch.Tensor, fwd_hooks: list, batch_size: int) -> float:
-    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied."""
+def _splice_loss(model, tokens: torch.Tensor, fwd_hooks, batch_size: int) -> float:
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied: a list,
+    or a function of one batch's tokens (on the model's device) that returns the list."""
     dev = model_device(model)
     total = 0.0
     for start in range(0, tokens.shape[0], batch_size):
         toks = tokens[start:start + batch_size].to(dev)
-        loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=fwd_hooks) if fwd_hooks else \
+        hooks = fwd_hooks(toks) if callable(fwd_hooks) else fwd_hooks
+        loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=hooks) if hooks else \
             model(toks, return_type="loss")
         total += float(loss) * len(toks)  # weight by sequences: a short last batch counts less
     return total / tokens.shape[0]
@@ -178,18 +180,15 @@ def context_free_baselines(model, acts: Activations, tokens: torch.Tensor | np.n
         y[:, 1:] = overall.to(x.dtype)
         return y
 
-    lookup_total = 0.0
-    for start in range(0, tokens.shape[0], batch_size):
-        toks = tokens[start:start + batch_size].to(dev)
-
-        def lookup_hook(x, hook, toks=toks):
+    def lookup_hooks(toks):  # the hook needs the batch's own tokens
+        def lookup_hook(x, hook):
             y = x.clone()
             y[:, 1:] = means[toks[:, 1:]].to(x.dtype)
             return y
+        return [(hook, lookup_hook)]
 
-        lookup_total += float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(hook, lookup_hook)])) * len(toks)
     return ContextFreeBaselines(_splice_loss(model, tokens, [(hook, mean_hook)], batch_size),
-                                lookup_total / tokens.shape[0])
+                                _splice_loss(model, tokens, lookup_hooks, batch_size))
 
 
 class SAEEval(NamedTuple):

@@ -18,7 +18,7 @@ import torch
 from helpers.toy.cache import cached
 from helpers.toy.config import ToyConfig
 from helpers.toy.geometry import classify_extra_feature, feature_dimensionality, feature_norms, n_represented, superposition
-from helpers.toy.model import ToyModel
+from helpers.toy.model import ToyModel, toy_loss
 from helpers.toy.train import TrainLog, train
 
 
@@ -198,12 +198,10 @@ def expected_loss(W: torch.Tensor, b: torch.Tensor, p: torch.Tensor, importance:
     out = []
     for s in range(0, W.shape[0], chunk):
         Wc, bc, pc, Ic = W[s:s + chunk], b[s:s + chunk], p[s:s + chunk, None], importance[s:s + chunk]
-        G = Wc.mT @ Wc  # (c, n, n)
         total = torch.zeros(Wc.shape[0], dtype=torch.float64)
         for mask in patterns:
-            x = u * mask  # (values, n)
-            out_x = torch.relu(torch.einsum("cij,vj->cvi", G, x) + bc[:, None, :])
-            err = (Ic[:, None, :] * (x - out_x) ** 2).sum(-1).mean(-1)  # (c,)
+            x = (u * mask).expand(Wc.shape[0], -1, -1)  # (c, values, n): every instance sees the same draws
+            err = toy_loss(Wc, bc, x, Ic, "relu")      # (c,) the training loss on this pattern
             k = int(mask.sum())
             total += (pc[:, 0] ** k * (1 - pc[:, 0]) ** (n - k)).double() * err.double()
         out.append(total)
