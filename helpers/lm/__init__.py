@@ -17,7 +17,8 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
 * ``intervene``: the latents firing on each token of a prompt; ablating and steering one.
 * ``structure``: how much of the MLP is a lookup table of the current token (variance share,
   principal components).
-* ``grid_cache``: the SAE grid trained once and reopened from disk; ``browser``: a line per latent.
+* ``grid_cache``: the SAE grid trained once and reopened from disk; ``memory``: the sizes of that
+  grid that fit a GPU, with its memory estimate; ``browser``: a line per latent.
 """
 from helpers.lm.browser import LatentTable, latent_table
 from helpers.lm.checks import KINDS
@@ -27,13 +28,14 @@ from helpers.lm.grid_cache import sae_grid
 from helpers.lm.intervene import (ablate_hook, format_next_token, format_prompt_latents, next_token_change,
                                   prompt_latents, steer_hook)
 from helpers.lm.evaluation import (Baselines, ContextFreeBaselines, ReconstructionStats, SAEEval, SpliceResult, ce_baselines, ce_with_sae,
-                                   context_free_baselines, evaluate_saes, loss_with_hook, reconstruction_stats, splice_hook)
+                                   context_free_baselines, context_free_hooks, evaluate_saes, kl_to_clean, kl_with_sae, loss_with_hook, reconstruction_stats, splice_hook)
 from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitEffect, TokenLogit, chunk_rows_for,
                                  latent_activations, latent_stats, logit_effects, pick_latents, residual_effects,
                                  top_contexts, top_rows)
-from helpers.lm.geometry import (PairGeometry, co_occurrence_lift, geometry_table, pair_geometry, random_geometry,
+from helpers.lm.geometry import (PairGeometry, activation_row_geometry, activation_row_mmcs, co_occurrence_lift, geometry_table, pair_geometry, random_geometry,
                                  shuffled_geometry)
 from helpers.lm.harvest import Activations, cache_folder, cache_problem, harvest
+from helpers.lm.memory import T4_BYTES, GridMemory, fit_sizes, grid_memory, plan_grid
 from helpers.lm.structure import MLPStructure, mlp_structure
 from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ONLINE_MULTILAYER_MODEL, corpus_token_windows, load_model, mlp_hooks,
                                 offline_model_info,
@@ -41,12 +43,13 @@ from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ONLINE_MULT
 
 __all__ = [
     "KINDS", "Baselines", "ReconstructionStats", "SAEEval", "SpliceResult", "ce_baselines", "ce_with_sae",
-    "evaluate_saes", "reconstruction_stats", "splice_hook", "loss_with_hook", "ContextFreeBaselines", "context_free_baselines", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
+    "evaluate_saes", "reconstruction_stats", "splice_hook", "loss_with_hook", "ContextFreeBaselines", "context_free_baselines", "context_free_hooks", "kl_to_clean", "kl_with_sae", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
     "LogitEffect", "TokenLogit", "chunk_rows_for", "latent_activations", "latent_stats", "logit_effects",
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
-    "geometry_table", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
+    "geometry_table", "activation_row_geometry", "activation_row_mmcs", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
     "OFFLINE_MODEL", "ONLINE_MODEL", "ONLINE_MULTILAYER_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
     "move_model", "weights_fingerprint", "MLPStructure", "mlp_structure", "offline_model_info", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
     "latent_units", "neuron_units", "DashboardView", "sae_grid", "ablate_hook", "format_next_token",
     "format_prompt_latents", "next_token_change", "prompt_latents", "steer_hook",
+    "T4_BYTES", "GridMemory", "fit_sizes", "grid_memory", "plan_grid",
 ]
