@@ -188,17 +188,34 @@ def test_unknown_scale_is_a_clear_error(monkeypatch):
         sizes("huge")
 
 
-def test_every_scale_has_sizes_and_ci_is_smallest():
+# The problem each notebook poses grows from ci to full (training budgets and learning rates do
+# not: ci trains its small grid longer at a lower rate than laptop's warmup-cosine recipe).
+_PROBLEM_SIZES = ("toy_densities", "phase_grid", "dim_features", "dim_hidden", "dim_densities", "abs_features",
+                  "abs_hidden", "softmax_features", "gt_features", "gt_dim", "lm_tokens", "suspect_features")
+_GRID_AXES = ("sae_dict_ratios", "lm_expansions", "lm_l1_values", "beyond_sizes", "suspect_sizes")
+
+
+def test_every_scale_poses_a_larger_problem_than_the_one_before():
     for scale in SCALES:
         assert sizes(scale).scale == scale
-    assert sizes("ci").toy_steps <= sizes("laptop").toy_steps <= sizes("full").toy_steps
-    assert sizes("ci").lm_tokens <= sizes("laptop").lm_tokens <= sizes("full").lm_tokens
+    ci, laptop, full = (sizes(s) for s in ("ci", "laptop", "full"))
+    for name in _PROBLEM_SIZES:
+        a, b, c = getattr(ci, name), getattr(laptop, name), getattr(full, name)
+        assert a <= b <= c, f"{name}: ci {a}, laptop {b}, full {c}; a larger scale must not pose a smaller problem"
+    for name in _GRID_AXES:
+        assert len(getattr(full, name)) >= len(getattr(laptop, name)), (
+            f"{name}: full's grid axis {getattr(full, name)} is shorter than laptop's {getattr(laptop, name)}")
+    assert (laptop.gt_features, laptop.gt_dim) == (512, 256), "laptop is the report's G = 512 in h = 256"
 
 
 def test_device_choice(monkeypatch):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     assert get_device("cpu") == torch.device("cpu")
-    assert get_device().type in {"cpu", "cuda", "mps"}
+    expected = ("cuda" if torch.cuda.is_available() else
+                "mps" if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available() else "cpu")
+    assert get_device() == torch.device(expected), f"with no COURSE_DEVICE the course must pick {expected}"
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu"), "COURSE_DEVICE=cpu must win over the automatic choice"
     with pytest.raises(ValueError, match="Unknown device"):
         get_device("tpu-9000")
     if not torch.cuda.is_available():
