@@ -37,9 +37,9 @@ from helpers.lm.geometry import (PairGeometry, activation_row_geometry, activati
 from helpers.lm.harvest import Activations, cache_folder, cache_problem, harvest
 from helpers.lm.memory import T4_BYTES, GridMemory, fit_sizes, grid_memory, plan_grid
 from helpers.lm.structure import MLPStructure, mlp_structure
-from helpers.lm.loading import (CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ONLINE_MULTILAYER_MODEL, corpus_token_windows, load_model, mlp_hooks,
-                                offline_model_info,
-                                model_device, move_model, weights_fingerprint)
+from helpers.lm.loading import (CORPORA, CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ONLINE_MULTILAYER_MODEL, corpus_name,
+                                corpus_token_windows, dataset_documents, load_model, mlp_hooks, model_device,
+                                move_model, offline_model_info, weights_fingerprint)
 
 __all__ = [
     "KINDS", "Baselines", "ReconstructionStats", "SAEEval", "SpliceResult", "ce_baselines", "ce_with_sae",
@@ -47,7 +47,7 @@ __all__ = [
     "LogitEffect", "TokenLogit", "chunk_rows_for", "latent_activations", "latent_stats", "logit_effects",
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
     "geometry_table", "activation_row_geometry", "activation_row_mmcs", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
-    "OFFLINE_MODEL", "ONLINE_MODEL", "ONLINE_MULTILAYER_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
+    "CORPORA", "corpus_name", "dataset_documents", "OFFLINE_MODEL", "ONLINE_MODEL", "ONLINE_MULTILAYER_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
     "move_model", "weights_fingerprint", "MLPStructure", "mlp_structure", "offline_model_info", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
     "latent_units", "neuron_units", "DashboardView", "sae_grid", "ablate_hook", "format_next_token",
     "format_prompt_latents", "next_token_change", "prompt_latents", "steer_hook",

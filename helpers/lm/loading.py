@@ -43,6 +43,11 @@ layer-0 MLP feeds five more layers, so direct logit effects no longer tell the w
 CORPUS = "python-stdlib"
 """The text activations are harvested on: the held-out part of the tiny model's corpus
 (pydoc help topics and standard-library source files), available offline on every machine."""
+CORPORA = {ONLINE_MODEL: "roneneldan/TinyStories"}
+"""Text from an online model's own distribution: a Hugging Face dataset (id or local folder),
+read streamed through ``datasets``, its ``validation`` split, field ``text``. A model not listed
+here reads ``CORPUS``: children's stories are what TinyStories-1L has learned to predict, and
+Python source would show its SAEs features of text it has never seen."""
 
 
 def _target_device(device: str | torch.device | None) -> torch.device:
@@ -202,17 +207,50 @@ def _documents() -> tuple[list[str], list[str]]:
     return split_documents(corpus_documents())
 
 
-def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
-    """(n_seq, seq_len) token windows from the corpus, each starting with the BOS token.
+def corpus_name(model) -> str:
+    """The corpus ``corpus_token_windows`` reads for ``model``: its entry in ``CORPORA``, else ``CORPUS``."""
+    return CORPORA.get(getattr(model, "course_name", None), CORPUS)
 
-    The held-out documents of ``helpers.tiny_lm`` come first (text the offline model never
-    trained on), then the training documents if the budget needs more.
+
+def dataset_documents(source: str, n_chars: int, split: str = "validation", field: str = "text") -> list[str]:
+    """The first documents of a Hugging Face dataset (hub id or local folder), streamed until
+    they hold ``n_chars`` characters: nothing beyond them is downloaded."""
+    try:
+        from datasets import load_dataset
+    except ImportError as err:  # TransformerLens installs it; a bare environment may not have it
+        raise ImportError(f"Reading the corpus {source!r} needs the datasets library: pip install datasets") from err
+    docs, total = [], 0
+    for row in load_dataset(source, split=split, streaming=True):
+        if field not in row:
+            raise ValueError(f"the {split!r} split of {source!r} has no {field!r} field; its fields are {sorted(row)}")
+        text = row[field]
+        if text and text.strip():
+            docs.append(text)
+            total += len(text)
+            if total >= n_chars:
+                break
+    if not docs:
+        raise ValueError(f"the {split!r} split of {source!r} has no text in its {field!r} field")
+    return docs
+
+
+def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tensor:
+    """(n_seq, seq_len) token windows from the model's corpus (``corpus_name``), each starting
+    with the BOS token.
+
+    For the stdlib corpus the held-out documents of ``helpers.tiny_lm`` come first (text the
+    offline model never trained on), then the training documents if the budget needs more. A
+    dataset of ``CORPORA`` is read from its validation split (text the model never trained on).
     """
     from helpers.lm.checks import check_int
 
     check_int("n_tokens", n_tokens, 1)
     check_int("seq_len", seq_len, 2)
-    train_docs, held = _documents()
+    name = corpus_name(model)
+    if name == CORPUS:
+        train_docs, held = _documents()
+    else:  # about 4 characters per token in English prose; twice that, so one pass suffices
+        train_docs, held = [], dataset_documents(name, 8 * n_tokens)
     tok = model.tokenizer
     bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     need = -(-n_tokens // seq_len)  # windows
@@ -225,6 +263,6 @@ def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tens
             break
     n = min(need, len(stream) // body)
     if n < need:
-        raise ValueError(f"n_tokens: the corpus holds only {n * seq_len} tokens of windows, asked for {n_tokens}")
+        raise ValueError(f"n_tokens: the corpus {name!r} holds only {n * seq_len} tokens of windows, asked for {n_tokens}")
     w = torch.tensor(stream[: n * body], dtype=torch.long).view(n, body)
     return torch.cat([torch.full((n, 1), bos, dtype=torch.long), w], dim=1)
