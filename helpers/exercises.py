@@ -24,6 +24,7 @@ function the rest of the notebook should use:
 """
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -47,17 +48,36 @@ def expect(condition: bool, message: str) -> None:
         raise ExerciseError(message)
 
 
-def check(name: str, learner: F, reference: F, test: Callable[[Callable], None], hint: str) -> F:
-    """Run ``test(learner)``; return the function the notebook should go on with (see module doc)."""
+def check(name: str, learner: F, reference: F, test: Callable[[Callable], None], hint: str, how: str = "") -> F:
+    """Run ``test(learner)``; return the function the notebook should go on with (see module doc).
+
+    ``hint`` says the idea (what to compute and why), ``how`` the steps; neither is code. An
+    unwritten exercise prints the idea and shows the steps folded away (in a notebook).
+    """
     try:
         test(learner)
     except NotImplementedError:
-        print(f"… {name}: not written yet. Hint: {hint}\n  From here on the notebook uses the reference solution.")
+        print(f"… {name}: not written yet. The idea: {hint}\n  From here on the notebook uses the reference solution.")
+        if how:
+            _show_folded(f"A second hint for {name}: how", how)
         return reference
     except ExerciseError as err:
         raise ExerciseError(f"✘ {name}: {err}") from None
     print(f"✔ {name}: your solution passes the check")
     return learner
+
+
+def _show_folded(summary: str, text: str) -> None:
+    """``text`` under a collapsed heading in a notebook; printed after ``summary`` elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None and "IPKernelApp" in get_ipython().config:
+        display(HTML(f"<details><summary>{html.escape(summary)} (click to open)</summary>{html.escape(text)}</details>"))
+    else:
+        print(f"  {summary}: {text}")
 
 
 # --------------------------------------------------------------------------------------

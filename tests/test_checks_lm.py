@@ -43,7 +43,7 @@ def test_splice_stub_returns_reference(model, sae, tokens, capsys):
             raise NotImplementedError("exercise")
         return splice
     assert checks.splice(make_splice, model, sae, tokens) is checks.make_splice_reference
-    assert "Hint" in capsys.readouterr().out
+    assert "The idea:" in capsys.readouterr().out
 
 
 def test_splice_overwriting_bos_fails(model, sae, tokens):

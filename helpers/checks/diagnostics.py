@@ -79,8 +79,9 @@ def dead_latents(learner: Callable) -> Callable:
                "count over the last axis (the latents) only: a (3, 4, J) array gives a (3, 4) answer")
 
     return check("dead_latents", learner, dead_latents_reference, test,
-                 "a latent is dead when it fired in none of the last T batches, i.e. steps_since_fired >= T "
-                 "(0 means it fired in the last batch); sum the booleans over the last axis")
+                 "a latent is dead when it fired in none of the last T batches; count the dead latents of each SAE",
+                 how="compare each latent's steps since it last fired with T (zero means it fired in the last batch, so "
+                     "dead means at least T), then count over the latent axis, keeping one count per SAE")
 
 
 def _loss_grid():
@@ -116,8 +117,11 @@ def ssll(learner: Callable) -> Callable:
                "where the log exists), summed for the two losses")
 
     return check("ssll", learner, ssll_reference, test,
-                 "take log(loss) where loss > 0 (NaN elsewhere), subtract the mean of those logs and divide by their "
-                 "std (np.nanmean / np.nanstd), once per loss; SSLL is the sum of the two")
+                 "standardise the log of each loss over the grid, then add the two: a cell where both losses are low "
+                 "relative to the rest of the grid scores low",
+                 how="take logs of positive losses only (the others become missing values); subtract the mean and divide "
+                     "by the standard deviation of the logs, ignoring missing cells, separately for the reconstruction "
+                     "loss and the L1 loss; add the two standardised grids")
 
 
 def mmcs_with_larger(learner: Callable) -> Callable:
@@ -145,5 +149,8 @@ def mmcs_with_larger(learner: Callable) -> Callable:
                "(mean over rows of D_i of the max cosine with the rows of D_k)")
 
     return check("mmcs_with_larger", learner, mmcs_with_larger_reference, test,
-                 "for each dictionary i and each larger k: cos = D_i @ D_k.T (rows are unit vectors), take the max "
-                 "over D_k's rows (dim 1), mean over D_i's rows; average over k. The largest gets NaN")
+                 "how well a dictionary's features are found again in larger dictionaries: for each of its features the "
+                 "best cosine in a larger one, averaged over its features and over every larger dictionary",
+                 how="for a dictionary and each larger one, form the cosines between their rows, take the maximum over "
+                     "the larger dictionary's rows and the mean over the smaller's; average over all larger "
+                     "dictionaries, not only the next one. The largest has nothing larger: missing (NaN)")

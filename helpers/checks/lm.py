@@ -85,9 +85,11 @@ def splice(make_splice: Callable, model, sae, tokens) -> Callable:
                                       f"{ref:.4f}: the hook must return the modified activations")
 
     return check("splice an SAE into the MLP", make_splice, make_splice_reference, test,
-                 "copy the activations (acts.clone()), reconstruct acts[:, 1:] flattened to rows with "
-                 "sae.decode(sae.encode(rows))[0] on the SAE's device in float32, write it back with "
-                 ".to(acts.device, acts.dtype), and return the copy")
+                 "the splice replaces the MLP's activations by the SAE's reconstruction of them, leaving each window's "
+                 "first (BOS) position alone, and returns a new tensor",
+                 how="copy the activations; flatten every position but the first into rows; reconstruct them with the "
+                     "SAE on its own device and dtype; move the result back to the activations' device and dtype and "
+                     "write it into the copy")
 
 
 def _context_case() -> tuple[np.ndarray, np.ndarray]:
@@ -127,8 +129,10 @@ def top_contexts(fn: Callable) -> Callable:
                "stop at activations <= 0")
 
     return check("top activating contexts", fn, top_contexts_reference, test,
-                 "np.argsort(-latent_acts)[:k] gives the rows; divmod(row, seq_len) gives window and position; "
-                 "slice tokens[s, max(p - before, 0):p + after + 1]")
+                 "find the k rows where the latent is largest and show the tokens around each, inside its own window",
+                 how="order the rows by activation, largest first, and keep k; turn each flat row into a window and a "
+                     "position in it; cut the window from 'before' tokens earlier to 'after' tokens later, clipped at "
+                     "the window's start")
 
 
 def _logit_case():
@@ -167,4 +171,8 @@ def latent_logits(fn: Callable) -> Callable:
         expect(torch.allclose(got, want, atol=1e-4), "not decoder direction @ W_out @ W_U")
 
     return check("logit effect of a latent", fn, latent_logits_reference, test,
-                 "sae.decoder_directions()[0, f] (d_mlp,) @ W_out (d_mlp, d_model) @ W_U (d_model, vocab)")
+                 "a latent's direct effect on the logits is its decoder direction carried through the MLP's output "
+                 "matrix and the unembedding",
+                 how="take the latent's unit decoder direction (one number per MLP neuron), map it to the residual stream "
+                     "with the MLP's output matrix, then to one number per vocabulary token with the unembedding. "
+                     "Leave the decoder bias out: it is the same for every latent")

@@ -118,8 +118,12 @@ def toy_loss(learner: Callable) -> Callable:
                "check h = W x (shape (inst, batch, m)) and x' = W^T h + b")
 
     return check("toy_loss", learner, toy_loss_reference, test,
-                 "h = einsum('imn,ibn->ibm', W, x); x' = relu(einsum('imn,ibm->ibn', W, h) + b[:, None]); "
-                 "then (importance[:, None] * (x - x')**2).sum(-1).mean(-1)")
+                 "the loss is the importance-weighted squared error of the reconstruction ReLU(W^T W x + b), summed over "
+                 "features and averaged over the batch, for each instance separately",
+                 how="map each sample into the hidden space with W and back with W's transpose, add the bias, apply the "
+                     "ReLU; square the difference with the input, weight each feature by its importance, sum over "
+                     "features, average over the batch. Keep the instance axis first throughout, and keep every step "
+                     "differentiable: no detaching and no conversion to Python numbers, or training sees no gradient")
 
 
 def sample_features(learner: Callable) -> Callable:
@@ -140,8 +144,11 @@ def sample_features(learner: Callable) -> Callable:
                "features must switch on independently of each other: draw one uniform per feature and sample")
 
     return check("sample_features", learner, sample_features_reference, test,
-                 "on = torch.rand(inst, batch, n, generator=generator) < p[:, None, :]; "
-                 "multiply by a second torch.rand of the same shape")
+                 "each feature is on with its own probability p and, when on, takes a uniform value in [0, 1); every "
+                 "random draw comes from the generator you are given, so a seed gives the same batch every time",
+                 how="draw one uniform number per instance, sample and feature and compare it with p (broadcast over "
+                     "the batch) to decide which features are on; draw a second, independent uniform tensor of the same "
+                     "shape for the values; multiply. Both draws take the generator")
 
 
 def sample_anticorrelated_pairs(learner: Callable) -> Callable:
@@ -170,8 +177,11 @@ def sample_anticorrelated_pairs(learner: Callable) -> Callable:
                "not one per sample")
 
     return check("sample_anticorrelated_pairs", learner, sample_anticorrelated_pairs_reference, test,
-                 "u = torch.rand(inst, batch, n // 2, generator=generator); pa, pb = p[:, None, 0::2], p[:, None, 1::2]; "
-                 "first = u < pa; second = (u >= pa) & (u < pa + pb); interleave them with "
-                 "torch.stack([first, second], -1).reshape(inst, batch, n), then multiply by a torch.rand of that shape")
+                 "features come in pairs (0, 1), (2, 3), ...; in a sample at most one feature of a pair is on: the "
+                 "first with its probability, the second with its own, never both",
+                 how="use one uniform number per pair and sample: below the first feature's probability turns the first "
+                     "on, between that and the sum of both probabilities turns the second on. Put the two on/off masks "
+                     "back in feature order (each pair's two members side by side), then multiply by uniform values; "
+                     "every draw takes the generator")
 
 

@@ -99,8 +99,11 @@ def feature_dimensionality(learner: Callable) -> Callable:
                "the answer must not change when all of W is scaled")
 
     return check("feature_dimensionality", learner, feature_dimensionality_reference, test,
-                 "norms2 = W.square().sum(-2); W_hat = W / W.norm(dim=-2, keepdim=True); "
-                 "denominator = (W_hat.mT @ W).square().sum(-1)")
+                 "a feature's dimensionality is its squared length divided by how much of its direction it shares: the "
+                 "sum over all features of their squared projections on it (itself included)",
+                 how="for each feature take the squared length of its column; turn the column into a unit vector; project "
+                     "every feature's column on that unit vector, square, and sum over features; divide the first by "
+                     "the second. Do it for every instance at once")
 
 
 def _phase_cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -160,9 +163,11 @@ def classify_phase(learner: Callable) -> Callable:
                f"{got1.tolist()} and {got2.tolist()}")
 
     return check("classify_phase", learner, classify_phase_reference, test,
-                 "extra = W[..., -1]; norm = extra.norm(dim=-1); unit = extra / norm[..., None]; "
-                 "shared = ((unit[..., None] * W[..., :-1]).sum(-2) ** 2).sum(-1); "
-                 "then torch.where(norm < 0.5, 0, torch.where(shared > 0.2, 2, 1))")
+                 "look at the extra (last) feature: too short and it is not represented (0); long but sharing its "
+                 "direction with the other features, it is in superposition (2); otherwise it owns a dimension (1)",
+                 how="take the last column's length and unit direction; project the other features on that direction "
+                     "and add up the squared projections (all of them: the total, not the largest). A length below 0.5 "
+                     "gives 0; otherwise a shared total above 0.2 gives 2, anything else 1")
 
 
 def _tegum_example() -> torch.Tensor:
@@ -204,5 +209,8 @@ def tegum_factors(learner: Callable) -> Callable:
         expect(False, f"the factors should be {want}; got {got}")
 
     return check("tegum_factors", learner, tegum_factors_reference, test,
-                 "link i and j when |(W.T @ W)[i, j]| > threshold (both represented); grow each group with a "
-                 "stack (depth-first search) until nothing new is reachable")
+                 "features that interfere belong to one factor: link two represented features when the size of their "
+                 "raw dot product exceeds the threshold; the factors are the connected groups of links",
+                 how="leave out unrepresented features before linking (a short one must not bridge two groups); use the "
+                     "raw dot products of the columns, not cosines; then collect the connected groups by a search from "
+                     "each feature not yet visited")
