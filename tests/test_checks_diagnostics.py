@@ -76,3 +76,33 @@ def test_references_agree_with_the_package():
     for j in range(2):
         ref = checks.mmcs_with_larger_reference([d[j] for d in dicts])
         assert np.allclose(ref, pkg[:, j], equal_nan=True), f"alpha {j}: reference {ref} vs package {pkg[:, j]}"
+
+
+def _variant(kind):
+    """mmcs_with_larger with one plausible mistake (the first four agree with the reference whenever
+    every dictionary sits inside the larger ones, as in the check's first case)."""
+    def fn(dicts):
+        S, out = len(dicts), np.full(len(dicts), np.nan)
+        best = lambda a, b: float((a @ b.T).max(1).values.mean())  # noqa: E731
+        for i in range(S - 1):
+            larger = list(range(i + 1, S))
+            if kind == "next":
+                out[i] = best(dicts[i], dicts[i + 1])
+            elif kind == "self":
+                out[i] = np.mean([best(dicts[i], dicts[k]) for k in [i, *larger]])
+            elif kind == "union":
+                out[i] = best(dicts[i], torch.cat([dicts[k] for k in larger]))
+            elif kind == "median":
+                out[i] = np.median([best(dicts[i], dicts[k]) for k in larger])
+            elif kind == "abs":
+                out[i] = np.mean([float((dicts[i] @ dicts[k].T).abs().max(1).values.mean()) for k in larger])
+        return out
+    return fn
+
+
+@pytest.mark.parametrize("kind, message", [("next", "next size only"), ("self", "dictionary itself"),
+                                           ("union", "pooled all larger"), ("median", "median"),
+                                           ("abs", "absolute cosines")])
+def test_mmcs_with_larger_catches_each_plausible_variant(kind, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.mmcs_with_larger(_variant(kind))

@@ -137,3 +137,11 @@ def test_random_geometry_is_untrained_and_keeps_lifts(model):
     assert abs(null.decoder_cos.mean()) < 0.02 and np.abs(null.decoder_cos).max() < 0.3, \
         f"random unit directions in {model.cfg.d_mlp} dimensions should be nearly orthogonal, got cosines " \
         f"with mean {null.decoder_cos.mean():.3f}, largest {np.abs(null.decoder_cos).max():.3f}"
+
+
+def test_latent_logits_with_the_decoder_bias_fails():
+    def with_bias(sae, f, W_out, W_U):
+        one_hot = torch.nn.functional.one_hot(torch.tensor([f]), sae.cfg.d_sae).float()[None]
+        return sae.decode(one_hot)[0, 0] @ W_out @ W_U
+    with pytest.raises(ExerciseError, match="decoder bias"):
+        checks.latent_logits(with_bias)

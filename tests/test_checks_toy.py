@@ -218,3 +218,70 @@ def test_anticorrelated_reference_matches_the_package_statistics():
         assert not (x[..., 0::2] & x[..., 1::2]).any(), "partners were on together"
     assert torch.allclose(mine.float().mean(1), pkg.float().mean(1), atol=0.01), (
         "the exercise's sampler and the package's switch features on at different rates")
+
+
+# --- mistakes that give the right values but would not train, or ignore the generator ------------
+def _loss_detached_half(W, b, x, imp):  # the decoder half of W cut from the graph
+    h = torch.einsum("imn,ibn->ibm", W, x)
+    x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W.detach(), h) + b[:, None])
+    return (imp[:, None] * (x - x_hat) ** 2).sum(-1).mean(-1)
+
+
+def _loss_from_numbers(W, b, x, imp):  # right numbers, rebuilt without a graph
+    return torch.tensor(checks.toy_loss_reference(W, b, x, imp).tolist())
+
+
+@pytest.mark.parametrize("wrong, message", [(_loss_detached_half, "wrong gradient with respect to W"),
+                                            (_loss_from_numbers, "no gradient")])
+def test_toy_loss_catches_right_values_that_would_not_train(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.toy_loss(wrong)
+
+
+def _ignores_generator(p, batch, generator=None):
+    return checks.sample_features_reference(p, batch, None)
+
+
+def _one_value_per_sample(p, batch, generator=None):
+    inst, n = p.shape
+    on = torch.rand(inst, batch, n, generator=generator) < p[:, None]
+    return on * torch.rand(inst, batch, 1, generator=generator)
+
+
+@pytest.mark.parametrize("wrong, message", [(_ignores_generator, "use the generator you are given"),
+                                            (_one_value_per_sample, "same value")])
+def test_sampler_catches_ignored_generator_and_shared_values(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.sample_features(wrong)
+
+
+def test_pair_sampler_catches_ignored_generator():
+    def pairs_global(p, batch, generator=None):
+        return checks.sample_anticorrelated_pairs_reference(p, batch, None)
+    with pytest.raises(ExerciseError, match="use the generator you are given"):
+        checks.sample_anticorrelated_pairs(pairs_global)
+
+
+def test_classify_phase_catches_the_largest_instead_of_the_total():
+    def largest(W):
+        extra = W[..., -1]
+        norm = extra.norm(dim=-1)
+        shared = ((extra / norm[..., None])[..., None] * W[..., :-1]).sum(-2).square().max(-1).values
+        return torch.where(norm < 0.5, 0, torch.where(shared > 0.2, 2, 1))
+    with pytest.raises(ExerciseError, match="not only the largest"):
+        checks.classify_phase(largest)
+
+
+def test_tegum_catches_cosines_and_bridges_through_dropped_features():
+    def cosine(W, threshold=0.1):
+        U = W / W.norm(dim=0).clamp_min(1e-8)
+        return _components((U.mT @ U).abs() > threshold, W)
+
+    def drop_after_linking(W, threshold=0.1):
+        groups = checks.tegum_factors_reference(W, threshold, min_norm=0.0)
+        keep = W.norm(dim=0) > 0.5
+        return [[i for i in g if keep[i]] for g in groups if any(keep[i] for i in g)]
+    with pytest.raises(ExerciseError, match="not the cosine"):
+        checks.tegum_factors(cosine)
+    with pytest.raises(ExerciseError, match="before linking"):
+        checks.tegum_factors(drop_after_linking)

@@ -124,6 +124,53 @@ def ssll(learner: Callable) -> Callable:
                      "loss and the L1 loss; add the two standardised grids")
 
 
+def _differing_dictionaries() -> list[torch.Tensor]:
+    """Four dictionaries (3, 5, 8, 12 rows in 6-D) that differ from each other, some of whose best
+    matches are antipodal: every plausible variant of MMCS with larger gives another answer here."""
+    g = torch.Generator().manual_seed(3)
+    dicts = [torch.nn.functional.normalize(torch.randn(J, 6, generator=g), dim=-1) for J in (3, 5, 8, 12)]
+    dicts[2][:2] = -dicts[0][:2]      # two rows of the smallest reappear, flipped, in the third
+    return dicts
+
+
+def _mmcs_variants(dicts: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """What the plausible wrong versions of MMCS with larger give, each with its message."""
+    S = len(dicts)
+    best = lambda a, b, f=lambda c: c: float(f(a @ b.T).max(1).values.mean())  # noqa: E731
+    out = {k: np.full(S, np.nan) for k in ("next", "self", "union", "median", "abs")}
+    for i in range(S - 1):
+        larger = range(i + 1, S)
+        out["next"][i] = best(dicts[i], dicts[i + 1])
+        out["self"][i] = np.mean([best(dicts[i], dicts[k]) for k in range(i, S)])
+        out["union"][i] = best(dicts[i], torch.cat([dicts[k] for k in larger]))
+        out["median"][i] = np.median([best(dicts[i], dicts[k]) for k in larger])
+        out["abs"][i] = np.mean([best(dicts[i], dicts[k], torch.abs) for k in larger])
+    return out
+
+
+_VARIANT_MESSAGES = {
+    "next": "you compared each dictionary with the next size only: average over every larger dictionary",
+    "self": "you included the dictionary itself among the 'larger' ones (it matches itself perfectly): start at the next size",
+    "union": "you pooled all larger dictionaries into one before taking the best match: take the best match in each "
+             "larger dictionary separately, then average over them",
+    "median": "you took the median over the larger dictionaries: the report averages them (the mean)",
+    "abs": "you took absolute cosines: a flipped feature is not the same feature (the decoder directions are signed)",
+}
+
+
+def _expect_mmcs_variants_rejected(fn: Callable) -> None:
+    dicts = _differing_dictionaries()
+    got = np.asarray(fn([d.clone() for d in dicts]), dtype=float)
+    want = mmcs_with_larger_reference(dicts)
+    if got.shape == want.shape and np.allclose(got[:-1], want[:-1], atol=1e-5):
+        return
+    for name, values in _mmcs_variants(dicts).items():
+        expect(not (got.shape == values.shape and np.allclose(got[:-1], values[:-1], atol=1e-5)), _VARIANT_MESSAGES[name])
+    expect(False, f"on four dictionaries that differ from each other, expected {np.round(want[:-1], 4)}, got "
+           f"{np.round(got[:-1], 4)}: for each i, the mean over every larger k of (the mean over D_i's rows of the "
+           "best cosine with D_k's rows)")
+
+
 def mmcs_with_larger(learner: Callable) -> Callable:
     """Check ``mmcs_with_larger(dictionaries)``: a small dictionary inside a larger one that adds noise rows."""
 
@@ -147,6 +194,7 @@ def mmcs_with_larger(learner: Callable) -> Callable:
         expect(np.allclose(got[:-1], want[:-1], atol=1e-5),
                f"expected {np.round(want[:-1], 4)}, got {np.round(got[:-1], 4)}: for each i, the mean over larger k of "
                "(mean over rows of D_i of the max cosine with the rows of D_k)")
+        _expect_mmcs_variants_rejected(fn)
 
     return check("mmcs_with_larger", learner, mmcs_with_larger_reference, test,
                  "how well a dictionary's features are found again in larger dictionaries: for each of its features the "

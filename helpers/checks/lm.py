@@ -145,6 +145,7 @@ def _logit_case():
     with torch.no_grad():
         sae.W_enc.copy_(torch.randn(sae.W_enc.shape, generator=gen))
         sae.W_dec.mul_(torch.linspace(0.5, 3.0, 5)[None, :, None])
+        sae.b_dec.copy_(torch.randn(sae.b_dec.shape, generator=gen))   # a decoder bias, as trained SAEs have
     return sae, torch.randn(6, 4, generator=gen), torch.randn(4, 9, generator=gen)
 
 
@@ -168,6 +169,13 @@ def latent_logits(fn: Callable) -> Callable:
                "that is the encoder's direction (what the latent reads): use the decoder's (what it writes)")
         expect(not torch.allclose(got, sae.W_dec[0, 2].detach() @ W_out @ W_U, atol=1e-4),
                "W_dec's row is not unit norm: use sae.decoder_directions(), the direction the forward pass uses")
+        d, b = sae.decoder_directions()[0, 2].detach(), sae.b_dec[0].detach()
+        one_hot = torch.nn.functional.one_hot(torch.tensor([2]), 5).float()[None]      # (instance, row, latent)
+        decoded = sae.decode(one_hot)[0, 0].detach()                                     # direction + b_dec
+        expect(not torch.allclose(got, (d + b) @ W_out @ W_U, atol=1e-4) and
+               not torch.allclose(got, decoded @ W_out @ W_U, atol=1e-4),
+               "leave the decoder bias out: it is added whatever the latent does, so it is not the latent's effect "
+               "(decoding a one-hot code includes it)")
         expect(torch.allclose(got, want, atol=1e-4), "not decoder direction @ W_out @ W_U")
 
     return check("logit effect of a latent", fn, latent_logits_reference, test,

@@ -79,12 +79,49 @@ def _draw(fn: Callable, p: torch.Tensor, batch: int = 40_000) -> torch.Tensor:
     return x
 
 
+def _expect_own_values(x: torch.Tensor) -> None:
+    """Active features of one sample take their own values, not one value shared by the sample."""
+    several = (x > 0).sum(-1) >= 2                                         # (inst, batch)
+    top = x.max(-1).values
+    low = torch.where(x > 0, x, torch.full_like(x, 2.0)).min(-1).values
+    shared = float(((top - low).abs() < 1e-7)[several].float().mean())
+    expect(shared < 0.01, f"in {shared:.0%} of the samples with several active features they all have the same value: "
+           "draw one value per feature (a uniform tensor of shape (inst, batch, n)), not one per sample")
+
+
+def _expect_generator_used(fn: Callable, p: torch.Tensor) -> None:
+    """Same seed, same batch; the global generator untouched: every draw goes through ``generator``."""
+    state = torch.get_rng_state()
+    one, two = (fn(p, 64, torch.Generator().manual_seed(7)) for _ in range(2))
+    moved = not torch.equal(state, torch.get_rng_state())
+    torch.set_rng_state(state)
+    expect(torch.equal(one, two) and not moved,
+           "use the generator you are given for every draw (pass generator=generator to each torch.rand): two calls "
+           "with the same seed gave different samples, or the global random state moved")
+    other = fn(p, 64, torch.Generator().manual_seed(8))
+    expect(not torch.equal(one, other), "another seed must give another batch: draw from the generator, not a constant")
+
+
 def _expect_uniform_values(active: torch.Tensor) -> None:
     """The values of active features must be uniform in [0, 1]."""
     expect(not bool((active > 0.999).all()), "an active feature's value is uniform in [0, 1], not always 1")
     expect(abs(float(active.mean()) - 0.5) < 0.02 and abs(float(active.var()) - 1 / 12) < 0.01,
            f"an active feature's value must be uniform in [0, 1] (mean 1/2, variance 1/12); got mean "
            f"{float(active.mean()):.3f}, variance {float(active.var()):.4f}")
+
+
+def _expect_same_gradients(got: torch.Tensor, want: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+    """The learner's loss must train: the same gradient for every parameter as the reference's."""
+    expect(got.requires_grad and got.grad_fn is not None,
+           "your loss has the right values but no gradient: it must be computed from W and b with torch "
+           "operations (no torch.tensor(...) of numbers, no .item()/.tolist(), no torch.no_grad())")
+    mine = torch.autograd.grad(got.sum(), list(params.values()), allow_unused=True, retain_graph=True)
+    ref = torch.autograd.grad(want.sum(), list(params.values()), retain_graph=True)
+    for (name, _), g, r in zip(params.items(), mine, ref):
+        expect(g is not None and torch.allclose(g, r, rtol=1e-4, atol=1e-6),
+               f"your loss has the right values but the wrong gradient with respect to {name}: part of the "
+               f"computation is cut from the graph ({name}.detach(), {name}.data or a copy made with numbers), "
+               "so training would follow the wrong direction")
 
 
 def toy_loss(learner: Callable) -> Callable:
@@ -96,13 +133,16 @@ def toy_loss(learner: Callable) -> Callable:
         W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)
         x = torch.rand(I, B, n, generator=g) * (torch.rand(I, B, n, generator=g) < 0.4)
         imp = 0.7 ** torch.arange(n, dtype=torch.float32).expand(I, n) * torch.tensor([[1.0], [2.0], [0.5]])
+        W, b = W.requires_grad_(), b.requires_grad_()
         got = fn(W, b, x, imp)
         want = toy_loss_reference(W, b, x, imp)
         expect(isinstance(got, torch.Tensor) and got.shape == (I,),
                f"return one loss per instance, shape ({I},); got "
                f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
         if _close(got, want):
+            _expect_same_gradients(got, want, {"W": W, "b": b})
             return
+        W, b = W.detach(), b.detach()
         ones = torch.ones_like(imp)
         h = torch.einsum("imn,ibn->ibm", W, x)
         z = torch.einsum("imn,ibm->ibn", W, h)
@@ -142,6 +182,8 @@ def sample_features(learner: Callable) -> Callable:
         a, c = (x[0, :, 1] > 0).float(), (x[0, :, 2] > 0).float()
         expect(abs(float((a * c).mean()) - 0.2 * 0.5) < 0.01,
                "features must switch on independently of each other: draw one uniform per feature and sample")
+        _expect_own_values(x)
+        _expect_generator_used(fn, p)
 
     return check("sample_features", learner, sample_features_reference, test,
                  "each feature is on with its own probability p and, when on, takes a uniform value in [0, 1); every "
@@ -175,6 +217,8 @@ def sample_anticorrelated_pairs(learner: Callable) -> Callable:
         expect(abs(float((a * c).mean()) - 0.5 * 0.2) < 0.01,
                "different pairs must switch on independently of each other: draw one uniform per pair, "
                "not one per sample")
+        _expect_own_values(x)
+        _expect_generator_used(fn, p)
 
     return check("sample_anticorrelated_pairs", learner, sample_anticorrelated_pairs_reference, test,
                  "features come in pairs (0, 1), (2, 3), ...; in a sample at most one feature of a pair is on: the "

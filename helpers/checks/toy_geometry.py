@@ -120,7 +120,8 @@ def _phase_cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
                           [[s, 0.0, 0.6], [0.0, 1.0, 0.0]],       # extra of norm 0.6 sharing 0.3 with feature 0
                           [[1.0, 0.0, -0.45], [0.0, 1.0, 0.0]],   # extra of norm 0.45 opposite feature 0
                           [[1.0, -0.5, -0.5], [0.0, 0.866, -0.866]],  # a triangle: superposition
-                          [[1.0, -1.0, 0.3], [0.0, 0.0, 0.95]]])  # tilted off the pair's axis, 2 x 0.09: dedicated
+                          [[1.0, -1.0, 0.3], [0.0, 0.0, 0.95]],   # tilted off the pair's axis, 2 x 0.09: dedicated
+                          [[0.387, -0.387, 1.0], [0.9, 0.9, 0.0]]])  # two others sharing 0.15 each: 0.3 in all
     return one_d, torch.tensor([2, 0, 1, 0, 1, 2]), two_d, classify_phase_reference(two_d)
 
 
@@ -159,6 +160,9 @@ def classify_phase(learner: Callable) -> Callable:
         expect(int(got1[4]) == 1 and int(got2[5]) == 1,
                "superposition needs the others' squared projections to add up to more than 0.2 (the notebook's "
                "threshold): a sum of 0.16 or 0.18 is still a dedicated dimension")
+        expect(int(got2[6]) == 2,
+               "add up the squared projections of all the other features, not only the largest: two features that "
+               "each share 0.15 of the extra feature's direction share 0.3 together, which is superposition")
         expect(False, f"the phases should be {want1.tolist()} (1-D cases) and {want2.tolist()} (2-D cases); got "
                f"{got1.tolist()} and {got2.tolist()}")
 
@@ -171,9 +175,13 @@ def classify_phase(learner: Callable) -> Callable:
 
 
 def _tegum_example() -> torch.Tensor:
-    """6-D: a pentagon (features 0-4) in dims 0-1, an antipodal pair (5, 6) on dim 2, a chain
-    7-8-9 in dims 3-4 where 7 and 9 are orthogonal, one dropped feature (10), one alone (11) on dim 5."""
-    W = torch.zeros(6, 12)
+    """10-D: a pentagon (features 0-4) in dims 0-1, an antipodal pair (5, 6) on dim 2, a chain
+    7-8-9 in dims 3-4 where 7 and 9 are orthogonal, one dropped feature (10), one alone (11) on dim 5,
+    two short features (12, 13: norm 0.6, cosine 0.2, dot 0.072) in dims 6-7 that do not interfere,
+    and two orthogonal features (14, 15) in dims 8-9 that a dropped feature (16, norm 0.45) overlaps."""
+    W = torch.zeros(10, 17)
+    W[6, 12], W[6, 13], W[7, 13] = 0.6, 0.6 * 0.2, 0.6 * math.sqrt(1 - 0.2**2)
+    W[8, 14], W[9, 15], W[8, 16], W[9, 16] = 1.0, 1.0, 0.45 * math.sqrt(0.5), 0.45 * math.sqrt(0.5)
     W[:2, :5] = _pentagon()
     W[2, 5], W[2, 6] = 1.0, -1.0
     s = math.sqrt(0.5)
@@ -206,6 +214,12 @@ def tegum_factors(learner: Callable) -> Callable:
         expect([7, 8] not in got and [8, 9] not in got and [7, 8, 9] in got,
                "a factor is a connected component: 7 and 9 are orthogonal but both linked to 8, so 7, 8, 9 is one factor")
         expect(sorted(flat) == sorted(set(flat)), "each feature belongs to exactly one factor")
+        expect(not any(12 in g and 13 in g for g in got),
+               "link on the raw dot product |W_i . W_j|, not the cosine: features 12 and 13 (norm 0.6, cosine 0.2) "
+               "interfere by only 0.072, below the threshold")
+        expect(not any(14 in g and 15 in g for g in got),
+               "leave out unrepresented features before linking: feature 16 (norm 0.45, dropped) overlaps both 14 "
+               "and 15, which do not interfere with each other, and must not join them")
         expect(False, f"the factors should be {want}; got {got}")
 
     return check("tegum_factors", learner, tegum_factors_reference, test,
