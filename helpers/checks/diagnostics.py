@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from helpers.exercises import check, expect
-from helpers.metrics import mmcs_between
+from helpers.diagnostics import rules
 
 
 # --------------------------------------------------------------------------------------
@@ -27,32 +27,14 @@ def dead_latents_reference(steps_since_fired: np.ndarray, T: int) -> np.ndarray:
     return (np.asarray(steps_since_fired) >= T).sum(-1)
 
 
-def standardized_log_reference(values: np.ndarray) -> np.ndarray:
-    """log(values) standardized over the cells where it exists (values > 0); NaN elsewhere."""
-    values = np.asarray(values, dtype=np.float64)
-    logs = np.full(values.shape, np.nan)
-    ok = np.isfinite(values) & (values > 0)
-    logs[ok] = np.log(values[ok])
-    mu, sd = logs[ok].mean(), logs[ok].std()
-    return (logs - mu) / sd
-
-
-def ssll_reference(recon_loss: np.ndarray, l1_loss: np.ndarray) -> np.ndarray:
-    """Summed standardized log losses: standardized log recon + standardized log L1."""
-    return standardized_log_reference(recon_loss) + standardized_log_reference(l1_loss)
+standardized_log_reference = rules.standardized_log
+ssll_reference = rules.ssll
 
 
 def mmcs_with_larger_reference(dictionaries: Sequence[torch.Tensor]) -> np.ndarray:
-    """(S,) MMCS of each dictionary with every larger one, averaged; NaN for the largest.
-
-    ``dictionaries[i]``: (J_i, d) unit rows, J ascending. The smaller dictionary is the
-    reference: each of its rows looks for its best match in the larger one.
-    """
-    S = len(dictionaries)
-    out = np.full(S, np.nan)
-    for i in range(S - 1):
-        out[i] = np.mean([float(mmcs_between(dictionaries[i], dictionaries[k])) for k in range(i + 1, S)])
-    return out
+    """(S,) MMCS of each dictionary (J_i, d) with every larger one, averaged; NaN for the largest
+    (``helpers.diagnostics.mmcs_with_larger`` for one alpha)."""
+    return rules.mmcs_with_larger([torch.as_tensor(d)[None] for d in dictionaries])[:, 0]
 
 
 # --------------------------------------------------------------------------------------

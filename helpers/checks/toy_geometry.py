@@ -13,32 +13,16 @@ from typing import Callable
 import torch
 
 from helpers.exercises import check, expect
+from helpers.toy.geometry import classify_extra_feature, feature_dimensionality
 
 
 # --------------------------------------------------------------------------------------
 # References
 # --------------------------------------------------------------------------------------
-def feature_dimensionality_reference(W: torch.Tensor) -> torch.Tensor:
-    """D_i = ||W_i||^2 / sum_j (W_i_hat . W_j)^2 (j runs over every feature, i included), (..., n).
-
-    W is (..., m, n): column i is feature i's direction. A feature with (almost) no norm gets 0.
-    """
-    norms2 = W.square().sum(-2)  # (..., n)
-    W_hat = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
-    overlap = (W_hat.mT @ W).square().sum(-1)  # (..., n): sum_j (W_i_hat . W_j)^2, i included
-    return torch.where(norms2 > 1e-6, norms2 / overlap.clamp_min(1e-12), torch.zeros_like(norms2))
-
-
-def classify_phase_reference(W: torch.Tensor, norm_threshold: float = 0.5, sup_threshold: float = 0.2) -> torch.Tensor:
-    """Phase of the last (extra) feature of each W (..., m, n), as ints (...) indexing
-    ``toy.PHASES``: 0 not represented (||W_extra|| < 0.5), else 2 superposition when the other
-    features' squared projections on its unit direction add up to more than 0.2, else 1 a
-    dedicated dimension."""
-    extra = W[..., -1]  # (..., m)
-    norm = extra.norm(dim=-1)  # (...)
-    unit = extra / norm.clamp_min(1e-8)[..., None]
-    shared = ((unit[..., None] * W[..., :-1]).sum(-2) ** 2).sum(-1)  # (...): sum_j (W_extra_hat . W_j)^2, j != extra
-    return torch.where(norm < norm_threshold, 0, torch.where(shared > sup_threshold, 2, 1))
+# The package's own functions are the references: the answer a learner's code is compared with
+# is the code the course runs.
+feature_dimensionality_reference = feature_dimensionality
+classify_phase_reference = classify_extra_feature
 
 
 def tegum_factors_reference(W: torch.Tensor, threshold: float = 0.1, min_norm: float = 0.5) -> list[list[int]]:
