@@ -96,8 +96,9 @@ def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool =
         ax_wtw.set_title(title, fontsize=9)
     b_lim = b_lim or max(float(np.abs(b).max()), 1e-3)
     im_b = ax_b.imshow(b[:, None], cmap="PuOr_r", vmin=-b_lim, vmax=b_lim)
-    for i, v in enumerate(b):
-        ax_b.text(0, i, f"{v:+.2f}", ha="center", va="center", fontsize=6)
+    for i, v in enumerate(b):  # white on the darkest cells, so every value stays readable
+        ax_b.text(0, i, f"{v:+.2f}", ha="center", va="center", fontsize=6,
+                  color="white" if abs(v) > 0.6 * b_lim else "black")
     ax_b.set(xticks=[0], xticklabels=["b"], yticks=[])
     if colorbar:
         plt.colorbar(im, ax=[ax_wtw], fraction=0.05, pad=0.04, label="W^T W entry")
@@ -123,16 +124,20 @@ def plot_wtw_grid(W, b, labels: Sequence[str], title: str):
     return fig
 
 
-def plot_loss_split(densities, split: "toy.geometry.LossSplit", title: str):
-    """The four parts of the loss (``toy.geometry.loss_split``, each (n_densities,)) against density."""
-    fig, ax = plt.subplots(figsize=(6.8, 3.8), dpi=DPI)
-    names = {"own": "feature on: its own error", "one_neighbour": "feature off, ONE other on: single leak",
-             "coactive": "feature off, 2+ others on: co-active leak", "bias_only": "nothing on: bias alone (1e-7 = none)"}
+def plot_loss_split(densities, split, title: str):
+    """The parts of the loss (``toy.loss_parts.loss_parts``, each (n_densities,)) against density. Interference
+    can be negative (other features pushing an off feature's output back to 0), so the y axis is symmetric-log."""
+    fig, ax = plt.subplots(figsize=(10, 4.0), dpi=DPI)
+    names = {"own": "feature on: its own error", "bias": "feature off: its bias alone, ReLU(b_i)^2",
+             "one_other": "feature off, ONE other on: what it adds", "several_others": "feature off, 2+ others on: what they add"}
     for (field, label), marker in zip(names.items(), "osv^"):
-        ax.loglog(densities, np.maximum(_np(getattr(split, field)), 1e-7), marker=marker, label=label)
-    ax.set(xlabel="feature density 1 - S (log)", ylabel="importance-weighted squared error per sample (log)",
-           title=title)
-    ax.legend(fontsize=8)
+        ax.plot(densities, _np(getattr(split, field)), marker=marker, label=label)
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1e-5)
+    ax.set(xlabel="feature density 1 - S (log)",
+           ylabel="importance-weighted squared error\nper sample (symmetric log; < 0: helps)", title=title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -183,12 +188,18 @@ def plot_represented_vs_density(sweeps: dict, d_hidden: int = 2):
 # --------------------------------------------------------------------------------------
 # Feature dimensionality
 # --------------------------------------------------------------------------------------
-def plot_dimensionality(dim: "toy.Dimensionality", n_features: int, d_hidden: int):
-    """Dimensions per feature (line) and every feature's dimensionality (dots) vs 1 / density."""
+SHAPE_COLORS = {"digon": "tab:blue", "triangle": "tab:green", "tetrahedron": "tab:purple", "pentagon": "tab:orange",
+                "square antiprism": "tab:red", "own dimension": "black", "other": "0.65"}
+
+
+def plot_dimensionality(dim: "toy.Dimensionality", n_features: int, d_hidden: int, shapes=None):
+    """Dimensions per feature (line) and every feature's dimensionality (dots) vs 1 / density. ``shapes``
+    (per density, per feature: the polytope of its tegum factor, ``toy.shapes.feature_shapes``) colours the dots."""
     x = 1.0 / dim.densities
-    fig, ax = plt.subplots(figsize=(8.5, 4.4), dpi=DPI)
+    fig, ax = plt.subplots(figsize=(9.5, 4.6), dpi=DPI)
     nudge = {2 / 5: 0.015, 3 / 8: -0.015}  # these two labels would overlap
-    for value, name in toy.STICKY_FRACTIONS.items():
+    for value in toy.STICKY_FRACTIONS:
+        name = {1.0: "1", 3 / 4: "3/4", 2 / 3: "2/3", 1 / 2: "1/2", 2 / 5: "2/5", 3 / 8: "3/8"}[value]
         ax.axhline(value, color="0.75", lw=0.8, ls="--", zorder=0)
         ax.text(x.max() * 1.05, value + nudge.get(value, 0.0), name, va="center", fontsize=8, color="0.35")
     fd = dim.feature_dim
@@ -197,26 +208,41 @@ def plot_dimensionality(dim: "toy.Dimensionality", n_features: int, d_hidden: in
     # dense regime the leftovers of a rotated principal subspace would smear the plot.
     keep = _np(toy.feature_norms(dim.W)) > 0.5
     jitter = np.exp(np.random.default_rng(0).normal(0, 0.02, xs.shape))
-    ax.scatter((xs * jitter)[keep], fd[keep], s=6, alpha=0.35, color="tab:blue", label="one feature's D_i")
+    if shapes is None:
+        ax.scatter((xs * jitter)[keep], fd[keep], s=6, alpha=0.35, color="tab:blue", label="one feature's D_i")
+    else:
+        names = np.array([[s or "" for s in row] for row in shapes])
+        for name, color in SHAPE_COLORS.items():
+            sel = keep & (names == name)
+            if sel.any():
+                ax.scatter((xs * jitter)[sel], fd[sel], s=8, alpha=0.5, color=color,
+                           label=f"D_i of a feature in a {name}" if name not in ("other", "own dimension")
+                           else ("D_i, no polytope" if name == "other" else "D_i, a dimension of its own"))
     ax.semilogx(x, dim.dims_per_feature, "k-", lw=2, label="m / ||W||_F^2 (dimensions per feature)")
-    ax.set(xlabel="1 / density = 1 / (1 - S)  (log)", ylabel="dimensions",
+    ax.set(xlabel="1 / density = 1 / (1 - S)  (log)", ylabel="dimensions per feature",
            title=f"Feature dimensionality: {n_features} features in {d_hidden} dimensions", ylim=(0, 1.12),
-           xlim=(x.min() / 1.1, x.max() * 2.8))
-    ax.legend(loc="lower left", fontsize=8)
+           xlim=(x.min() / 1.1, x.max() * 1.6))
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False, markerscale=2)
     fig.tight_layout()
     return fig
 
 
-def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int):
-    """Arrows, W^T W and bias of one (decay, density) cell of a 2-D sweep."""
-    fig = plt.figure(figsize=(8.6, 3.3), dpi=DPI)
-    gs = fig.add_gridspec(1, 3, width_ratios=[3.2, 3.4, 0.6])
-    ax0, ax1, ax2 = fig.add_subplot(gs[0]), fig.add_subplot(gs[1]), fig.add_subplot(gs[2])
-    draw_arrows(ax0, sw.W[i_decay, j_density], title="columns of W")
-    draw_wtw_bias(ax1, ax2, sw.W[i_decay, j_density], sw.b[i_decay, j_density], title="W^T W | bias")
+def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int, note: str = ""):
+    """Arrows, W^T W (with its colour bar) and the bias (with its own colour bar) of one (decay, density)
+    cell of a 2-D sweep, each panel in its own column so no label covers another."""
+    fig = plt.figure(figsize=(9.6, 3.4), dpi=DPI)
+    gs = fig.add_gridspec(1, 5, width_ratios=[3.2, 3.2, 0.18, 0.7, 0.18], wspace=0.45)
+    ax0, ax1, cax1, ax2, cax2 = (fig.add_subplot(gs[k]) for k in range(5))
+    W, b = sw.W[i_decay, j_density], sw.b[i_decay, j_density]
+    draw_arrows(ax0, W, title="columns of W (arrows)")
+    im, im_b = draw_wtw_bias(ax1, ax2, W, b, title="W^T W (interference)", colorbar=False)
+    fig.colorbar(im, cax=cax1, label="W^T W entry")
+    fig.colorbar(im_b, cax=cax2, label="bias b (orange +, purple -)")
+    ax2.set_title("bias b", fontsize=9)
     k = int(toy.n_represented(sw.W[i_decay, j_density], relative=True))
-    fig.suptitle(f"density {sw.densities[j_density]:.3g}, importance {sw.decays[i_decay]:.2f}^i "
+    fig.suptitle(f"{note}density {sw.densities[j_density]:.3g}, importance {sw.decays[i_decay]:.2f}^i "
                  f"({sw.readout}): {k} features represented", fontsize=10)
+    fig.subplots_adjust(left=0.03, right=0.93, top=0.82, bottom=0.14)
     return fig
 
 
@@ -238,7 +264,8 @@ def plot_abs(res: "toy.AbsResult"):
     ax = axes[2]
     worth = np.clip(res.explained, 0, 1).sum(1)
     ax.semilogx(res.densities, worth, "o-", label="features' worth computed (sum of R^2)")
-    ax.semilogx(res.densities, _np(toy.polysemantic_neurons(res.W1)), "s-", label="polysemantic neurons")
+    ax.semilogx(res.densities, _np(toy.polysemantic_neurons(res.W1)), "s:",
+                label="polysemantic neurons (between the ends: varies by run)")
     ax.axhline(m / 2, ls="--", color="0.5", lw=1)
     ax.text(res.densities[0], m / 2 + 0.15, f" {m // 2} = neurons / 2 (two ReLUs per |x|)", fontsize=8, color="0.4")
     ax.set(xlabel="feature density (log)", ylabel="count", title=f"|x| of {n} features with {m} neurons",

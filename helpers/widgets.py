@@ -110,6 +110,10 @@ def sweep_explorer(sw: "toy.Sweep", density: float | None = None, decay: float |
         draw_sweep_cell(sw, i, j)
         plt.show()
 
+    # A static picture of the starting setting first: viewers that cannot run widgets (a stored notebook,
+    # GitHub) show this one; the live sliders below redraw their own copy.
+    draw_sweep_cell(sw, i0, j0, note="starting setting (static copy): ")
+    plt.show()
     handle = widgets.interact(draw, i=dec_w, j=dens_w)
     handle.draw = draw
     return handle

@@ -121,6 +121,34 @@ def test_feature_dimensionality_of_known_shapes():
     assert poly.n_vertices == 5 and poly.regular and np.allclose(poly.gaps_deg, 72)
 
 
+def test_feature_shapes_name_the_polytope_of_each_tegum_factor():
+    from helpers.toy.shapes import feature_shapes
+    ang = torch.arange(5) * 2 * math.pi / 5
+    pentagon = torch.stack([ang.cos(), ang.sin()])  # (2, 5)
+    tri = torch.arange(3) * 2 * math.pi / 3
+    W = torch.zeros(5, 11)
+    W[:2, :5] = pentagon
+    W[2:4, 5:8] = torch.stack([tri.cos(), tri.sin()])
+    W[4, 8], W[4, 9] = 1.0, -1.0  # feature 10 is dropped
+    shapes = feature_shapes(W, toy.feature_dimensionality(W))
+    assert shapes == ["pentagon"] * 5 + ["triangle"] * 3 + ["digon"] * 2 + [""]
+    squashed = W.clone()
+    squashed[1, :5] *= 0.7  # the pentagon squashed: the D_i move off 2/5, no regular shape is left
+    assert set(feature_shapes(squashed, toy.feature_dimensionality(squashed))[:5]) == {"other"}
+
+
+def test_loss_parts_add_up_and_keep_the_bias_apart_from_interference():
+    from helpers.toy.loss_parts import loss_parts
+    model, x = _model_and_batch("relu", batch=256)
+    W, b, imp = model.W.detach(), model.b.detach(), model.importance
+    parts = loss_parts(W, b, x, imp)
+    assert torch.allclose(sum(parts), model.loss(x).detach(), rtol=1e-4)
+    # with W = 0 nothing interferes: an off feature costs exactly its bias
+    zero = loss_parts(torch.zeros_like(W), b, x, imp)
+    assert torch.allclose(zero.one_other, torch.zeros(3), atol=1e-7) and torch.allclose(zero.several_others, torch.zeros(3), atol=1e-7)
+    assert (zero.bias > 0).all()
+
+
 # --------------------------------------------------------------------------------------
 # The loss that trains
 # --------------------------------------------------------------------------------------
