@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers.checks import diagnostics as checks
+from helpers.diagnostics.rules import dead_free_run
 from helpers.exercises import ExerciseError
 
 
@@ -91,3 +92,41 @@ def _variant(kind):
 def test_mmcs_with_larger_catches_each_plausible_variant(kind, message):
     with pytest.raises(ExerciseError, match=message):
         checks.mmcs_with_larger(_variant(kind))
+
+
+def _pick(kind):
+    """dead_latent_pick with one plausible misreading of the rule."""
+    def fn(dead, alphas, sizes):
+        dead = np.asarray(dead, dtype=float)
+        if kind == "anywhere":   # the largest dead-free alpha of any size, gaps ignored
+            j, i = max((j, i) for i in range(len(sizes)) for j in range(len(alphas)) if dead[i, j] == 0)
+            return sizes[i], alphas[j]
+        rows = np.nan_to_num(dead, nan=0.0) if kind == "nan_ok" else dead
+        runs = [dead_free_run(r) for r in rows]
+        if max(runs) < 0:
+            return sizes[0], alphas[0]
+        if kind == "smaller":
+            i = min(range(len(sizes)), key=lambda i: (-runs[i], i))
+        else:
+            i = max(range(len(sizes)), key=lambda i: (runs[i], i))
+        return (i, runs[i]) if kind == "indices" else (sizes[i], alphas[runs[i]])
+    return fn
+
+
+@pytest.mark.parametrize("kind, message", [("anywhere", "does not count"), ("nan_ok", "diverged cell"),
+                                           ("smaller", "prefers the larger size"), ("indices", "not their indices")])
+def test_dead_latent_pick_catches_each_misreading(kind, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.dead_latent_pick(_pick(kind))
+
+
+def test_dead_latent_pick_is_the_rule_the_suggestions_use():
+    from helpers.diagnostics import run_grid, suggest_hyperparameters
+    from helpers.sae import SAEConfig
+
+    gen = torch.Generator().manual_seed(0)
+    grid = run_grid(lambda n: torch.randn(n, 8, generator=gen).relu(), SAEConfig(d_in=8, d_sae=8, steps=60,
+                    dead_window=20, log_every=20), (4, 8, 16), (0.01, 0.3, 3.0, 30.0), progress=False)
+    want = suggest_hyperparameters(grid).dead
+    got = checks.dead_latent_pick_reference(grid.dead, grid.l1_values, grid.d_sae_values)
+    assert got == (want.d_sae, want.l1), f"the exercise's rule picks {got}, suggest_hyperparameters {want}"

@@ -184,3 +184,65 @@ def mmcs_with_larger(learner: Callable) -> Callable:
                  how="for a dictionary and each larger one, form the cosines between their rows, take the maximum over "
                      "the larger dictionary's rows and the mean over the smaller's; average over all larger "
                      "dictionaries, not only the next one. The largest has nothing larger: missing (NaN)")
+
+
+def dead_latent_pick_reference(dead: np.ndarray, l1_values: Sequence[float], sizes: Sequence[int]) -> tuple[int, float]:
+    """(size, alpha) the dead-latent rule picks from a grid's dead counts ``dead`` (S, L): for
+    each size, the run of dead-free cells from the smallest alpha (a NaN ends it: a diverged
+    cell is not known to be dead-free); the largest alpha any size reaches, ties to the larger
+    size; the grid's corner if every size starts with dead latents (``suggest_hyperparameters``)."""
+    runs = [rules.dead_free_run(row) for row in np.asarray(dead, dtype=float)]
+    if max(runs) < 0:
+        return int(sizes[0]), float(l1_values[0])
+    i = max(range(len(runs)), key=lambda i: (runs[i], i))
+    return int(sizes[i]), float(l1_values[runs[i]])
+
+
+def dead_latent_pick(learner: Callable) -> Callable:
+    """Check ``dead_latent_pick(dead, l1_values, sizes) -> (size, alpha)`` on grids built so that
+    each plausible misreading of the rule picks another cell."""
+    alphas, sizes = [0.01, 0.03, 0.1, 0.3, 1.0], [64, 128, 256]
+    cases = [  # (dead counts (S, L), what the mistake it exposes would pick)
+        np.array([[0, 0, 0, 2, 5], [0, 0, 3, 0, 9], [0, 0, 0, 4, 9]], dtype=float),   # a late gap; a tie at 0.1
+        np.array([[0, 0, 1, 0, 0], [0, 0, 0, 0, 3], [0, np.nan, 0, 0, 0]], dtype=float),  # a diverged cell
+        np.array([[2, 3, 5, 7, 9], [1, 4, 6, 8, 9], [3, 5, 7, 9, 9]], dtype=float),   # dead everywhere
+    ]
+
+    def test(fn):
+        for dead in cases:
+            got = fn(dead.copy(), list(alphas), list(sizes))
+            want = dead_latent_pick_reference(dead, alphas, sizes)
+            expect(isinstance(got, (tuple, list)) and len(got) == 2,
+                   f"return a pair (size, alpha), got {type(got).__name__} {got!r}")
+            size, alpha = got
+            indices = float(size) == int(size) < len(sizes) and float(alpha) == int(alpha) < len(alphas)
+            expect(not indices, "return the size and the alpha themselves (values from sizes and l1_values), not their indices")
+            if (int(size), float(alpha)) == want:
+                continue
+            runs_nan_ok = [rules.dead_free_run(row) for row in np.nan_to_num(dead, nan=0.0)]
+            if np.isnan(dead).any() and max(runs_nan_ok) >= 0:
+                i = max(range(len(sizes)), key=lambda i: (runs_nan_ok[i], i))
+                expect((int(size), float(alpha)) != (sizes[i], alphas[runs_nan_ok[i]]),
+                       "a diverged cell (NaN) is not dead-free: nothing says it was, so it ends the run")
+            anywhere = max(((j, i) for i in range(len(sizes)) for j in range(len(alphas)) if dead[i, j] == 0), default=None)
+            expect(anywhere is None or (int(size), float(alpha)) != (sizes[anywhere[1]], alphas[anywhere[0]]),
+                   "a dead-free cell after a cell with dead latents does not count: the run stops at the first "
+                   "cell with dead latents, going up in alpha from the smallest")
+            runs = [rules.dead_free_run(row) for row in dead]
+            if max(runs) >= 0:
+                i = min(range(len(sizes)), key=lambda i: (-runs[i], i))
+                expect((int(size), float(alpha)) != (sizes[i], alphas[runs[i]]),
+                       "two sizes reach the same alpha: the rule prefers the larger size")
+            else:
+                expect(False, "every size has dead latents at the smallest alpha: the rule falls back to the "
+                              f"grid's corner, (sizes[0], l1_values[0]) = ({sizes[0]}, {alphas[0]})")
+            expect(False, f"on this grid the rule picks {want}, you picked ({size}, {alpha}): for each size, walk "
+                          "up in alpha while the cells are dead-free; take the largest alpha any size reaches")
+
+    return check("dead_latent_pick", learner, dead_latent_pick_reference, test,
+                 "the dead-latent rule takes the strongest L1 pressure a dictionary survives without dead latents, "
+                 "looking along each size's row from the weakest alpha, and the size that survives the most",
+                 how="for each size, walk up the alphas from the smallest while the dead count is exactly zero (a "
+                     "missing value stops the walk); note how far each size got; pick the size that got furthest, "
+                     "the larger size on a tie, with the last alpha of its walk. If no size has a dead-free first "
+                     "cell, fall back to the smallest size and alpha")
