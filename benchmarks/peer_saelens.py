@@ -15,6 +15,18 @@ the ratio of examples per second. Then SAELens loads SAEs that ``save_sae`` wrot
 and without a decoder bias, TopK, BatchTopK (saved as SAELens saves it, a JumpReLU) and
 JumpReLU) and we load one that SAELens trained and saved; the latents and
 reconstructions must agree. The last line printed is one JSON object.
+
+``--files-only`` runs just the file checks (every variant save_sae writes, loaded back by
+SAELens, outputs compared; and one SAELens SAE loaded by us), without the speed comparison.
+Without sae-lens the script prints one JSON object saying it skipped and why, and exits 0.
+SAELens pins an older TransformerLens than the course, so give it a venv of its own; one that
+reuses the course venv's torch (no second download)::
+
+    python -m venv /work/venv-saelens
+    echo "$(python -c 'import site; print(site.getsitepackages()[0])')" \
+        > /work/venv-saelens/lib/python3.11/site-packages/zz_course.pth   # course packages, lowest priority
+    /work/venv-saelens/bin/pip install sae-lens
+    /work/venv-saelens/bin/python benchmarks/peer_saelens.py --files-only
 """
 from __future__ import annotations
 
@@ -25,12 +37,21 @@ import json
 import tempfile
 import time
 
+import importlib.util
+import sys
+
 import torch
 
-import sae_lens
-from sae_lens import SAE as SaeLensSAE
-from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
-from sae_lens.synthetic import ActivationGenerator, FeatureDictionary, train_toy_sae
+if importlib.util.find_spec("sae_lens") is None:  # an optional extra: say so and stop
+    print(json.dumps({"benchmark": "peer_saelens", "skipped": True,
+                      "reason": f"sae-lens is not installed for {sys.executable}: install it in a venv of its own "
+                                "(see this script's docstring) and run the script with that venv's python"}))
+    raise SystemExit(0)
+
+import sae_lens  # noqa: E402
+from sae_lens import SAE as SaeLensSAE  # noqa: E402
+from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig  # noqa: E402
+from sae_lens.synthetic import ActivationGenerator, FeatureDictionary, train_toy_sae  # noqa: E402
 
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.sae import SAE, SAEConfig, load_sae, save_sae, train_sae
@@ -80,7 +101,7 @@ def ours_examples_per_s(data: GroundTruthData, steps: int) -> float:
 
 def saelens_reads_ours() -> dict:
     """Save each of our variants with ``save_sae``, load with SAELens, compare latents and reconstructions."""
-    worst, ok, checked = 0.0, True, []
+    worst, ok, checked, per_variant = 0.0, True, [], {}
     x = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu").sample(512)
     variants = [("standard", False, {}), ("standard", True, {}), ("topk", True, {"k": 8}),
                 ("batchtopk", True, {"k": 8.0}), ("jumprelu", True, {"l1_coeffs": (3.0,)})]
@@ -100,7 +121,9 @@ def saelens_reads_ours() -> dict:
         worst = max(worst, diff)
         ok = ok and diff < 1e-4 and theirs.cfg.apply_b_dec_to_input == decoder_bias
         checked.append(f"{architecture}->{theirs.cfg.architecture()}")
-    return {"saelens_loads_ours": ok, "saelens_loads_ours_max_abs_diff": worst, "saelens_loads_ours_variants": checked}
+        per_variant[f"{architecture}{'+b_dec' if decoder_bias else ''}"] = diff
+    return {"saelens_loads_ours": ok, "saelens_loads_ours_max_abs_diff": worst, "saelens_loads_ours_variants": checked,
+            "saelens_loads_ours_diff_per_variant": per_variant}
 
 
 def ours_reads_saelens(data: GroundTruthData) -> dict:
@@ -122,7 +145,13 @@ def ours_reads_saelens(data: GroundTruthData) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke test, noisier numbers)")
+    parser.add_argument("--files-only", action="store_true", help="only the save/load checks, no speed comparison")
     args = parser.parse_args()
+    if args.files_only:
+        data = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu")
+        print(json.dumps({"benchmark": "peer_saelens", "sae_lens_version": sae_lens.__version__,
+                          **saelens_reads_ours(), **ours_reads_saelens(data)}))
+        return
     steps = 300 if args.quick else 1500
     data = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu")
     # Alternate the two sides so that a slow spell of a shared machine hits both.

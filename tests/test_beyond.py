@@ -50,11 +50,32 @@ def test_scores_of_the_true_dictionary_are_perfect():
     (row,) = score_sae(sae, data, n=2048)
     assert row.mmcs > 0.999 and row.one_to_one > 0.999, f"the truth itself must score 1, got {row.mmcs}, {row.one_to_one}"
     assert row.recovered == 64 and row.duplicates == 0
+    assert row.mcc > 0.999, f"the truth matched to itself has MCC 1, got {row.mcc}"
     assert abs(row.true_l0 - 5) < 0.3, f"the data has 5 active features on average, measured {row.true_l0:.2f}"
 
 
+def test_firing_scores_count_every_matched_pair_not_only_the_good_ones():
+    from helpers.beyond.scores import matched_firing
+    from helpers.recovery import FiringScores
+    # pair 0 perfect; pair 1 a latent that never fires (precision NaN there); pair 2 a feature never seen
+    fire = FiringScores(np.array([1.0, np.nan, 0.5]), np.array([1.0, 0.0, np.nan]), 1.0, 1.0, 1.0)
+    p, r, f1 = matched_firing(fire)
+    assert (p, r, f1) == (0.5, 0.5, 0.5), ("a latent that never fires must count precision 0 (not be dropped), "
+                                           f"an unseen feature must be left out: got {(p, r, f1)}")
+
+
+def test_mcc_matches_on_absolute_cosine_as_synthsaebench_does():
+    from helpers.beyond.scores import mcc
+    from helpers.recovery import one_to_one
+    F = GroundTruthData(SMALL, device="cpu").features.float()
+    flipped = torch.cat([-F[:32], F[32:]])                  # half the latents point against their feature
+    assert mcc(flipped, F) > 0.999, "MCC matches on |cosine|: a flipped latent still counts"
+    assert one_to_one(flipped, F).mean_cosine < 0.75, "the course's one-to-one matching counts only positive cosines"
+    assert abs(mcc(F[:32], F) - 1.0) < 1e-6, "MCC averages over the min(G, J) matched pairs: a half dictionary scores 1"
+
+
 def test_matched_l0_picks_the_nearest_on_a_log_scale():
-    rows = [Scores(f"l0={v}", *([0.0] * 8), v, 5.0) for v in (0.0, 2.0, 4.0, 12.0)]
+    rows = [Scores(f"l0={v}", *([0.0] * 10), v, 5.0) for v in (0.0, 2.0, 4.0, 12.0)]
     assert at_matched_l0(rows, 5.0).l0 == 4.0
     assert at_matched_l0(rows, 6.0).l0 == 4.0, "6/4 is nearer than 12/6 on a log scale"
     assert at_matched_l0(rows, 7.5).l0 == 12.0, "12/7.5 is nearer than 7.5/4 on a log scale"

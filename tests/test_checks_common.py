@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.checks import diagnostics, lm, sae, toy
+from helpers.checks import beyond, diagnostics, lm, sae, toy, training
 
 EXERCISES = {
     toy: ("toy_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",
           "tegum_factors"),
     sae: ("active_features", "sae_forward", "mmcs"),
-    diagnostics: ("dead_latents", "ssll", "mmcs_with_larger"),
-    lm: ("top_contexts", "latent_logits"),
+    diagnostics: ("dead_latents", "ssll", "mmcs_with_larger", "dead_latent_pick"),
+    lm: ("top_contexts", "latent_logits", "ce_recovered", "token_lookup_baseline"),
+    beyond: ("topk_activation", "batchtopk_activation", "jumprelu_threshold_grad", "mcc"),
+    training: ("toy_train_step", "resample_dead"),
 }
 CASES = [pytest.param(mod, name, id=f"{mod.__name__.rsplit('.', 1)[1]}.{name}")
          for mod, names in EXERCISES.items() for name in names]

@@ -145,3 +145,75 @@ def test_latent_logits_with_the_decoder_bias_fails():
         return sae.decode(one_hot)[0, 0] @ W_out @ W_U
     with pytest.raises(ExerciseError, match="decoder bias"):
         checks.latent_logits(with_bias)
+
+
+# --- CE loss recovered against a baseline ----------------------------------------------------
+@pytest.mark.parametrize("wrong, message", [
+    (lambda clean, spliced, baseline: (baseline - spliced) / (clean - baseline), "wrong sign"),
+    (lambda clean, spliced, baseline: (spliced - clean) / (baseline - clean), "leaves open"),
+    (lambda clean, spliced, baseline: (baseline - spliced) / (spliced - clean), "whole gap"),
+    (lambda clean, spliced, baseline: (5.0 - spliced) / (5.0 - clean), "does not change with the baseline"),
+    (lambda clean, spliced, baseline: min(max((baseline - spliced) / (baseline - clean), 0.0), 1.0), "do not clip"),
+    (lambda clean, spliced, baseline: 100 * (baseline - spliced) / (baseline - clean), "percentage"),
+    (lambda clean, spliced, baseline: clean / spliced, "does not change with the baseline"),
+], ids=["sign", "share-lost", "part-of-gap", "fixed-baseline", "clipped", "percent", "ratio"])
+def test_ce_recovered_mistakes_fail_with_their_message(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.ce_recovered(wrong)
+
+
+def test_ce_recovered_tensor_answer_passes():
+    def as_tensor(clean, spliced, baseline):
+        return (torch.tensor(baseline) - spliced) / (baseline - torch.tensor(clean))
+    assert checks.ce_recovered(as_tensor) is as_tensor
+
+
+# --- the per-token lookup baseline -------------------------------------------------------
+def test_token_lookup_reference_matches_the_course_baseline():
+    """The reference is helpers.lm.evaluation's token-lookup table on one tensor."""
+    from types import SimpleNamespace
+
+    from helpers.lm.evaluation import _token_means
+    acts, tokens, vocab = checks._lookup_case()
+    fake = SimpleNamespace(acts={"post": acts.numpy()}, tokens=tokens.numpy()[None, :])
+    means, overall = _token_means(fake, np.arange(len(tokens)), vocab)
+    assert torch.allclose(means, checks.token_lookup_baseline_reference(acts, tokens, vocab), atol=1e-6)
+
+
+def _sums_counts(acts, tokens, vocab):
+    sums = torch.zeros(vocab, acts.shape[1]).index_add_(0, tokens, acts)
+    counts = torch.zeros(vocab).index_add_(0, tokens, torch.ones(len(tokens)))
+    return sums, counts
+
+
+def _lookup(acts, tokens, vocab, unseen="overall", divide="count"):
+    sums, counts = _sums_counts(acts, tokens, vocab)
+    per = {"count": sums / counts.clamp_min(1)[:, None], "none": sums, "all": sums / len(tokens)}[divide]
+    fill = {"overall": acts.mean(0), "zero": torch.zeros(acts.shape[1]),
+            "mean-of-means": per[counts > 0].mean(0)}
+    if unseen == "nan":
+        return sums / counts[:, None]
+    return torch.where(counts[:, None] > 0, per, fill[unseen])
+
+
+def test_token_lookup_loop_passes():
+    def loop(acts, tokens, vocab):
+        table = acts.mean(0).repeat(vocab, 1)
+        for t in tokens.unique():
+            table[t] = acts[tokens == t].mean(0)
+        return table
+    assert checks.token_lookup_baseline(loop) is loop
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda acts, tokens, vocab: acts.mean(0).expand(vocab, -1), "mean-ablation"),
+    (lambda acts, tokens, vocab: _lookup(acts, tokens, vocab, unseen="zero"), "left at zero"),
+    (lambda acts, tokens, vocab: _lookup(acts, tokens, vocab, unseen="nan"), "NaN"),
+    (lambda acts, tokens, vocab: _lookup(acts, tokens, vocab, unseen="mean-of-means"), "mean of the token means"),
+    (lambda acts, tokens, vocab: _lookup(acts, tokens, vocab, divide="none"), "summed"),
+    (lambda acts, tokens, vocab: _lookup(acts, tokens, vocab, divide="all"), "number of all rows"),
+    (lambda acts, tokens, vocab: torch.stack([acts[tokens == t].mean(0) for t in tokens.unique()]), "one per vocabulary"),
+], ids=["overall-mean", "unseen-zero", "unseen-nan", "mean-of-means", "sums", "divide-by-n", "seen-only"])
+def test_token_lookup_mistakes_fail_with_their_message(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.token_lookup_baseline(wrong)

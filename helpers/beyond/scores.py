@@ -1,9 +1,11 @@
 """Every recovery metric of a stack of SAEs against the ground truth, one row per instance.
 
-MMCS is one number of many. ``score_sae`` adds the one-to-one (Hungarian) matching and its
-mean cosine, how many true features it recovers above a cosine threshold, duplicates, the
-precision and recall of each matched latent's firing against its true feature, shrinkage
-(||x_hat|| / ||x||), the fraction of variance unexplained, and the L0 beside the true L0.
+MMCS is one number of many. ``score_sae`` adds the one-to-one (Hungarian) matching: its mean
+cosine over max(G, J) pairs and over the min(G, J) matched pairs (MCC, the "mean correlation
+coefficient" of SynthSAEBench), how many true features it recovers above a cosine threshold,
+duplicates, the firing precision, recall and F1 of each matched latent against its true feature
+(averaged over *all* matched pairs, so that two SAEs are compared on the same features),
+shrinkage (||x_hat|| / ||x||), the fraction of variance unexplained, and the L0 beside the true L0.
 The measures themselves live in ``helpers.recovery`` and ``helpers.metrics``; this module
 applies them to held-out samples and to each instance of a stack.
 """
@@ -15,10 +17,10 @@ import numpy as np
 import torch
 
 from helpers.metrics import fvu, mmcs
-from helpers.recovery import duplicates, firing_scores, one_to_one
+from helpers.recovery import cosines, duplicates, firing_scores, one_to_one
 
-SCORE_NAMES = ("mmcs", "one_to_one", "recovered", "duplicates", "precision", "recall", "shrinkage", "fvu",
-               "l0", "true_l0")
+SCORE_NAMES = ("mmcs", "one_to_one", "mcc", "recovered", "duplicates", "precision", "recall", "f1", "shrinkage",
+               "fvu", "l0", "true_l0")
 """The fields of ``Scores`` that are numbers, in table order."""
 
 
@@ -31,14 +33,18 @@ class Scores(NamedTuple):
     """Mean over true features of the best cosine with any latent."""
     one_to_one: float
     """Mean cosine of the best one-to-one matching (unmatched features and latents count 0)."""
+    mcc: float
+    """SynthSAEBench's MCC: mean |cosine| over the min(G, J) pairs of the matching that maximises |cosine|."""
     recovered: int
     """True features whose one-to-one partner has cosine >= the threshold."""
     duplicates: int
     """True features with two or more latents above the threshold."""
     precision: float
-    """Mean over recovered pairs of P(feature on | latent on)."""
+    """Mean over all matched pairs of P(feature on | latent on) (0 for a latent that never fires)."""
     recall: float
-    """Mean over recovered pairs of P(latent on | feature on)."""
+    """Mean over all matched pairs of P(latent on | feature on)."""
+    f1: float
+    """Mean over all matched pairs of the F1 of the latent's firing against its feature's."""
     shrinkage: float
     """Mean ||x_hat|| / ||x||: below 1 when the sparsity penalty shrinks the codes."""
     fvu: float
@@ -78,13 +84,39 @@ def score_sae(sae, data, labels: Sequence[str] | None = None, n: int = 8192, thr
     for i in range(I):
         match = one_to_one(D[i], F, threshold)
         fire = firing_scores(acts[i], c, match, x, x_hat[i])
-        good = match.cosine >= threshold  # firing only means something for pairs that match
-        with np.errstate(invalid="ignore"):
-            prec = float(np.nanmean(fire.precision[good])) if good.any() else float("nan")
-            rec = float(np.nanmean(fire.recall[good])) if good.any() else float("nan")
-        rows.append(Scores(labels[i], float(mm[i]), match.mean_cosine, match.recovered, int(dup[i]), prec, rec,
-                           fire.shrinkage, float(fv[i]), fire.l0, fire.true_l0))
+        prec, rec, f1 = matched_firing(fire)
+        rows.append(Scores(labels[i], float(mm[i]), match.mean_cosine, mcc(D[i], F),
+                           match.recovered, int(dup[i]), prec, rec, f1, fire.shrinkage, float(fv[i]), fire.l0,
+                           fire.true_l0))
     return rows
+
+
+def mcc(learned: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean correlation coefficient (as in SynthSAEBench and ``sae_lens.synthetic``): the Hungarian
+    matching of ``learned`` (J, h) to ``truth`` (G, h) on |cosine|, its mean |cosine| over the
+    min(G, J) matched pairs. Unlike ``one_to_one`` a latent pointing *against* a feature counts,
+    and nothing unmatched counts 0."""
+    from scipy.optimize import linear_sum_assignment
+
+    cos = cosines(learned, truth).abs().detach().cpu().double().numpy()   # (G, J)
+    rows, cols = linear_sum_assignment(cos, maximize=True)
+    return float(cos[rows, cols].mean())
+
+
+def matched_firing(fire) -> tuple[float, float, float]:
+    """Mean precision, recall and F1 over every matched pair of ``fire`` (a ``FiringScores``).
+
+    Every pair counts, however poor its cosine, so two SAEs are scored on the same number of
+    features: a latent that never fires scores precision 0 (not a missing value), a feature
+    that never fires in the sample is left out of all three means.
+    """
+    seen = ~np.isnan(fire.recall)                                   # the feature fired in the sample
+    p, r = np.nan_to_num(fire.precision[seen]), fire.recall[seen]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    if not seen.any():
+        return float("nan"), float("nan"), float("nan")
+    return float(p.mean()), float(r.mean()), float(f1.mean())
 
 
 def at_matched_l0(rows: Sequence[Scores], target: float) -> Scores:

@@ -184,3 +184,132 @@ def latent_logits(fn: Callable) -> Callable:
                  how="take the latent's unit decoder direction (one number per MLP neuron), map it to the residual stream "
                      "with the MLP's output matrix, then to one number per vocabulary token with the unembedding. "
                      "Leave the decoder bias out: it is the same for every latent")
+
+
+# --------------------------------------------------------------------------------------
+# CE loss recovered against a baseline, and the per-token lookup baseline
+# --------------------------------------------------------------------------------------
+def ce_recovered_reference(clean: float, spliced: float, baseline: float) -> float:
+    """Share of the loss gap between ``baseline`` and the clean model that the spliced SAE closes:
+    (baseline - spliced) / (baseline - clean). 1: the SAE costs nothing; 0: no better than the
+    baseline (zero-ablation, the mean, or the per-token lookup); negative: worse than it."""
+    from helpers.metrics import ce_loss_recovered
+
+    return float(ce_loss_recovered(float(clean), float(spliced), float(baseline)))
+
+
+def token_lookup_baseline_reference(acts: torch.Tensor, tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(vocab, d) the mean activation of each current token over the rows of ``acts`` (n, d) whose
+    token id (``tokens``, (n,)) it is; a token never seen gets the overall mean of all n rows
+    (as ``helpers.lm.evaluation``'s token-lookup baseline, on one tensor)."""
+    acts = torch.as_tensor(acts).double()
+    tokens = torch.as_tensor(tokens).long()
+    sums = torch.zeros(vocab, acts.shape[1], dtype=torch.float64).index_add_(0, tokens, acts)
+    counts = torch.zeros(vocab, dtype=torch.float64).index_add_(0, tokens, torch.ones(len(tokens), dtype=torch.float64))
+    overall = acts.mean(0)
+    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], overall).float()
+
+
+def ce_recovered(learner: Callable) -> Callable:
+    """Check ``ce_recovered(clean, spliced, baseline) -> float`` on losses with known answers."""
+    def test(fn):
+        def run(clean, spliced, baseline):
+            got = fn(clean, spliced, baseline)
+            try:
+                return float(got)
+            except (TypeError, ValueError, RuntimeError):
+                expect(False, f"return one number; got {type(got).__name__}")
+
+        one, other = run(3.0, 3.5, 5.0), run(3.0, 3.5, 4.0)
+        expect(abs(one - other) > 1e-6, "your answer does not change with the baseline: use the baseline you are "
+                                        "given (zero-ablation is only one of them), not a fixed loss")
+        cases = [(3.0, 3.5, 5.0), (3.0, 3.5, 4.0), (2.0, 2.2, 6.0)]
+        for clean, spliced, baseline in cases:
+            got, want = run(clean, spliced, baseline), ce_recovered_reference(clean, spliced, baseline)
+            if abs(got - want) < 1e-6:
+                continue
+            expect(abs(got + want) > 1e-6,
+                   "your answer has the wrong sign: divide by (baseline - clean), the gap the baseline opens "
+                   "(positive), not by (clean - baseline)")
+            expect(abs(got - (1 - want)) > 1e-6,
+                   "that is the share of the gap the SAE leaves open, (spliced - clean) / (baseline - clean): "
+                   "CE recovered is one minus that, (baseline - spliced) / (baseline - clean)")
+            expect(abs(got - (spliced - clean) / (baseline - spliced)) > 1e-6
+                   and abs(got - (baseline - spliced) / (spliced - clean)) > 1e-6,
+                   "divide by the whole gap, baseline - clean, not by a part of it")
+            expect(abs(got - want * 100) > 1e-4, "return a fraction (1 = all recovered), not a percentage")
+            expect(False, f"with clean {clean}, spliced {spliced} and baseline {baseline} the answer is {want:.4f}, "
+                          f"you got {got:.4f}: (baseline - spliced) / (baseline - clean)")
+        worse = run(3.0, 6.0, 5.0)
+        expect(abs(worse - ce_recovered_reference(3.0, 6.0, 5.0)) < 1e-6,
+               f"a splice worse than the baseline recovers a negative share (-0.5 here), got {worse:g}: do not clip "
+               "to [0, 1], a negative value is informative")
+
+    return check("ce_recovered", learner, ce_recovered_reference, test,
+                 hint="CE loss recovered says what share of the loss gap between a baseline (a crude replacement of "
+                      "the layer) and the clean model the SAE's reconstruction closes: 1 costs nothing, 0 is no better "
+                      "than the baseline, below 0 is worse",
+                 how="take the gap between the baseline's loss and the clean loss; take how far the spliced loss sits "
+                     "below the baseline's; divide the second by the first. Use the baseline you are given, and do "
+                     "not clip the result")
+
+
+def _lookup_case():
+    """40 rows of 3-dimensional activations over tokens {0, 2, 3, 5, 7} of a vocabulary of 9,
+    seen 1 to 20 times; 1, 4, 6 and 8 never seen."""
+    g = torch.Generator().manual_seed(2)
+    counts = {0: 20, 2: 9, 3: 1, 5: 6, 7: 4}
+    tokens = torch.tensor([t for t, c in counts.items() for _ in range(c)])
+    tokens = tokens[torch.randperm(len(tokens), generator=g)]
+    acts = torch.randn(len(tokens), 3, generator=g) + tokens[:, None].float() * torch.tensor([0.5, -0.3, 0.1]) + 1.0
+    return acts, tokens, 9
+
+
+def token_lookup_baseline(learner: Callable) -> Callable:
+    """Check ``token_lookup_baseline(acts, tokens, vocab) -> (vocab, d)`` against the reference."""
+    def test(fn):
+        acts, tokens, vocab = _lookup_case()
+        got = fn(acts.clone(), tokens.clone(), vocab)
+        want = token_lookup_baseline_reference(acts, tokens, vocab)
+        expect(isinstance(got, torch.Tensor) and got.dim() == 2 and got.shape[1] == acts.shape[1],
+               f"return a table with one row of {acts.shape[1]} activations per token id, shape ({vocab}, "
+               f"{acts.shape[1]}); got {tuple(getattr(got, 'shape', ())) or type(got).__name__}")
+        expect(got.shape[0] == vocab,
+               f"the table has {got.shape[0]} rows: it needs one per vocabulary id, {vocab}, so that any token can "
+               "be looked up by its id (only the ids seen in the data get their own mean)")
+        got = got.detach().double()
+        want = want.double()
+        if torch.allclose(got, want, atol=1e-5):
+            return
+        seen = torch.zeros(vocab, dtype=torch.bool)
+        seen[tokens] = True
+        overall = acts.double().mean(0)
+        expect(not torch.allclose(got, overall.expand(vocab, -1), atol=1e-5),
+               "every row is the overall mean: that is the mean-ablation baseline; average each token's own rows")
+        expect(torch.allclose(got[seen], want[seen], atol=1e-5) or not torch.allclose(
+                   got[seen], torch.zeros(vocab, acts.shape[1], dtype=torch.float64)
+                   .index_add_(0, tokens, acts.double())[seen], atol=1e-5),
+               "you summed each token's activations: divide by how many times the token occurs")
+        expect(torch.allclose(got[seen], want[seen], atol=1e-5) or not torch.allclose(
+                   got[seen], torch.zeros(vocab, acts.shape[1], dtype=torch.float64)
+                   .index_add_(0, tokens, acts.double())[seen] / len(tokens), atol=1e-5),
+               "you divided each token's sum by the number of all rows: divide by that token's own count")
+        expect(torch.allclose(got[seen], want[seen], atol=1e-5),
+               "the rows of the tokens that occur are not their mean activation: for each token id, average the "
+               "activations of the rows where it is the current token")
+        expect(not torch.allclose(got[~seen], torch.zeros_like(got[~seen])),
+               "tokens never seen are left at zero (a zero-ablation for them): give them the overall mean of all rows")
+        expect(not bool(got[~seen].isnan().any()),
+               "tokens never seen came out as NaN (0 / 0): give them the overall mean of all rows")
+        expect(not torch.allclose(got[~seen], want[seen].mean(0).expand(int((~seen).sum()), -1), atol=1e-5),
+               "unseen tokens got the mean of the token means: give them the mean over all rows (a common token "
+               "weighs as often as it occurs)")
+        expect(False, "the rows of tokens never seen must be the overall mean activation of all rows")
+
+    return check("token_lookup_baseline", learner, token_lookup_baseline_reference, test,
+                 hint="the per-token lookup replaces the layer's output by a table indexed by the current token: each "
+                      "token's mean activation over the rows where it occurs, and the overall mean for a token never "
+                      "seen; an SAE that does not beat it adds nothing a table of the current token could not",
+                 how="add up the activations per token id and count how often each id occurs (an index-add on a "
+                     "table of zeros with one row per vocabulary id does both); divide sums by counts where the count "
+                     "is positive, and fill the other rows with the mean of all rows")
