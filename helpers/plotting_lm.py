@@ -11,7 +11,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from helpers.lm import PairGeometry, SAEEval
+from helpers.lm import SAEEval
 
 
 def plot_activation_stats(sample: np.ndarray, title: str = "MLP activations"):
@@ -28,12 +28,79 @@ def plot_activation_stats(sample: np.ndarray, title: str = "MLP activations"):
     return fig
 
 
-def format_evals(evals: Sequence[SAEEval], d_mlp: int) -> str:
-    """A plain-text table: one line per SAE (size, alpha, L0, FVU, CE recovered, dead, dense)."""
-    lines = [f"{'size':>5} {'alpha':>6} {'L0':>7} {'FVU':>6} {'CE rec.':>8} {'dead':>5} {'dense':>6}"]
-    for e in evals:
-        lines.append(f"{e.d_sae / d_mlp:>4g}x {e.alpha:>6.3g} {e.l0:>7.1f} {e.fvu:>6.3f} "
-                     f"{100 * e.ce.recovered:>7.1f}% {e.dead:>5} {e.dense:>6}")
+
+
+def format_ce_table(evals: Sequence[SAEEval], kls: Sequence[float], base, free, baseline_kls: dict, d_mlp: int) -> str:
+    """One line per SAE: size, alpha, L0 and FVU (held-out), the loss it adds to the clean model and
+    its KL to the clean next-token distribution (nats/token), CE loss recovered against three
+    floors (MLP zeroed, replaced by its mean, by a per-token lookup), and whether it beats the lookup.
+    ``base``/``free``: ``lm.ce_baselines`` / ``lm.context_free_baselines`` on the same windows;
+    ``baseline_kls``: KL of the three floors, keyed "zero", "mean", "token lookup"."""
+    floors = {"zero": base.zero_ablated, "mean": free.mean_ablated, "token lookup": free.token_lookup}
+    def pct(r):  # below 0: worse than that floor
+        return f"{100 * r:>5.1f}%" if r >= 0 else f"{'< 0':>6}"
+
+    lines = [f"{'':>19} {'L0':>6} {'FVU':>5} {'+CE':>6} {'KL':>6}   CE recovered vs zero / mean / lookup",
+             f"{'(held-out tokens)':>19} {'':>6} {'':>5} {'nats':>6} {'nats':>6}"]
+    for name, loss in floors.items():
+        lines.append(f"{'floor: ' + name:>19} {'':>6} {'':>5} {loss - base.clean:>+6.2f} {baseline_kls[name]:>6.2f}")
+    for e, kl in zip(evals, kls):
+        rec = [(loss - e.ce.with_sae) / (loss - base.clean) for loss in floors.values()]
+        mark = "  beats the lookup" if e.ce.with_sae < free.token_lookup else ""
+        lines.append(f"{e.d_sae / d_mlp:>8g}x alpha {e.alpha:<4g} {e.l0:>6.1f} {e.fvu:>5.2f} {e.ce.with_sae - base.clean:>+6.2f} "
+                     f"{kl:>6.2f}   {pct(rec[0])} / {pct(rec[1])} / {pct(rec[2])}{mark}")
+    return "\n".join(lines)
+
+
+def plot_firing_density(freqs: dict, band: tuple[float, float] = (1e-3, 3e-2), title: str = "How often latents fire"):
+    """Histogram of log10 firing density (share of tokens a latent fires on), one outline per
+    SAE (``freqs``: label -> (d_sae,) densities; dead latents are counted in the title), with
+    the "moderately rare" range of ``lm.pick_latents`` shaded."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), constrained_layout=True)
+    edges = np.linspace(-5, 0, 51)
+    ax.axvspan(np.log10(band[0]), np.log10(band[1]), color="0.9", label="range lm.pick_latents reads from")
+    for label, f in freqs.items():
+        f = np.asarray(f)
+        ax.hist(np.log10(f[f > 0]), bins=edges, histtype="step", lw=1.8,
+                label=f"{label}; {int((f == 0).sum())} never fire")
+    ax.set(xlabel="log10 share of tokens the latent fires on", ylabel="latents", title=title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.set_dpi(80)
+    return fig
+
+
+def plot_geometry_nulls(geos: dict, bins: int = 12):
+    """Mean decoder cosine of latent pairs against their co-occurrence lift (binned in log10 lift),
+    one line per dictionary (``geos``: label -> ``PairGeometry``): a null whose line lies on the
+    SAE's explains the SAE's pattern."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), constrained_layout=True)
+    for label, g in geos.items():
+        x = np.log10(np.clip(g.lift, 1e-3, None))
+        edges = np.quantile(x, np.linspace(0, 1, bins + 1))
+        idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+        mids = np.array([np.median(x[idx == b]) if (idx == b).any() else np.nan for b in range(bins)])
+        means = np.array([g.decoder_cos[idx == b].mean() if (idx == b).any() else np.nan for b in range(bins)])
+        ax.plot(mids, means, "o-", ms=4, label=label)
+    ax.axvline(0, color="grey", ls=":", lw=1)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="log10 co-occurrence lift of the pair, in bins (0 = independent, -3 = never together)",
+           ylabel="mean cosine of decoder directions",
+           title="Do pairs that fire together point alike? SAE against nulls")
+    ax.legend(fontsize=8)
+    fig.set_dpi(80)
+    return fig
+
+
+def format_geometry_compare(tables: dict) -> str:
+    """Several 2x2 tables of ``helpers.lm.geometry_table`` on one line each, with the two column
+    gaps (co-occur minus do not co-occur, mean decoder cosine, in each output row)."""
+    lines = [f"{'':34}{'similar output':^18}{'different output':^18}{'co-occurrence gap':^18}",
+             f"{'':34}" + f"{'no co-oc':>9}{'co-oc':>9}" * 2 + f"{'similar':>9}{'diff.':>9}"]
+    for name, t in tables.items():
+        cells = [t[s, c][0] for s in (True, False) for c in (False, True)]
+        lines.append(f"{name:34}" + "".join(f"{v:>+9.2f}" for v in cells)
+                     + f"{cells[1] - cells[0]:>+9.2f}{cells[3] - cells[2]:>+9.2f}")
+    lines.append("entries: mean cosine between the two latents' decoder directions")
     return "\n".join(lines)
 
 
@@ -121,33 +188,3 @@ def plot_expansion(evals: Sequence[SAEEval], mmcs_larger: np.ndarray, d_mlp: int
     axes[2].legend(fontsize=7)
     fig.set_dpi(80)
     return fig
-
-
-def plot_geometry(geo: PairGeometry):
-    """Decoder cosine of latent pairs against co-occurrence (coloured by output similarity) and
-    against output similarity."""
-    co = np.log10(geo.lift + 1e-3)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), constrained_layout=True)
-    sc = axes[0].scatter(co, geo.decoder_cos, c=geo.output_cos, s=2, cmap="coolwarm", vmin=-1, vmax=1, rasterized=True)
-    axes[0].axvline(0, color="grey", ls=":", lw=1)
-    axes[0].set(xlabel="log10 co-occurrence lift (0 = independent, -3 = never together)",
-                ylabel="cosine of decoder directions", title=f"{len(geo.latents)} latents, all pairs")
-    fig.colorbar(sc, ax=axes[0], label="output similarity (cosine)")
-    axes[1].scatter(geo.output_cos, geo.decoder_cos, s=2, alpha=0.3, rasterized=True)
-    axes[1].set(xlabel="output similarity (cosine of residual-stream effects)", ylabel="cosine of decoder directions",
-                title="Decoder cosine vs output similarity")
-    fig.set_dpi(80)
-    return fig
-
-
-def format_geometry_table(table: dict) -> str:
-    """The 2x2 table of ``helpers.lm.geometry_table`` as text."""
-    lines = [f"{'':28}{'do NOT co-occur':>20}{'DO co-occur':>20}"]
-    for s, name in ((True, "output SIMILAR (top 10%)"), (False, "output DIFFERENT (rest)")):
-        cells = []
-        for c in (False, True):
-            mean, n = table[s, c]
-            cells.append(f"{mean:>+9.2f} ({n:>5} pairs)" if n else f"{'-':>20}")
-        lines.append(f"{name:28}" + "".join(cells))
-    lines.append("entries: mean cosine between the two latents' decoder directions")
-    return "\n".join(lines)

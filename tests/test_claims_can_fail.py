@@ -106,4 +106,36 @@ def test_nb04_beating_the_lookup_needs_a_trained_sae(capsys):
     with torch.no_grad():
         sae.W_dec.copy_(other.W_dec)
     with_sae = lm.ce_with_sae(model, held, sae).with_sae
-    check_fails(capsys, "04", "the chosen SAE beats the per-token lookup", free.token_lookup - with_sae)
+    check_fails(capsys, "04", "the chosen SAE beats the per-token lookup in loss and in KL", free.token_lookup - with_sae)
+
+
+def test_nb04_mmcs_null_claim_fails_for_dictionaries_that_share_their_directions(capsys):
+    """Dictionaries that contain each other (MMCS with larger ones 1) beat the random-activation-row null."""
+    from helpers import lm
+    from helpers.diagnostics.rules import mmcs_with_larger
+
+    model = lm.load_model(lm.OFFLINE_MODEL, device="cpu")
+    acts = lm.harvest(model, 20_000, layer=0, progress=False)
+    sizes = [256, 512, 1024]
+    null = lm.activation_row_mmcs(acts.acts["post"], acts.tokens.shape[1], sizes, n_rows=5_000)
+    big = torch.nn.functional.normalize(torch.randn(1, sizes[-1], model.cfg.d_mlp, generator=torch.Generator().manual_seed(0)), dim=-1)
+    nested = mmcs_with_larger([big[:, :J] for J in sizes])                 # each dictionary holds the smaller ones
+    check_fails(capsys, "04", "untrained dictionaries of random activation rows come within 0.05",
+                float(np.nanmax(nested) - np.nanmax(null)))
+
+
+def test_nb05_absorption_needs_an_sae_that_absorbs(capsys):
+    """The truth itself as an SAE (each latent reads and writes its own feature) absorbs at every 'k' alike:
+    no fall of per-token absorption with L0, so the notebook's claim must fail; its absorption is also small."""
+    from helpers.beyond import absorption_scores
+
+    cfg = GroundTruthConfig(n_features=64, d=32, n_parents=4, children_per_parent=3, seed=0)
+    data = GroundTruthData(cfg, device="cpu")
+    sae = SAE(SAEConfig(d_in=32, d_sae=64, l1_coeffs=(0.0, 0.0)), device="cpu")
+    with torch.no_grad():
+        sae.W_dec[:] = data.features
+        sae.W_enc[:] = data.features.T
+    first, last = absorption_scores(sae, data, n=4096)
+    assert first.token_absorbed < 0.3, f"the truth should absorb little, got {first.token_absorbed:.2f}"
+    check_fails(capsys, "05", "TopK: per-token absorption falls by at least 0.1 from the smallest k to the largest",
+                np.array([first.token_absorbed - last.token_absorbed]))

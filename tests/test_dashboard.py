@@ -262,3 +262,15 @@ def test_no_checked_notebook_cell_holds_an_interactive_figure():
                 page = "".join(o.get("data", {}).get("text/html", ""))
                 assert len(page) < 1_000_000, f"{path.name}: an HTML output of {len(page):,} characters " \
                                               "(plotly.js embedded?): display figures with plotly_figures.show"
+
+
+def test_no_example_is_shown_in_two_quantile_bands(data):
+    """A fine bin that straddles a band edge serves both bands, with different rows."""
+    post, tokens = data
+    fake = np.zeros((post.shape[0], 4), np.float32)
+    rng = np.random.default_rng(0)
+    fake[:, 1] = np.where(rng.random(post.shape[0]) < 0.6, 1.0, 2.0)    # 60% of the mass at one value: one fine bin
+    d = dashboards(neuron_units([1], 4), fake, tokens, per_band=3)[0]
+    shown = [(tuple(e.ids.tolist()), e.at, e.value) for _, examples in d.bands for e in examples]
+    assert len(shown) == len(set(shown)), "an example appears in two quantile bands"
+    assert all(len(examples) == 3 for _, examples in d.bands[:2]), "the shared bin still fills both bands"

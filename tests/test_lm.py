@@ -608,3 +608,37 @@ def test_load_model_gives_float32_weights(tmp_path):
     model = lm.load_model(str(tmp_path), device="cpu", offline=True)
     dtypes = {p.dtype for p in model.parameters()}
     assert dtypes == {torch.float32}, f"load_model kept {dtypes}: cast the Hugging Face model to float32 once, at load"
+
+
+def test_kl_to_clean_is_zero_for_a_perfect_sae_and_matches_a_hand_computation(model):
+    toks = lm.corpus_token_windows(model, 256, seq_len=64)
+    assert lm.kl_with_sae(model, toks, _identity_sae(model.cfg.d_mlp)) == pytest.approx(0.0, abs=1e-6), \
+        "a perfect reconstruction leaves the next-token distribution unchanged"
+    hook = lm.mlp_hooks(0)["post"]
+
+    def zero(x, hook):
+        y = x.clone()
+        y[:, 1:] = 0
+        return y
+
+    kl = lm.kl_to_clean(model, toks, [(hook, zero)], batch_size=3)
+    with torch.no_grad():
+        p = torch.log_softmax(model(toks, return_type="logits")[:, :-1].double(), -1)
+        q = torch.log_softmax(model.run_with_hooks(toks, return_type="logits", fwd_hooks=[(hook, zero)])[:, :-1].double(), -1)
+    assert kl == pytest.approx(float((p.exp() * (p - q)).sum(-1).mean()), rel=1e-6), "KL(clean || hooked), mean over tokens"
+    assert kl > 1.0, "zeroing the MLP moves the predictions a lot"
+
+
+def test_activation_row_null_makes_its_own_co_occurrence(model):
+    toks = lm.corpus_token_windows(model, 64 * 32, seq_len=32)
+    got = {}
+    with torch.no_grad():
+        model.run_with_hooks(toks, return_type=None, fwd_hooks=[(lm.mlp_hooks(0)["post"], lambda x, hook: got.setdefault("x", x))])
+    post = got["x"].reshape(-1, model.cfg.d_mlp).numpy()
+    geo = lm.activation_row_geometry(model, post, 32, n_latents=20, top=0.1, n_rows=1000, seed=0)
+    assert len(geo.lift) == 20 * 19 // 2 and np.all(np.abs(geo.decoder_cos) <= 1 + 1e-5)
+    assert np.isfinite(geo.lift).all() and (geo.lift > 1).any() and (geo.lift < 1).any(), "its own firing, not the SAE's"
+    again = lm.activation_row_geometry(model, post, 32, n_latents=20, top=0.1, n_rows=1000, seed=0)
+    assert np.array_equal(geo.decoder_cos, again.decoder_cos), "the same seed gives the same null"
+    mm = lm.activation_row_mmcs(post, 32, [16, 32, 64], n_rows=1000)
+    assert np.isnan(mm[-1]) and np.all((mm[:-1] > 0) & (mm[:-1] <= 1))

@@ -8,7 +8,8 @@ twice, chunk by chunk (memory: one chunk, plus a few numbers per unit, token and
 1. density, mean, largest value, the ``k`` strongest rows, and activation mass per current
    token (how much of the unit is just "this token");
 2. a histogram of its positive values and, per fine bin, a few sampled rows, from which the
-   examples of each activation quantile are drawn (a deterministic random sample per bin).
+   examples of each activation quantile are drawn (a deterministic random sample per bin; a
+   bin on the edge of two bands serves both, but no row is shown in two bands).
 
 Rendering (HTML with tokens shaded by activation, and a plain-text fallback) is in
 ``helpers.lm.dashboard_view``.
@@ -209,7 +210,7 @@ def dashboards(units: Units, post: np.ndarray, tokens: np.ndarray, model=None, k
             fine[u] += np.bincount(fb, minlength=fine_bins)
             b0, k0, r0 = kept[u]
             kept[u] = _keep_smallest(np.concatenate([b0, fb]), np.concatenate([k0, _row_keys(r, int(units.ids[u]))]),
-                                     np.concatenate([r0, r]), per_band)
+                                     np.concatenate([r0, r]), per_band * len(QUANTILES))
 
     logits = [None] * m
     if model is not None:
@@ -223,11 +224,13 @@ def dashboards(units: Units, post: np.ndarray, tokens: np.ndarray, model=None, k
               for r, v in zip(best_r[:, u], best_v[:, u]) if v > 0]
         cum = np.cumsum(fine[u]) / max(fine[u].sum(), 1)                    # (fine_bins,) share at or below each bin
         bands = []
+        used = np.zeros(len(kept[u][0]), bool)  # a fine bin on a band edge serves both bands: never the same row twice
         for lo, hi in QUANTILES:
             first, last = int(np.searchsorted(cum, lo, side="right")), int(np.searchsorted(cum, hi, side="left"))
             b, key, r = kept[u]
-            pick = np.flatnonzero((b >= first) & (b <= min(last, fine_bins - 1)))
+            pick = np.flatnonzero((b >= first) & (b <= min(last, fine_bins - 1)) & ~used)
             pick = pick[np.argsort(key[pick], kind="stable")[:per_band]]
+            used[pick] = True
             bands.append(((lo, hi), [_example(post, flat, units, u, int(r[i]), None, seq_len, before, after)
                                      for i in sorted(pick, key=lambda i: r[i])]))
         mass = pos_mass[u]

@@ -168,6 +168,16 @@ def context_free_baselines(model, acts: Activations, tokens: torch.Tensor | np.n
     """
     check_model(model)
     tokens = check_tokens(tokens, model)
+    hooks = context_free_hooks(model, acts, layer, holdout)
+    return ContextFreeBaselines(_splice_loss(model, tokens, hooks["mean"], batch_size),
+                                _splice_loss(model, tokens, hooks["token lookup"], batch_size))
+
+
+@torch.no_grad()
+def context_free_hooks(model, acts: Activations, layer: int = 0, holdout: float = 0.1) -> dict:
+    """The forward hooks of ``context_free_baselines`` (and of zero-ablation), as ``_splice_loss``
+    and ``kl_to_clean`` take them: ``{"zero": [...], "mean": [...], "token lookup": f(tokens) -> [...]}``."""
+    check_model(model)
     layer = check_layer(layer, model)
     seq_len = acts.tokens.shape[1]
     rows = np.arange(acts.held_out_start(check_fraction("holdout", holdout)) if holdout else acts.acts["post"].shape[0])
@@ -187,8 +197,39 @@ def context_free_baselines(model, acts: Activations, tokens: torch.Tensor | np.n
             return y
         return [(hook, lookup_hook)]
 
-    return ContextFreeBaselines(_splice_loss(model, tokens, [(hook, mean_hook)], batch_size),
-                                _splice_loss(model, tokens, lookup_hooks, batch_size))
+    return {"zero": [(hook, _zero_after_bos)], "mean": [(hook, mean_hook)], "token lookup": lookup_hooks}
+
+
+@torch.no_grad()
+def kl_to_clean(model, tokens: torch.Tensor | np.ndarray, fwd_hooks, batch_size: int = 16) -> float:
+    """Mean over next-token predictions of KL(clean || hooked), in nats: how far ``fwd_hooks``
+    (a list, or a function of one batch's tokens returning one) move the model's next-token
+    distribution. Averaged over the same positions as the loss (all but the last)."""
+    check_model(model)
+    tokens = check_tokens(tokens, model)
+    batch_size = check_int("batch_size", batch_size, 1)
+    dev = model_device(model)
+    total, count = 0.0, 0
+    for start in range(0, tokens.shape[0], batch_size):
+        toks = tokens[start:start + batch_size].to(dev)
+        hooks = fwd_hooks(toks) if callable(fwd_hooks) else fwd_hooks
+        clean = torch.log_softmax(model(toks, return_type="logits")[:, :-1].double(), -1)
+        hooked = torch.log_softmax(model.run_with_hooks(toks, return_type="logits", fwd_hooks=hooks)[:, :-1].double(), -1)
+        total += float((clean.exp() * (clean - hooked)).sum(-1).sum())
+        count += clean.shape[0] * clean.shape[1]
+    return total / count
+
+
+@torch.no_grad()
+def kl_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0, layer: int = 0,
+                batch_size: int = 16) -> float:
+    """``kl_to_clean`` with instance ``instance`` of ``sae`` spliced in (BOS kept), as in ``ce_with_sae``."""
+    check_model(model)
+    check_sae(sae, model.cfg.d_mlp)
+    instance = check_instance(instance, sae)
+    one = sae.select(instance) if sae.cfg.n_instances > 1 and hasattr(sae, "select") else sae
+    hook = splice_hook(one, 0 if one is not sae else instance)
+    return kl_to_clean(model, tokens, [(mlp_hooks(check_layer(layer, model))["post"], hook)], batch_size)
 
 
 class SAEEval(NamedTuple):

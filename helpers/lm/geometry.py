@@ -114,3 +114,59 @@ def shuffled_geometry(geo: PairGeometry, seed: int = 0) -> PairGeometry:
     lift = lift + lift.T                                                    # (m, m) symmetric
     perm = np.random.default_rng(stream_seed(seed, "lm-shuffle")).permutation(m)
     return PairGeometry(geo.latents, lift[np.ix_(perm, perm)][iu], geo.output_cos, geo.decoder_cos)
+
+
+def _centred_rows(post: np.ndarray, seq_len: int, n: int, gen: np.random.Generator, mean: np.ndarray) -> np.ndarray:
+    """(n, d_mlp) randomly drawn non-BOS rows of ``post``, minus ``mean``, in float32."""
+    rows = gen.choice(post.shape[0], size=min(n * 2 + seq_len, post.shape[0]), replace=False)
+    rows = np.sort(rows[rows % seq_len != 0][:n])
+    return np.asarray(post[rows], dtype=np.float32) - mean
+
+
+def _mean_row(post: np.ndarray, seq_len: int, n: int, gen: np.random.Generator) -> np.ndarray:
+    return _centred_rows(post, seq_len, n, gen, 0.0).mean(0)
+
+
+@torch.no_grad()
+def activation_row_geometry(model, post: np.ndarray, seq_len: int, n_latents: int = 300, top: float = 0.05,
+                            n_rows: int = 50_000, layer: int = 0, seed: int = 0) -> PairGeometry:
+    """A null for ``pair_geometry`` that makes its own co-occurrence: ``n_latents`` "latents"
+    whose directions are random harvested activation rows, centred (minus the mean row) and
+    normalised, each firing on its own top ``top`` share of ``n_rows`` sampled tokens (ranked
+    by the projection of the centred activation on its direction). No training, no sparsity
+    penalty: whatever table it gives comes from the shape of the activations alone.
+
+    ``post``: the harvested (n_seq * seq_len, d_mlp) activations; BOS rows are never drawn.
+    """
+    check_model(model)
+    n_latents, n_rows = check_int("n_latents", n_latents, 2), check_int("n_rows", n_rows, 10)
+    top = check_fraction("top", top)
+    gen = np.random.default_rng(stream_seed(seed, "lm-activation-row-null"))
+    mean = _mean_row(post, seq_len, n_rows, gen)
+    D = _centred_rows(post, seq_len, n_latents, gen, mean)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True).clip(1e-12)                   # (m, d_mlp) unit directions
+    proj = _centred_rows(post, seq_len, n_rows, gen, mean) @ D.T                   # (rows, m)
+    on = (proj > np.quantile(proj, 1 - top, axis=0)).astype(np.float32)             # each fires on its own top share
+    both = on.T @ on / len(on)
+    p = np.diag(both)
+    lift = both / np.outer(p, p)
+    Dt = torch.from_numpy(D)
+    E = torch.nn.functional.normalize(residual_effects(model, Dt, layer=layer), dim=-1).cpu()
+    iu = np.triu_indices(n_latents, 1)
+    return PairGeometry(np.arange(n_latents), lift[iu], (E @ E.T).numpy()[iu], (D @ D.T)[iu])
+
+
+def activation_row_mmcs(post: np.ndarray, seq_len: int, d_sae_values, n_rows: int = 50_000, seed: int = 0) -> np.ndarray:
+    """(S,) what ``mmcs_with_larger`` gives for untrained dictionaries made of random centred
+    activation rows (one dictionary per size, ``d_sae_values`` ascending; NaN for the largest).
+    Directions drawn from the activations share the activations' few large principal
+    components, so they match each other far better than random unit vectors do."""
+    from helpers.diagnostics.rules import mmcs_with_larger
+
+    gen = np.random.default_rng(stream_seed(seed, "lm-activation-row-mmcs"))
+    mean = _mean_row(post, seq_len, n_rows, gen)
+    dicts = []
+    for J in d_sae_values:
+        D = torch.from_numpy(_centred_rows(post, seq_len, int(J), gen, mean))
+        dicts.append(torch.nn.functional.normalize(D, dim=-1)[None])                # (1, J, d_mlp)
+    return mmcs_with_larger(dicts)[:, 0]
