@@ -277,3 +277,32 @@ def plot_mmcs_noise_grid(noise_levels, l1_values, mmcs_grid, title: str = "Denoi
     fig.colorbar(im, ax=ax, label="MMCS")
     fig.tight_layout()
     return fig
+
+
+def plot_firing_frequencies(frequencies: dict, dead: dict, n_samples: int, dead_rate: float, feature_range,
+                            title: str = "How often each latent fires"):
+    """Histograms of log10 firing frequency, one per ``{label: (J,) frequency}``.
+
+    ``dead``: {label: latents counted dead}; ``dead_rate``: the frequency below which a latent is
+    likely to be counted dead (1 / the samples of the dead window); ``feature_range``: (rarest,
+    commonest) probability of a planted feature, shaded. Latents that never fired in the
+    ``n_samples`` measured sit in the leftmost bin.
+    """
+    floor = np.log10(1 / n_samples) - 0.75                     # where "never fired" is drawn, apart from the rest
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=DPI)
+    lo, hi = np.log10(feature_range[0]), np.log10(feature_range[1])
+    ax.axvspan(lo, hi, color="tab:green", alpha=0.12, label="planted features' probabilities")
+    ax.axvline(np.log10(dead_rate), color="tab:red", ls="--", lw=1.2, label="counted dead below about here")
+    bins = np.concatenate([[floor - 0.125, floor + 0.125], np.linspace(np.log10(1 / n_samples) - 0.125, 0.125, 41)])
+    for (name, f), col in zip(frequencies.items(), ("tab:blue", "tab:orange", "tab:purple")):
+        f = _np(f)
+        x = np.where(f > 0, np.log10(np.maximum(f, 1e-12)), floor)
+        ax.hist(x, bins=bins, color=col, alpha=0.6,
+                label=f"{name}: {dead[name]} of {len(f)} counted dead, {(f < feature_range[0]).sum()} rarer than any feature")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.45)
+    ax.text(floor, ax.get_ylim()[1] * 0.02, "never\nfired", ha="center", va="bottom", fontsize=8)
+    ax.set(xlabel=f"log10 of the latent's firing frequency (share of {n_samples:,} fresh samples)",
+           ylabel="latents", title=title)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig

@@ -66,3 +66,20 @@ def plot_recovery_by_frequency(dictionaries: dict, truth, probabilities, thresho
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_recipe_ladder(rows: dict, title: str = "One change at a time"):
+    """Final MMCS per recipe as dots, ``{label: (mmcs, dead latents)}``, top row first."""
+    labels = list(rows)[::-1]
+    m = np.array([rows[k][0] for k in labels])
+    y = np.arange(len(rows))
+    lo = max(0.0, np.floor((m.min() - 0.03) * 50) / 50)      # the axis starts near the lowest value, not at 0
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(rows) + 1.2), dpi=DPI)
+    ax.hlines(y, lo, m, color="tab:gray", lw=1)
+    ax.plot(m, y, "o", color="tab:blue")
+    for i, k in enumerate(labels):
+        ax.text(m[i] + 0.002, i, f"{rows[k][0]:.3f}  ({rows[k][1]} dead)", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set(xlim=(lo, 1.0), xlabel="MMCS with the planted features at the end", title=title)
+    fig.tight_layout()
+    return fig

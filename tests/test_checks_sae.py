@@ -38,6 +38,25 @@ def test_active_features_catches_a_wrong_rescaling():
         checks.active_features(no_half)
 
 
+def _rescaled_by_the_drawn_mean(per_sample):
+    def fn(z, u, decay, k):
+        drawn = decay ** torch.arange(z.shape[1], dtype=z.dtype) * torch.special.ndtr(z)   # (n, G)
+        mean = drawn.mean(-1, keepdim=True) if per_sample else drawn.mean()
+        return u < (k / z.shape[1]) * drawn / mean
+    return fn
+
+
+def test_active_features_names_the_reports_rescaling():
+    """The report's text rescales each draw by its own mean probability: the check names that variant."""
+    with pytest.raises(ExerciseError, match="report's text"):
+        checks.active_features(_rescaled_by_the_drawn_mean(per_sample=True))
+
+
+def test_active_features_accepts_a_batch_mean_for_the_constant():
+    """The mean over a whole batch estimates the course's constant: that passes."""
+    assert checks.active_features(_rescaled_by_the_drawn_mean(per_sample=False)) is not checks.active_features_reference
+
+
 def test_active_features_reference_matches_the_generator_rates():
     """The reference's per-feature rates are the generator's: same profile, same mean."""
     data = GroundTruthData(GroundTruthConfig(n_features=64, d=16, seed=0), device="cpu")
