@@ -92,7 +92,8 @@ def test_hub_model_without_a_network_fails_fast_and_names_the_way_out(tmp_path):
     assert "no network" in last, f"the error should say the network is missing: {last}"
     seconds = float(run.stdout.split("load_model took ")[1].split()[0])
     # huggingface_hub alone retries an unresolvable host for about 25 s before it gives up
-    assert seconds < 10, f"with no network load_model should give up at once, took {seconds:.1f} s"
+    # (20 s: lazy imports inside load_model take up to 13 s on a loaded 2-core machine)
+    assert seconds < 20, f"with no network load_model should give up without the hub's retries, took {seconds:.1f} s"
 
 
 def test_offline_model_is_a_one_layer_gpt2_with_mlp_hooks(model):
