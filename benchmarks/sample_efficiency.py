@@ -16,15 +16,20 @@ neither recipe gets there, the JSON also compares them at the report recipe's fi
 Prints one JSON line. Run: ``python benchmarks/sample_efficiency.py [--max-samples N] [--quick]``;
 ``--ladder`` instead trains the recipes between the two one change at a time (``LADDER``);
 ``--grid`` asks whether the tuned recipe would make notebook 03's diagnostics point at the true
-size: it trains 0.5x, 1x and 2x dictionaries (``GRID``, resampling stopped at 75% of the run so
-that latents can die before the end) and prints, per size, the ground-truth MMCS, the dead latents
-(silent for the last 500 batches, the report's T) and the MMCS with the next size up;
+size: for each of ``--data-seeds`` it trains 0.5x, 1x and 2x dictionaries (``GRID``, resampling
+stopped at 75% of the run so that latents can die before the end), each size from its own
+initialisation seed and its own stream of samples, and prints, per size, the ground-truth MMCS,
+the dead latents (silent for the last 500 batches, the report's T) and the MMCS with larger
+dictionaries as the report and notebook 03 average it (the mean over every larger size), beside
+the same measure for the untrained dictionaries (the control: it must sit at chance) and the
+margin by which 1x agrees more than 0.5x;
 ``--course`` trains the same recipe through the course's own trainer (``train_sae`` with its
 resampling settings, as notebook 02, section 6 does) for each of ``--alphas`` and ``--seeds``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -34,6 +39,7 @@ from typing import NamedTuple
 import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
+from helpers.device import stream_seed
 from helpers.metrics import mmcs, mmcs_between
 from helpers.optim import lr_factor
 from helpers.sae.resample import POOL, redundant, resample_latents_
@@ -154,10 +160,12 @@ def init_weights(r: Recipe, I: int, h: int, J: int, data: GroundTruthData) -> tu
 
 
 def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig, stop_at_target: bool = False,
-          J: int | None = None) -> Run:
+          J: int | None = None, stream: str | None = None) -> Run:
     """Train len(r.alphas) SAEs of J latents (default G) on one fresh sample stream; MMCS every
-    check_every samples."""
+    check_every samples. ``stream`` names a sample stream of its own (same features, other samples)."""
     data = GroundTruthData(cfg)  # same seed, same stream of samples for every recipe
+    if stream is not None:  # the local data object keeps this stream for the whole run
+        contextlib.ExitStack().enter_context(data.fixed_stream(stream))
     h, I, B = cfg.d, len(r.alphas), r.batch
     J = cfg.n_features if J is None else J
     W_enc, W_dec = init_weights(r, I, h, J, data)
@@ -218,23 +226,57 @@ def samples_to_target(run: Run, target: float = TARGET) -> int | None:
     return None
 
 
-def grid_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...] = GRID.alphas) -> dict:
-    """``--grid``: GRID at each size of GRID_RATIOS; per size and alpha the ground-truth MMCS, the
-    latents silent for the last DEAD_WINDOW samples, and the MMCS with the next size up."""
-    t0, runs, recipe = time.perf_counter(), {}, replace(GRID, alphas=tuple(alphas))
-    for ratio in GRID_RATIOS:
-        runs[ratio] = train(recipe, budget, budget, cfg, J=int(ratio * cfg.n_features))
-    rows = []
-    for ratio, larger in zip(GRID_RATIOS, GRID_RATIOS[1:] + (None,)):
-        run = runs[ratio]
-        rows.append({
-            "size": ratio, "alphas": list(recipe.alphas), "mmcs": [round(v, 4) for v in run.mmcs[-1]],
-            "dead": (run.silent_for >= min(DEAD_WINDOW, budget)).sum(-1).tolist(),
-            "mmcs_with_larger": None if larger is None else
-            [round(v, 4) for v in mmcs_between(run.decoder, runs[larger].decoder).tolist()],
-            "l0": [round(v, 2) for v in run.l0], "seconds": round(run.seconds, 1)})
-    return {"benchmark": "sample_efficiency_grid", "G": cfg.n_features, "h": cfg.d, "samples": budget,
-            "resample_until": GRID.resample_until, "dead_window": DEAD_WINDOW, "rows": rows,
+def mean_mmcs_with_larger(dicts: list[torch.Tensor]) -> list[list[float] | None]:
+    """Per size (ascending), per instance: the mean over every larger size of the MMCS between the two
+    dictionaries (each (I, J, h)), as notebook 03's ``mmcs_with_larger`` and the report average it."""
+    return [None if k == len(dicts) - 1 else
+            torch.stack([mmcs_between(d, big) for big in dicts[k + 1:]]).mean(0).tolist()
+            for k, d in enumerate(dicts)]
+
+
+def grid_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...] = GRID.alphas,
+                data_seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """``--grid``: GRID at each size of GRID_RATIOS, per data seed; each size has its own
+    initialisation seed and its own sample stream. Per size and alpha: the ground-truth MMCS, the
+    latents silent for the last DEAD_WINDOW samples, and the mean MMCS with every larger size,
+    trained and untrained (the control). ``margin``: 1x's agreement minus 0.5x's, per alpha and
+    at each size's best alpha (what the rule compares)."""
+    t0, recipe, seeds_out = time.perf_counter(), replace(GRID, alphas=tuple(alphas)), []
+    i_half, i_one = GRID_RATIOS.index(0.5), GRID_RATIOS.index(1.0)
+    for ds in data_seeds:
+        c = replace(cfg, seed=ds)
+        data = GroundTruthData(c)
+        runs, untrained, shared = [], [], []
+        for k, ratio in enumerate(GRID_RATIOS):
+            J = int(ratio * c.n_features)
+            r = replace(recipe, seed=stream_seed(ds, f"grid-init-{ratio}") % 2**31)
+            untrained.append(init_weights(r, len(r.alphas), c.d, J, data)[1])
+            shared.append(init_weights(replace(recipe, seed=ds), len(r.alphas), c.d, J, data)[1])
+            runs.append(train(r, budget, budget, c, J=J, stream=f"grid-samples-{ratio}"))
+        ml = mean_mmcs_with_larger([run.decoder for run in runs])
+        rows = [{"size": ratio, "mmcs": [round(v, 4) for v in run.mmcs[-1]],
+                 "dead": (run.silent_for >= min(DEAD_WINDOW, budget)).sum(-1).tolist(),
+                 "mmcs_with_larger": None if m is None else [round(v, 4) for v in m],
+                 "l0": [round(v, 2) for v in run.l0], "seconds": round(run.seconds, 1)}
+                for ratio, run, m in zip(GRID_RATIOS, runs, ml)]
+        per_alpha = [round(a - b, 4) for a, b in zip(ml[i_one], ml[i_half])]
+        out = {"data_seed": ds, "rows": rows,
+               "untrained_mmcs_with_larger": [round(m[0], 4) for m in mean_mmcs_with_larger(untrained)[:-1]],
+               "untrained_one_seed_mmcs_with_larger": [round(m[0], 4) for m in mean_mmcs_with_larger(shared)[:-1]],
+               "margin_1x_minus_half_by_alpha": per_alpha,
+               "margin_1x_minus_half_at_best_alpha": round(max(ml[i_one]) - max(ml[i_half]), 4)}
+        print(json.dumps(out), file=__import__("sys").stderr, flush=True)  # progress: one line per data seed
+        seeds_out.append(out)
+    best = [s["margin_1x_minus_half_at_best_alpha"] for s in seeds_out]
+    n = c.n_features
+    return {"benchmark": "sample_efficiency_grid", "G": n, "h": cfg.d, "samples": budget, "alphas": list(alphas),
+            "data_seeds": list(data_seeds), "resample_until": GRID.resample_until, "dead_window": DEAD_WINDOW,
+            "random_mmcs_with_larger": [round(float(torch.stack([mmcs_between(
+                torch.nn.functional.normalize(torch.randn(int(a * n), cfg.d, generator=torch.Generator().manual_seed(7)), dim=-1),
+                torch.nn.functional.normalize(torch.randn(int(b * n), cfg.d, generator=torch.Generator().manual_seed(8)), dim=-1))
+                for b in GRID_RATIOS[k + 1:]]).mean()), 4) for k, a in enumerate(GRID_RATIOS[:-1])],
+            "margin_at_best_alpha": {"mean": round(sum(best) / len(best), 4), "min": min(best), "max": max(best)},
+            "one_x_wins_in": sum(b > 0 for b in best), "seeds": seeds_out,
             "seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
 
 
@@ -276,13 +318,14 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", default=list(GRID.alphas),
                     help="the L1 coefficients of --grid and --course")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="initialisation seeds of --course")
+    ap.add_argument("--data-seeds", type=int, nargs="+", default=[0, 1, 2], help="toy-data seeds of --grid")
     args = ap.parse_args()
     torch.manual_seed(0)
     budget = 300_000 if args.quick else args.max_samples
     check = min(args.check_every, budget // 3) if args.quick else args.check_every
     cfg = GroundTruthConfig(n_features=512, d=256, seed=0)
     if args.grid:
-        print(json.dumps(grid_report(budget, cfg, tuple(args.alphas))))
+        print(json.dumps(grid_report(budget, cfg, tuple(args.alphas), tuple(args.data_seeds))))
         return
     if args.course:
         print(json.dumps(course_report(budget, cfg, tuple(args.alphas), tuple(args.seeds))))

@@ -88,3 +88,26 @@ def test_resampling_settings_are_checked_by_name(field, value):
 def test_resampling_is_refused_for_variants_it_does_not_know():
     with pytest.raises(ValueError, match="resample_every"):
         SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2, resample_every=10)
+
+
+def test_grid_sizes_start_unrelated_and_agreement_averages_every_larger_size():
+    """``--grid`` gives each size its own initialisation seed and sample stream: untrained, its sizes
+    agree with larger ones only at chance, where sizes drawn from one seed agree far above it (an
+    orthogonal init of a larger matrix starts with the smaller one's numbers); and a size's agreement
+    is the mean over every larger size, as notebook 03 and the report average it."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sample_efficiency as se
+
+    rep = se.grid_report(4096, GroundTruthConfig(n_features=64, d=32, seed=0), alphas=(0.3,), data_seeds=(0,))
+    seed = rep["seeds"][0]
+    chance = rep["random_mmcs_with_larger"]
+    for k, (own, shared) in enumerate(zip(seed["untrained_mmcs_with_larger"], seed["untrained_one_seed_mmcs_with_larger"])):
+        assert abs(own - chance[k]) < 0.05, f"size {k}: untrained sizes from their own seeds agree at {own}, chance {chance[k]}"
+        assert shared > chance[k] + 0.2, f"size {k}: sizes from one seed should agree far above chance, got {shared}"
+    a, b, c = (torch.nn.functional.normalize(torch.randn(1, J, 32, generator=torch.Generator().manual_seed(J)), dim=-1)
+               for J in (8, 16, 32))
+    got = se.mean_mmcs_with_larger([a, b, c])
+    assert got[2] is None and abs(got[0][0] - (float(mmcs(b, a)[0]) + float(mmcs(c, a)[0])) / 2) < 1e-6, \
+        "a size's agreement should be the mean MMCS with every larger size, not with the next one only"
