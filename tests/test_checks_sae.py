@@ -125,3 +125,16 @@ def test_mmcs_catches_max_over_the_wrong_axis():
 def test_mmcs_catches_missing_normalisation():
     with pytest.raises(ExerciseError, match="normalise"):
         checks.mmcs(lambda learned, truth: (truth @ learned.T).max(dim=1).values.mean())
+
+
+def test_sae_forward_catches_a_detached_normalisation():
+    """Right values, wrong training: with the norm detached the gradient no longer knows that a
+    row's length does not change the reconstruction, and the SAE trains towards other directions."""
+    def detached(sae, x, target):
+        J = sae.W_dec.shape[1]
+        c = torch.relu(torch.einsum("bh,ihj->ibj", x, sae.W_enc) + sae.b_enc[:, None, :])
+        D = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True).detach()
+        x_hat = torch.einsum("ibj,ijh->ibh", c, D)
+        return x_hat, c, (x_hat - target).pow(2).mean(-1).mean(-1), sae.l1_coeffs / J * c.abs().sum(-1).mean(-1)
+    with pytest.raises(ExerciseError, match="normalisation must stay in the graph"):
+        checks.sae_forward(detached)

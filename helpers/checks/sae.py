@@ -155,6 +155,19 @@ def sae_forward(learner: Callable) -> Callable:
         total.backward()
         expect(sae.W_enc.grad is not None and sae.W_dec.grad is not None and bool(sae.W_dec.grad.abs().sum() > 0),
                "the loss must depend on sae.W_enc and sae.W_dec through autograd (no .detach(), no torch.no_grad)")
+        # ... and the same gradients as the reference: a normalisation cut from the graph trains another model.
+        mine = {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+        sae.zero_grad()
+        _, _, r_recon, r_l1 = sae_forward_reference(sae, x, target)
+        (r_recon + r_l1).sum().backward()
+        for name in ("W_enc", "b_enc", "W_dec"):
+            ref = getattr(sae, name).grad
+            expect(name in mine and torch.allclose(mine[name], ref, rtol=1e-4, atol=1e-6),
+                   f"your loss has the right values but the wrong gradient with respect to {name}"
+                   + (": the decoder rows' normalisation must stay in the graph (divide by W_dec.norm(...), not by a "
+                      "detached norm or one computed under torch.no_grad), so the gradient sees that a row's length "
+                      "does not change x_hat" if name == "W_dec" else
+                      ": part of the computation is cut from the graph (.detach(), .data or numbers)"))
 
     return check("sae_forward", learner, sae_forward_reference, test,
                  hint="encode with a ReLU, decode with unit-length decoder rows, and return the reconstruction error "
