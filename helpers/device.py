@@ -1,6 +1,6 @@
 """Where the course runs and how big its runs are.
 
-Four things live here and nowhere else:
+Three things live here and nowhere else:
 
 * ``get_device()``: the torch device every helper and notebook uses (cuda > mps > cpu,
   overridable with the ``COURSE_DEVICE`` environment variable or an argument).

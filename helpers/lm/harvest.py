@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.device import get_device, stream_seed
-from helpers.lm.validate import check_fraction, check_int, check_kinds, check_layer, check_model
-from helpers.lm.loading import corpus_name, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
+from helpers.lm.checks import check_fraction, check_int, check_kinds, check_layer, check_model
+from helpers.lm.loading import CORPUS, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
 from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock
 
 CACHE_VERSION = 2
@@ -87,7 +87,7 @@ class Activations(NamedTuple):
 
 def cache_folder(model, layer: int, kinds: Sequence[str], n_tokens: int, seq_len: int) -> Path:
     """Where the harvest for this request lives (whether or not it exists yet)."""
-    key = cache_key({"weights": weights_fingerprint(model), "layer": layer, "kinds": list(kinds), "corpus": corpus_name(model),
+    key = cache_key({"weights": weights_fingerprint(model), "layer": layer, "kinds": list(kinds), "corpus": CORPUS,
                      "n_tokens": n_tokens, "seq_len": seq_len, "version": CACHE_VERSION})
     slug = str(getattr(model, "course_name", None) or model.cfg.model_name).replace("/", "_")
     return cache_dir("activations") / f"{slug}-L{layer}-{key}"
@@ -183,16 +183,8 @@ def cache_problem(folder: Path) -> str | None:
         return "meta.json is missing"
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"meta.json is unreadable: {type(err).__name__}"
-    if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
-        return f"cache version {meta.get('version') if isinstance(meta, dict) else None} is not {CACHE_VERSION}"
-    try:
-        return _files_problem(folder, files, kinds)
-    except (KeyError, TypeError, AttributeError) as err:  # valid JSON of the wrong shape
-        return f"meta.json is malformed ({type(err).__name__}: {err})"
-
-
-def _files_problem(folder: Path, files: dict, kinds: list) -> str | None:
-    """``cache_problem``'s check of each file against its ``meta.json`` entry."""
+    if meta.get("version") != CACHE_VERSION:
+        return f"cache version {meta.get('version')} is not {CACHE_VERSION}"
     for name in ["tokens.npy", *(f"{k}.npy" for k in kinds)]:
         path, info = folder / name, files.get(name)
         if info is None:
