@@ -117,6 +117,18 @@ def _pre_case(seed: int = 0) -> torch.Tensor:
     return pre
 
 
+def _activation_differs(fn: Callable, pre: torch.Tensor, k, reference: Callable, label: str):
+    """The learner's activation of ``pre``, or None when its values and gradient are the reference's."""
+    got = fn(pre, k)
+    expect(isinstance(got, torch.Tensor) and got.shape == pre.shape,
+           f"return the activations in the shape of pre, (inst, batch, J) {tuple(pre.shape)}; got {_shape(got)}")
+    want = reference(pre, k)
+    if _close(got, want):
+        _expect_activation_gradient(got, want, pre, label)
+        return None
+    return got
+
+
 # --------------------------------------------------------------------------------------
 # TopK
 # --------------------------------------------------------------------------------------
@@ -126,12 +138,8 @@ def topk_activation(learner: Callable) -> Callable:
     def test(fn):
         k = 3
         pre = _pre_case().requires_grad_()
-        got = fn(pre, k)
-        expect(isinstance(got, torch.Tensor) and got.shape == pre.shape,
-               f"return the activations in the shape of pre, (inst, batch, J) {tuple(pre.shape)}; got {_shape(got)}")
-        want = topk_activation_reference(pre, k)
-        if _close(got, want):
-            _expect_activation_gradient(got, want, pre, "TopK activation")
+        got = _activation_differs(fn, pre, k, topk_activation_reference, "TopK activation")
+        if got is None:
             return
         p = pre.detach()
         ref = topk_activation_reference
@@ -185,12 +193,8 @@ def batchtopk_activation(learner: Callable) -> Callable:
         k = 2
         pre = _pre_case(1).requires_grad_()
         I, B, J = pre.shape
-        got = fn(pre, k)
-        expect(isinstance(got, torch.Tensor) and got.shape == pre.shape,
-               f"return the activations in the shape of pre, (inst, batch, J) {tuple(pre.shape)}; got {_shape(got)}")
-        want = batchtopk_activation_reference(pre, k)
-        if _close(got, want):
-            _expect_activation_gradient(got, want, pre, "BatchTopK activation")
+        got = _activation_differs(fn, pre, k, batchtopk_activation_reference, "BatchTopK activation")
+        if got is None:
             return
         p = pre.detach()
         expect(not _close(got, topk_activation_reference(p, k)),
