@@ -63,6 +63,7 @@ _NOTEBOOK_ORDER = (
     "notebooks/exercises/04_lm_mlp_features.ipynb",
     "notebooks/exercises/02_sae_ground_truth.ipynb",
     "notebooks/exercises/03_hyperparameter_diagnostics.ipynb",
+    "notebooks/exercises/05_beyond_the_report.ipynb",
 )
 
 
