@@ -4,6 +4,7 @@ files), and the report's L1 Goldilocks zone."""
 import json
 from dataclasses import replace
 import math
+import tempfile
 
 import pytest
 import torch
@@ -460,3 +461,37 @@ def test_toy_recipe_is_the_grid_recipe_of_each_scale():
     lap = toy_recipe("laptop", l1_coeffs=(0.3,))
     assert (lap.lr, lap.lr_schedule, lap.renorm_decoder, lap.d_in, lap.d_sae, lap.l1_coeffs) == (
         1e-2, "warmup_cosine", True, 256, 512, (0.3,))
+
+
+def test_a_new_variant_is_one_class_and_one_registry_line():
+    """A variant is a subclass plus register_sae_class; then SAE(cfg), save_sae and load_sae all
+    handle it, and a second class under a registered name is refused instead of replacing it."""
+    from helpers.sae import SAE_CLASSES, register_sae_class, save_sae, load_sae
+
+    class LeakyReLUSAE(SAE):  # a toy variant: negative pre-activations leak through at 1%
+        architecture = saved_as = "leaky-test"
+
+        def activation(self, pre):
+            return torch.nn.functional.leaky_relu(pre, 0.01)
+
+    try:
+        register_sae_class(LeakyReLUSAE)
+        cfg = SAEConfig(d_in=8, d_sae=16, architecture="leaky-test")
+        sae = SAE(cfg, device="cpu")
+        assert type(sae) is LeakyReLUSAE, "SAE(cfg) must build the registered class"
+        x = torch.randn(5, 8)
+        assert (sae.encode(x) < 0).any(), "the variant's own activation must be used"
+        with tempfile.TemporaryDirectory() as d:
+            save_sae(sae, d)
+            back = load_sae(d, device="cpu")
+        assert type(back) is LeakyReLUSAE and torch.allclose(back.encode(x), sae.encode(x))
+
+        class OtherTopK(TopKSAE):  # defined for an experiment: must not change what SAE(cfg) builds
+            pass
+        with pytest.raises(ValueError, match="already registered"):
+            register_sae_class(OtherTopK)
+        assert type(SAE(SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2), device="cpu")) is TopKSAE
+    finally:
+        SAE_CLASSES.pop("leaky-test", None)
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        SAEConfig(d_in=8, d_sae=16, architecture="leaky-test")

@@ -46,11 +46,6 @@ class PerInstanceTopK(TopKSAE):
         return torch.zeros_like(pre).scatter(-1, idx, values.relu() * keep)
 
 
-# Defining the subclass registered it as the class SAE(cfg) builds for "topk"; it is only
-# ever built explicitly, so the plain TopK goes back in its place.
-SAE._registry["topk"] = TopKSAE
-
-
 def _build(cfg: SAEConfig, ks, device, aux_coeff: float) -> SAE:
     aux = {"aux_coeff": aux_coeff} if aux_coeff else {}
     if aux and cfg.architecture not in ("topk", "batchtopk"):

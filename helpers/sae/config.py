@@ -14,8 +14,6 @@ import numpy as np
 from helpers.optim import LR_SCHEDULES
 from helpers.sae.resample import RESAMPLE_TARGETS
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu")
-
 
 @dataclass(frozen=True)
 class SAEConfig:
@@ -47,7 +45,8 @@ class SAEConfig:
     log_every: int = 50
     """Steps per row of the training log (each row averages its window)."""
     architecture: str = "standard"
-    """Which activation: ``standard`` (ReLU + L1), ``topk``, ``batchtopk`` or ``jumprelu``."""
+    """Which activation: ``standard`` (ReLU + L1), ``topk``, ``batchtopk``, ``jumprelu``, or the name of a
+    class registered with ``helpers.sae.register_sae_class``."""
     lr_schedule: str = "constant"
     """Learning-rate schedule over ``steps`` (see ``helpers.optim.lr_factor``)."""
     renorm_decoder: bool = False
@@ -92,8 +91,8 @@ class SAEConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps!r}")
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        from helpers.sae.model import sae_class  # the registry (a new variant registers there)
+        sae_class(self.architecture)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.architecture in ("topk", "batchtopk"):

@@ -15,17 +15,15 @@ from safetensors.torch import load_file, save_file
 
 from helpers.paths import atomic_write
 from helpers.sae.config import SAEConfig
-from helpers.sae.model import SAE
+from helpers.sae.model import SAE, SAE_CLASSES, sae_class
 
 SAE_LENS_VERSION = "6.54.12"
 """The SAELens version whose file layout ``save_sae`` writes (recorded in cfg.json)."""
 
 WEIGHTS_FILE, CFG_FILE = "sae_weights.safetensors", "cfg.json"
 
-# How each of our classes is stored (SAELens' architecture names). SAELens saves a trained
-# BatchTopK SAE for inference as a JumpReLU whose threshold is the learned batch threshold;
-# we do the same, so a file never says "batchtopk" unless SAELens wrote a training checkpoint.
-SAVED_AS = {"standard": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+# Each class says how it is stored (``saved_as``, ``file_extras``) and read back (``file_shapes``,
+# ``config_from_file``, ``load_extras_``): a file's "architecture" names the registered class.
 
 
 def _instance_folder_name(i: int, alpha: float) -> str:
@@ -43,7 +41,6 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name:
     latent's input by b_dec.
     """
     folder, cfg = Path(folder), sae.cfg
-    arch = SAVED_AS[cfg.architecture]
     meta_extra = {**(extra or {}), **({"hook_name": hook_name} if hook_name is not None else {})}
     paths = []
     with torch.no_grad():
@@ -57,15 +54,12 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name:
                 "W_dec": W_dec[i].contiguous(),
                 "b_dec": sae.b_dec[i].detach().float().cpu().contiguous(),
             }
-            meta = {"architecture": arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32",
+            meta = {"architecture": sae.saved_as, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32",
                     "device": "cpu", "apply_b_dec_to_input": cfg.decoder_bias,
                     "normalize_activations": "none", "reshape_activations": "none"}
-            if cfg.architecture == "topk":
-                meta.update(k=int(cfg.k), rescale_acts_by_decoder_norm=False)  # our rows are unit already
-            if cfg.architecture == "jumprelu":
-                tensors["threshold"] = sae.threshold[i].detach().float().cpu().contiguous()
-            if cfg.architecture == "batchtopk":
-                tensors["threshold"] = torch.full((cfg.d_sae,), float(sae.topk_threshold[i]))
+            extra_tensors, extra_meta = sae.file_extras(i)
+            tensors.update(extra_tensors)
+            meta.update(extra_meta)
             meta["metadata"] = {"sae_lens_version": SAE_LENS_VERSION, **meta_extra}
             meta["course"] = {**asdict(cfg), "l1_coeffs": [alpha], "seed": cfg.seed + i}
             with atomic_write(out / WEIGHTS_FILE) as tmp:
@@ -83,18 +77,16 @@ def load_sae(folder: str | Path, device: str | torch.device | None = None) -> SA
     meta, tensors = _read(folder)
     arch = meta.get("architecture", "standard")
     course = meta.get("course", {})
-    if arch not in SAVED_AS:
-        raise ValueError(f"{folder}: architecture {arch!r} is not one we implement ({', '.join(SAVED_AS)})")
+    if arch not in SAE_CLASSES:
+        raise ValueError(f"{folder}: architecture {arch!r} is not one we implement ({', '.join(SAE_CLASSES)})")
+    cls = sae_class(arch)
     for setting in ("normalize_activations", "reshape_activations"):
         if meta.get(setting, "none") not in ("none", None):
             raise ValueError(f"{folder}: {setting}={meta[setting]!r} is not implemented here (only 'none'); "
                              "fold the normalisation into the weights first (SAELens: fold_activation_norm_scaling_factor)")
     d_in, d_sae = int(meta["d_in"]), int(meta["d_sae"])
-    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    if arch == "jumprelu":
-        expected["threshold"] = (d_sae,)
-    if arch == "batchtopk":
-        expected["topk_threshold"] = ()
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
+                **cls.file_shapes(d_sae)}
     for name, shape in expected.items():
         if name not in tensors or tuple(tensors[name].shape) != shape:
             got = tuple(tensors[name].shape) if name in tensors else "missing"
@@ -110,7 +102,7 @@ def load_sae(folder: str | Path, device: str | torch.device | None = None) -> SA
     # folding is exact only if the file's TopK already ranks pre x ||W_j||.
     norms = t["W_dec"].norm(dim=-1)  # (d_sae,)
     rescaled = bool(meta.get("rescale_acts_by_decoder_norm", False))
-    if arch in ("topk", "batchtopk") and not rescaled and (norms - 1).abs().max() > 1e-4:
+    if not cls.exact_norm_fold and not rescaled and (norms - 1).abs().max() > 1e-4:
         raise ValueError(f"{folder}: rescale_acts_by_decoder_norm=false with decoder rows of non-unit norm: "
                          "this TopK ranks latents differently from ours (unit rows), so it is not implemented")
     if (norms - 1).abs().max() > 1e-4:
@@ -130,18 +122,14 @@ def load_sae(folder: str | Path, device: str | torch.device | None = None) -> SA
     # The file's architecture wins over the course block: a saved BatchTopK comes back as the
     # JumpReLU it was saved as.
     fields.update(d_in=d_in, d_sae=d_sae, decoder_bias=decoder_bias, architecture=arch)
-    if arch in ("topk", "batchtopk"):
-        fields["k"] = meta.get("k", fields.get("k"))
+    fields = cls.config_from_file(meta, fields)
     fields.setdefault("l1_coeffs", (0.0,))
     fields["l1_coeffs"] = tuple(fields["l1_coeffs"])[:1]
     sae = SAE(SAEConfig(**fields), device=device)
     with torch.no_grad():
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             getattr(sae, name).copy_(t[name][None])
-        if arch == "jumprelu":  # theta < 0 acts as theta = 0 on ReLU'd latents, and log(0) = -inf is fine
-            sae.log_threshold.copy_(t["threshold"].clamp(min=0).log()[None])
-        if arch == "batchtopk":
-            sae.topk_threshold.fill_(float(t["topk_threshold"]))
+        sae.load_extras_(t)
     return sae
 
 

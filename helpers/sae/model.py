@@ -41,6 +41,31 @@ class ForwardOutput(NamedTuple):
     gradient trains each instance on its own loss)."""
 
 
+SAE_CLASSES: dict[str, type["SAE"]] = {}
+"""The class ``SAE(cfg)`` builds for each ``cfg.architecture``, filled by ``register_sae_class``."""
+
+
+def register_sae_class(cls: type["SAE"]) -> type["SAE"]:
+    """Make ``SAE(cfg)`` build ``cls`` when ``cfg.architecture == cls.architecture`` (usable as a
+    decorator). A name registers once: a subclass defined elsewhere (an experiment's variant of
+    TopK, say) is built by calling it, and cannot silently replace what ``SAE(cfg)`` builds."""
+    name = cls.architecture
+    if SAE_CLASSES.get(name, cls) is not cls:
+        raise ValueError(f"architecture {name!r} is already registered to {SAE_CLASSES[name].__qualname__}; "
+                         f"give {cls.__qualname__} an architecture name of its own, or build it directly")
+    SAE_CLASSES[name] = cls
+    return cls
+
+
+def sae_class(architecture: str) -> type["SAE"]:
+    """The registered class for ``architecture`` (a clear error for an unknown one)."""
+    import helpers.sae.variants  # noqa: F401  (registers the built-in variants)
+
+    if architecture not in SAE_CLASSES:
+        raise ValueError(f"architecture must be one of {sorted(SAE_CLASSES)}, got {architecture!r}")
+    return SAE_CLASSES[architecture]
+
+
 def _device(device: str | torch.device | None) -> torch.device:
     # "meta" builds an SAE without memory (shapes only); every other name goes through the
     # course's one device chooser, which explains unknown or unavailable devices.
@@ -57,15 +82,16 @@ class SAE(nn.Module):
     """
 
     architecture = "standard"
-    _registry: dict[str, type["SAE"]] = {}
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        super().__init_subclass__(**kwargs)
-        SAE._registry[cls.architecture] = cls
+    """The name ``SAEConfig.architecture`` uses for this class (see ``register_sae_class``)."""
+    saved_as = "standard"
+    """SAELens' name for how this class is saved (``helpers.sae.io``)."""
+    exact_norm_fold = True
+    """Whether a saved decoder with non-unit rows loads exactly by moving each row's norm into its
+    latent (true for ReLU and JumpReLU; a TopK ranking would change)."""
 
     def __new__(cls, cfg: SAEConfig | None = None, *args, **kwargs):
-        if cls is SAE and cfg is not None and cfg.architecture != "standard":  # (None: copy/pickle)
-            cls = SAE._registry[cfg.architecture]
+        if cls is SAE and cfg is not None:  # (None: copy/pickle)
+            cls = sae_class(cfg.architecture)
         return super().__new__(cls)
 
     def __init__(self, cfg: SAEConfig, device: str | torch.device | None = None):
@@ -153,6 +179,24 @@ class SAE(nn.Module):
         out = self(x, target)
         return out.recon_loss + out.l1_loss
 
+    # --- what a saved file holds beyond W_enc, b_enc, W_dec, b_dec (helpers.sae.io) ---------------
+    def file_extras(self, i: int) -> tuple[dict[str, torch.Tensor], dict]:
+        """(extra tensors, extra cfg.json fields) to save for instance ``i``."""
+        return {}, {}
+
+    @classmethod
+    def file_shapes(cls, d_sae: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the extra tensors a file of this class must hold."""
+        return {}
+
+    @classmethod
+    def config_from_file(cls, meta: dict, fields: dict) -> dict:
+        """``SAEConfig`` fields read from a file's ``cfg.json`` beyond the common ones."""
+        return fields
+
+    def load_extras_(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy the extra tensors of a one-instance file into this one-instance SAE."""
+
     # --- taking a stack apart --------------------------------------------------------------
     def select(self, i: int) -> "SAE":
         """Instance ``i`` as a one-instance SAE of the same class (a copy)."""
@@ -167,3 +211,6 @@ class SAE(nn.Module):
                 tensor.copy_(mine[name][i : i + 1])
         one.train(self.training)
         return one
+
+
+register_sae_class(SAE)

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from helpers.sae.model import SAE, ForwardOutput
+from helpers.sae.model import SAE, ForwardOutput, register_sae_class
 
 TOPK_THRESHOLD_LR = 0.01
 """Weight of each batch in BatchTopK's moving-average threshold (SAELens' default)."""
@@ -38,8 +38,10 @@ even the rarest feature of the toy data (about 2% of examples) would have fired 
 batches, and a latent revived late has too few steps left to learn its feature."""
 
 
+@register_sae_class
 class TopKSAE(SAE):
-    architecture = "topk"
+    architecture = saved_as = "topk"
+    exact_norm_fold = False
 
     def __init__(self, cfg, device=None, aux_coeff: float = 0.0, aux_k: int | None = None,
                  aux_dead_window: int = AUXK_DEAD_WINDOW):
@@ -56,6 +58,13 @@ class TopKSAE(SAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         values, idx = pre.topk(int(self.cfg.k), dim=-1, sorted=False)  # (I, B, k)
         return torch.zeros_like(pre).scatter(-1, idx, values.relu())
+
+    def file_extras(self, i):
+        return {}, {"k": int(self.cfg.k), "rescale_acts_by_decoder_norm": False}  # our rows are unit already
+
+    @classmethod
+    def config_from_file(cls, meta, fields):
+        return {**fields, "k": meta.get("k", fields.get("k"))}
 
     def sparsity_loss(self, pre: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         return pre.new_zeros(pre.shape[0])  # k sets the sparsity
@@ -103,12 +112,25 @@ class TopKSAE(SAE):
         return one
 
 
+@register_sae_class
 class BatchTopKSAE(TopKSAE):
-    architecture = "batchtopk"
+    # SAELens saves a trained BatchTopK for inference as a JumpReLU whose threshold is the learned
+    # batch threshold; so do we: a file says "batchtopk" only for SAELens' training checkpoints.
+    architecture, saved_as = "batchtopk", "jumprelu"
 
     def __init__(self, cfg, device=None, **aux):
         super().__init__(cfg, device, **aux)
         self.register_buffer("topk_threshold", torch.zeros(cfg.n_instances, device=self.device))  # (I,)
+
+    def file_extras(self, i):
+        return {"threshold": torch.full((self.cfg.d_sae,), float(self.topk_threshold[i]))}, {}
+
+    @classmethod
+    def file_shapes(cls, d_sae):
+        return {"topk_threshold": ()}
+
+    def load_extras_(self, tensors):
+        self.topk_threshold.fill_(float(tensors["topk_threshold"]))
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         if not self.training:  # per example, with the learned threshold (a JumpReLU)
@@ -160,8 +182,9 @@ class _Step(torch.autograd.Function):
         return None, (-(1.0 / eps) * window * grad).sum_to_size(threshold.shape), None
 
 
+@register_sae_class
 class JumpReLUSAE(SAE):
-    architecture = "jumprelu"
+    architecture = saved_as = "jumprelu"
 
     def __init__(self, cfg, device=None):
         super().__init__(cfg, device)
@@ -173,6 +196,16 @@ class JumpReLUSAE(SAE):
     def threshold(self) -> torch.Tensor:
         """(inst, d_sae) theta of every latent."""
         return self.log_threshold.exp()
+
+    def file_extras(self, i):
+        return {"threshold": self.threshold[i].detach().float().cpu().contiguous()}, {}
+
+    @classmethod
+    def file_shapes(cls, d_sae):
+        return {"threshold": (d_sae,)}
+
+    def load_extras_(self, tensors):  # theta < 0 acts as theta = 0 on ReLU'd latents; log(0) = -inf is fine
+        self.log_threshold.copy_(tensors["threshold"].clamp(min=0).log()[None])
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return _JumpReLU.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth)
