@@ -495,3 +495,19 @@ def test_a_new_variant_is_one_class_and_one_registry_line():
         SAE_CLASSES.pop("leaky-test", None)
     with pytest.raises(ValueError, match="architecture must be one of"):
         SAEConfig(d_in=8, d_sae=16, architecture="leaky-test")
+
+
+def test_a_run_that_diverges_without_nan_is_stopped_with_a_message():
+    from helpers.diagnostics import run_grid
+    from helpers.sae.train import DivergedError
+
+    gen = torch.Generator().manual_seed(0)
+    data = lambda n: torch.randn(n, 16, generator=gen).relu()  # noqa: E731
+    cfg = SAEConfig(d_in=16, d_sae=32, steps=100, dead_window=50, lr=30.0, log_every=50)
+    with pytest.raises(DivergedError, match="diverged.*smaller lr"):
+        train_sae(SAE(cfg), data, progress=False)
+    ok = train_sae(SAE(replace(cfg, lr=1e-3)), data, progress=False)
+    assert ok.recon_loss.size and (ok.recon_loss == ok.recon_loss).all(), "a sane learning rate must train without a divergence error"
+    with pytest.warns(RuntimeWarning, match="grew from .* training diverged"):
+        grid = run_grid(data, replace(cfg, d_sae=16), (32,), (0.1, 1.0), progress=False)
+    assert grid.diverged.all() and (grid.recon_loss != grid.recon_loss).all(), "a diverged column's cells must be NaN, not numbers"

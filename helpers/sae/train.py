@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.device import stream_seed
-from helpers.optim import adam, check_finite, scheduler
+from helpers.optim import NonFiniteLossError, adam, check_finite, scheduler
 from helpers.sae.model import SAE
 from helpers.sae.resample import redundant, resample_latents_
 
@@ -110,9 +110,12 @@ def train_sae(
                                           _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to,
                                           generator=resample_gen)
                     fires.zero_()
+            if step == 0:
+                start_loss = (out.recon_loss + out.l1_loss).detach()             # (I,) the loss at initialisation
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 # The window's sums hold every step since the last row: one NaN anywhere shows.
                 check_finite(sums[0] + sums[1], step + 1, "train_sae", labels)
+                check_not_diverged((sums[0] + sums[1]) / ((step % cfg.log_every) + 1), start_loss, step + 1, labels)
                 window = (step % cfg.log_every) + 1
                 dead = ((step + 1 - last_fired) >= cfg.dead_window).sum(-1)
                 rows.append((step + 1, (sums / window).cpu(), dead.cpu()))
@@ -129,6 +132,29 @@ def train_sae(
         log.dead = torch.stack([r[2] for r in rows]).numpy()
     log.steps_since_fired = (steps - last_fired).cpu().numpy()
     return log
+
+
+class DivergedError(NonFiniteLossError):
+    """Training ran away without a NaN: some instance's loss grew far above its start."""
+
+
+DIVERGED_FACTOR = 1e3
+"""A window's mean loss this many times the loss at initialisation counts as diverged (an SAE's
+loss falls from its start; even a dictionary that dies stays near the data's variance)."""
+
+
+def check_not_diverged(window_loss: torch.Tensor, start_loss: torch.Tensor, step: int, labels=None) -> None:
+    """Raise ``DivergedError`` if any instance's mean loss over the window exceeds
+    ``DIVERGED_FACTOR`` times its loss at step 1 (NaN is ``check_finite``'s job)."""
+    bad = window_loss > DIVERGED_FACTOR * start_loss.clamp_min(1e-12)
+    if not bool(bad.any()):
+        return
+    i = int(bad.nonzero()[0])
+    name = f"{i}" + (f" ({labels[i]})" if labels is not None else "")
+    raise DivergedError(
+        f"train_sae: the loss of instance {name} grew from {float(start_loss[i]):.3g} at step 1 to "
+        f"{float(window_loss[i]):.3g} by step {step} ({int(bad.sum())} instance(s) over {DIVERGED_FACTOR:g}x their start): "
+        "training diverged. The learning rate is too large for this problem: try a 10x smaller lr.")
 
 
 def _resample_due(cfg, done: int, steps: int) -> bool:
