@@ -243,13 +243,20 @@ def _broken_meta(folder):
     (folder / "meta.json").write_text('{"version": 2, "n_seq": ')
 
 
+def _meta_of_the_wrong_shape(folder):  # valid JSON, but a file entry without its size
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"]["post.npy"] = {"shape": meta["files"]["post.npy"]["shape"]}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
 def _changed_tokens(folder):
     t = np.load(folder / "tokens.npy")
     t[3, 5] += 1
     np.save(folder / "tokens.npy", t)
 
 
-@pytest.mark.parametrize("damage", [_truncate, _wrong_dtype, _half_rows, _broken_meta, _changed_tokens],
+@pytest.mark.parametrize("damage", [_truncate, _wrong_dtype, _half_rows, _broken_meta, _meta_of_the_wrong_shape,
+                                    _changed_tokens],
                          ids=lambda f: f.__name__.strip("_"))
 def test_damaged_cache_is_reported_and_rebuilt(model, cache, damage):
     first = lm.harvest(model, 512, kinds=("post",), seq_len=64, batch_size=8, progress=False)

@@ -183,8 +183,16 @@ def cache_problem(folder: Path) -> str | None:
         return "meta.json is missing"
     except (OSError, ValueError, KeyError, TypeError) as err:
         return f"meta.json is unreadable: {type(err).__name__}"
-    if meta.get("version") != CACHE_VERSION:
-        return f"cache version {meta.get('version')} is not {CACHE_VERSION}"
+    if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+        return f"cache version {meta.get('version') if isinstance(meta, dict) else None} is not {CACHE_VERSION}"
+    try:
+        return _files_problem(folder, files, kinds)
+    except (KeyError, TypeError, AttributeError) as err:  # valid JSON of the wrong shape
+        return f"meta.json is malformed ({type(err).__name__}: {err})"
+
+
+def _files_problem(folder: Path, files: dict, kinds: list) -> str | None:
+    """``cache_problem``'s check of each file against its ``meta.json`` entry."""
     for name in ["tokens.npy", *(f"{k}.npy" for k in kinds)]:
         path, info = folder / name, files.get(name)
         if info is None:
