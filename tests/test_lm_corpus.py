@@ -48,3 +48,13 @@ def test_a_dataset_too_small_for_the_budget_says_so(model, stories, monkeypatch)
         lm.corpus_token_windows(model, 100_000, seq_len=64)
     with pytest.raises(ValueError, match="no .story. field"):
         lm.dataset_documents(str(stories), 100, field="story")
+
+
+def test_a_harvest_on_another_corpus_is_another_cache_entry(model, stories, monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path / "cache"))
+    plain = lm.harvest(model, 256, kinds=("post",), seq_len=64, progress=False)
+    monkeypatch.setitem(loading.CORPORA, lm.OFFLINE_MODEL, str(stories))
+    own = lm.harvest(model, 256, kinds=("post",), seq_len=64, progress=False)
+    assert own.folder != plain.folder and not own.from_cache, "text from another corpus must not reuse the stdlib harvest"
+    text = model.tokenizer.decode(own.tokens[0, 1:].tolist())
+    assert "Once upon a time" in text, "the harvest must read the model's own corpus"

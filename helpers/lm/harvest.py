@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from helpers.device import get_device, stream_seed
 from helpers.lm.checks import check_fraction, check_int, check_kinds, check_layer, check_model
-from helpers.lm.loading import CORPUS, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
+from helpers.lm.loading import corpus_name, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
 from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock
 
 CACHE_VERSION = 2
@@ -87,7 +87,7 @@ class Activations(NamedTuple):
 
 def cache_folder(model, layer: int, kinds: Sequence[str], n_tokens: int, seq_len: int) -> Path:
     """Where the harvest for this request lives (whether or not it exists yet)."""
-    key = cache_key({"weights": weights_fingerprint(model), "layer": layer, "kinds": list(kinds), "corpus": CORPUS,
+    key = cache_key({"weights": weights_fingerprint(model), "layer": layer, "kinds": list(kinds), "corpus": corpus_name(model),
                      "n_tokens": n_tokens, "seq_len": seq_len, "version": CACHE_VERSION})
     slug = str(getattr(model, "course_name", None) or model.cfg.model_name).replace("/", "_")
     return cache_dir("activations") / f"{slug}-L{layer}-{key}"
