@@ -1,6 +1,6 @@
 """Where the course runs and how big its runs are.
 
-Three things live here and nowhere else:
+Four things live here and nowhere else:
 
 * ``get_device()``: the torch device every helper and notebook uses (cuda > mps > cpu,
   overridable with the ``COURSE_DEVICE`` environment variable or an argument).

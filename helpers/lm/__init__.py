@@ -21,7 +21,7 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
   grid that fit a GPU, with its memory estimate; ``browser``: a line per latent.
 """
 from helpers.lm.browser import LatentTable, latent_table
-from helpers.lm.checks import KINDS
+from helpers.lm.validate import KINDS
 from helpers.lm.dashboard import Dashboard, Units, dashboards, latent_units, neuron_units
 from helpers.lm.dashboard_view import DashboardView
 from helpers.lm.grid_cache import sae_grid

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from helpers.lm.checks import check_int, check_model
+from helpers.lm.validate import check_int, check_model
 from helpers.lm.features import latent_stats, logit_effects, residual_effects, top_rows
 
 

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from helpers.lm.checks import check_instance, check_int, check_model, check_rows
+from helpers.lm.validate import check_instance, check_int, check_model, check_rows
 from helpers.lm.features import LogitEffect, chunk_rows_for, logit_effects, residual_effects, top_rows
 
 QUANTILES = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.95), (0.95, 1.0))

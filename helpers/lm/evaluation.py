@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from helpers.lm.checks import (check_fraction, check_instance, check_int, check_layer, check_model, check_sae,
+from helpers.lm.validate import (check_fraction, check_instance, check_int, check_layer, check_model, check_sae,
                                check_tokens)
 from helpers.lm.features import chunk_rows_for
 from helpers.lm.harvest import Activations

@@ -13,7 +13,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from helpers.lm.checks import check_instance, check_int, check_model, check_rows, check_sae
+from helpers.lm.validate import check_instance, check_int, check_model, check_rows, check_sae
 from helpers.lm.loading import mlp_hooks, model_device
 
 CHUNK_ELEMENTS = 1 << 23

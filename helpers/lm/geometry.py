@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from helpers.device import stream_seed
-from helpers.lm.checks import check_fraction, check_instance, check_int, check_model, check_sae
+from helpers.lm.validate import check_fraction, check_instance, check_int, check_model, check_sae
 from helpers.lm.features import _chunks, latent_stats, residual_effects
 
 

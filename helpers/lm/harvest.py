@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.device import get_device, stream_seed
-from helpers.lm.checks import check_fraction, check_int, check_kinds, check_layer, check_model
+from helpers.lm.validate import check_fraction, check_int, check_kinds, check_layer, check_model
 from helpers.lm.loading import corpus_name, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
 from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock
 

@@ -17,7 +17,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from helpers.lm.checks import check_int, check_layer, check_model
+from helpers.lm.validate import check_int, check_layer, check_model
 from helpers.lm.dashboard import Units
 from helpers.lm.loading import mlp_hooks, model_device
 

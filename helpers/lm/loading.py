@@ -242,7 +242,7 @@ def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tens
     offline model never trained on), then the training documents if the budget needs more. A
     dataset of ``CORPORA`` is read from its validation split (text the model never trained on).
     """
-    from helpers.lm.checks import check_int
+    from helpers.lm.validate import check_int
 
     check_int("n_tokens", n_tokens, 1)
     check_int("seq_len", seq_len, 2)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from helpers.lm.checks import check_int, check_rows
+from helpers.lm.validate import check_int, check_rows
 
 
 class MLPStructure(NamedTuple):
