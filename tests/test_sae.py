@@ -511,3 +511,13 @@ def test_a_run_that_diverges_without_nan_is_stopped_with_a_message():
     with pytest.warns(RuntimeWarning, match="grew from .* training diverged"):
         grid = run_grid(data, replace(cfg, d_sae=16), (32,), (0.1, 1.0), progress=False)
     assert grid.diverged.all() and (grid.recon_loss != grid.recon_loss).all(), "a diverged column's cells must be NaN, not numbers"
+
+
+def test_on_log_sees_the_sae_at_every_logged_step():
+    cfg = SAEConfig(d_in=8, d_sae=16, steps=100, log_every=25, dead_window=10)
+    gen = torch.Generator().manual_seed(0)
+    seen = []
+    log = train_sae(SAE(cfg), lambda n: torch.randn(n, 8, generator=gen), progress=False,
+                    on_log=lambda step, sae: seen.append((step, float(sae.W_dec.detach().norm()))))
+    assert [s for s, _ in seen] == list(log.steps) == [25, 50, 75, 100], f"on_log called at {seen}"
+    assert len({w for _, w in seen}) == 4, "on_log must see the SAE as it trains, not a copy made once"

@@ -52,12 +52,15 @@ def train_sae(
     progress: bool = True,
     prefetch: int = 16,
     desc: str = "training SAEs",
+    on_log: Callable[[int, SAE], None] | None = None,
 ) -> TrainLog:
     """Train every instance of ``sae`` with Adam on batches from ``sample_fn(n) -> (n, d_in)``.
 
     All instances see the same batches (so an L1 sweep compares like with like).
     ``prefetch`` batches are drawn per call to ``sample_fn`` to amortise its overhead.
     With ``decoder_bias``, b_dec starts at the mean of the first batches.
+    ``on_log(step, sae)`` is called at every logged step (each ``cfg.log_every`` steps and the
+    last), to measure what the log does not (MMCS with the true features, say) as training goes.
     """
     cfg = sae.cfg
     steps = cfg.steps if steps is None else steps
@@ -120,6 +123,8 @@ def train_sae(
                 dead = ((step + 1 - last_fired) >= cfg.dead_window).sum(-1)
                 rows.append((step + 1, (sums / window).cpu(), dead.cpu()))
                 sums.zero_()
+                if on_log is not None:
+                    on_log(step + 1, sae)
                 if progress:
                     r = rows[-1][1]
                     bar.set_postfix(recon=f"{float(r[0].mean()):.3g}", l0=f"{float(r[2].mean()):.1f}")
