@@ -13,39 +13,11 @@ from typing import Callable
 import torch
 
 from helpers.exercises import check, expect
-from helpers.toy.geometry import classify_extra_feature, feature_dimensionality
-
-
-# --------------------------------------------------------------------------------------
-# References
-# --------------------------------------------------------------------------------------
 # The package's own functions are the references: the answer a learner's code is compared with
 # is the code the course runs.
-feature_dimensionality_reference = feature_dimensionality
-classify_phase_reference = classify_extra_feature
-
-
-def tegum_factors_reference(W: torch.Tensor, threshold: float = 0.1, min_norm: float = 0.5) -> list[list[int]]:
-    """The tegum factors of one W (m, n): groups of represented features (||W_i|| > min_norm) that are
-    linked, directly or through others, by |W_i . W_j| > threshold. Sorted lists, biggest group first
-    (ties: by first feature); features not represented are in no group."""
-    keep = (W.norm(dim=0) > min_norm).tolist()
-    linked = ((W.mT @ W).abs() > threshold).tolist()
-    n, seen, groups = W.shape[1], set(), []
-    for start in range(n):
-        if not keep[start] or start in seen:
-            continue
-        group, stack = [], [start]  # depth-first search: everything reachable from `start`
-        seen.add(start)
-        while stack:
-            i = stack.pop()
-            group.append(i)
-            for j in range(n):
-                if keep[j] and linked[i][j] and j not in seen:
-                    seen.add(j)
-                    stack.append(j)
-        groups.append(sorted(group))
-    return sorted(groups, key=lambda g: (-len(g), g[0]))
+from helpers.toy.geometry import classify_extra_feature as classify_phase_reference
+from helpers.toy.geometry import feature_dimensionality as feature_dimensionality_reference
+from helpers.toy.shapes import tegum_factors as tegum_factors_reference
 
 
 # --------------------------------------------------------------------------------------
