@@ -42,14 +42,19 @@ class Baselines(NamedTuple):
     """Loss with the MLP's hidden activations zeroed (BOS position kept)."""
 
 
-def _splice_loss(model, tokens: torch.Tensor, fwd_hooks, batch_size: int) -> float:
-    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied: a list,
-    or a function of one batch's tokens (on the model's device) that returns the list."""
+def _hooked_batches(model, tokens: torch.Tensor, fwd_hooks, batch_size: int):
+    """Yield (a batch of ``tokens`` on the model's device, its forward hooks): ``fwd_hooks`` is a
+    list, or a function of one batch's tokens that returns the list."""
     dev = model_device(model)
-    total = 0.0
     for start in range(0, tokens.shape[0], batch_size):
         toks = tokens[start:start + batch_size].to(dev)
-        hooks = fwd_hooks(toks) if callable(fwd_hooks) else fwd_hooks
+        yield toks, (fwd_hooks(toks) if callable(fwd_hooks) else fwd_hooks)
+
+
+def _splice_loss(model, tokens: torch.Tensor, fwd_hooks, batch_size: int) -> float:
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied (see ``_hooked_batches``)."""
+    total = 0.0
+    for toks, hooks in _hooked_batches(model, tokens, fwd_hooks, batch_size):
         loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=hooks) if hooks else \
             model(toks, return_type="loss")
         total += float(loss) * len(toks)  # weight by sequences: a short last batch counts less
@@ -142,20 +147,27 @@ class ContextFreeBaselines(NamedTuple):
     tokens (the global mean for a token never seen there)."""
 
 
-def _token_means(acts: Activations, rows: np.ndarray, vocab: int, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vocab, d_mlp) mean post-activation per current token over ``rows``, and (d_mlp,) the overall mean."""
-    post, tokens = acts.acts["post"], acts.tokens.reshape(-1)
-    sums = torch.zeros(vocab, post.shape[1], dtype=torch.float64)
-    counts = torch.zeros(vocab, dtype=torch.float64)
-    for s in range(0, len(rows), chunk):
-        r = rows[s:s + chunk]
-        x = torch.from_numpy(np.asarray(post[r], dtype=np.float64))                # (chunk, d_mlp)
-        t = torch.from_numpy(np.asarray(tokens[r], dtype=np.int64))
+def token_mean_table(chunks, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vocab, d) the mean activation of each current token, and (d,) the overall mean, summed in
+    float64 over ``chunks``: pairs of activations (n, d) and their token ids (n,). A token never
+    seen gets the overall mean (the per-token lookup baseline; notebook 04's exercise 1)."""
+    sums = counts = None
+    for x, t in chunks:
+        x, t = torch.as_tensor(np.asarray(x), dtype=torch.float64), torch.as_tensor(np.asarray(t), dtype=torch.int64)
+        if sums is None:
+            sums, counts = torch.zeros(vocab, x.shape[1], dtype=torch.float64), torch.zeros(vocab, dtype=torch.float64)
         sums.index_add_(0, t, x)
-        counts.index_add_(0, t, torch.ones(len(r), dtype=torch.float64))
+        counts.index_add_(0, t, torch.ones(len(t), dtype=torch.float64))
     overall = sums.sum(0) / counts.sum()
     means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], overall)
     return means.float(), overall.float()
+
+
+def _token_means(acts: Activations, rows: np.ndarray, vocab: int, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_mean_table`` of the post-activations over ``rows``, read ``chunk`` rows at a time."""
+    post, tokens = acts.acts["post"], acts.tokens.reshape(-1)
+    return token_mean_table(((post[rows[s:s + chunk]], tokens[rows[s:s + chunk]]) for s in range(0, len(rows), chunk)),
+                            vocab)
 
 
 @torch.no_grad()
@@ -179,9 +191,8 @@ def context_free_hooks(model, acts: Activations, layer: int = 0, holdout: float 
     and ``kl_to_clean`` take them: ``{"zero": [...], "mean": [...], "token lookup": f(tokens) -> [...]}``."""
     check_model(model)
     layer = check_layer(layer, model)
-    seq_len = acts.tokens.shape[1]
-    rows = np.arange(acts.held_out_start(check_fraction("holdout", holdout)) if holdout else acts.acts["post"].shape[0])
-    means, overall = _token_means(acts, rows[rows % seq_len != 0], model.cfg.d_vocab)
+    rows = acts.rows(check_fraction("holdout", holdout) if holdout else 0.0)
+    means, overall = _token_means(acts, rows, model.cfg.d_vocab)
     dev, hook = model_device(model), mlp_hooks(layer)["post"]
     means, overall = means.to(dev), overall.to(dev)
 
@@ -208,11 +219,8 @@ def kl_to_clean(model, tokens: torch.Tensor | np.ndarray, fwd_hooks, batch_size:
     check_model(model)
     tokens = check_tokens(tokens, model)
     batch_size = check_int("batch_size", batch_size, 1)
-    dev = model_device(model)
     total, count = 0.0, 0
-    for start in range(0, tokens.shape[0], batch_size):
-        toks = tokens[start:start + batch_size].to(dev)
-        hooks = fwd_hooks(toks) if callable(fwd_hooks) else fwd_hooks
+    for toks, hooks in _hooked_batches(model, tokens, fwd_hooks, batch_size):
         clean = torch.log_softmax(model(toks, return_type="logits")[:, :-1].double(), -1)
         hooked = torch.log_softmax(model.run_with_hooks(toks, return_type="logits", fwd_hooks=hooks)[:, :-1].double(), -1)
         total += float((clean.exp() * (clean - hooked)).sum(-1).sum())
@@ -279,10 +287,10 @@ def evaluate_saes(model, sae, acts: Activations, n_rows: int = 8192, n_seq: int 
     seq_len = acts.tokens.shape[1]
     if holdout is None:
         rows, tokens = np.arange(max(post.shape[0] - n_rows, 0), post.shape[0]), acts.tokens[:n_seq]
+        rows = rows[rows % seq_len != 0]
     else:
-        start = acts.held_out_start(check_fraction("holdout", holdout))
-        rows, tokens = np.arange(start, post.shape[0]), acts.tokens[start // seq_len:][:n_seq]
-    rows = rows[rows % seq_len != 0]
+        holdout = check_fraction("holdout", holdout)
+        rows, tokens = acts.rows(holdout, held_out=True), acts.held_out_tokens(holdout)[:n_seq]
     stats = reconstruction_stats(sae, post, rows, chunk_rows)
     base = baselines or ce_baselines(model, tokens, layer)
     out = []

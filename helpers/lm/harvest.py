@@ -61,6 +61,13 @@ class Activations(NamedTuple):
         """(n_held, seq_len) the held-out windows (see ``held_out_start``)."""
         return self.tokens[self.held_out_start(holdout) // self.tokens.shape[1]:]
 
+    def rows(self, holdout: float = 0.0, held_out: bool = False, skip_bos: bool = True) -> np.ndarray:
+        """Row indices of the training windows (all but the last ``holdout`` share of them), or with
+        ``held_out=True`` of the held-out ones; the BOS position's rows left out unless ``skip_bos=False``."""
+        start = self.held_out_start(holdout) if holdout else self.tokens.size
+        rows = np.arange(start, self.tokens.size) if held_out else np.arange(start)
+        return rows[rows % self.tokens.shape[1] != 0] if skip_bos else rows
+
     def sampler(self, kind: str = "post", device: str | torch.device | None = None, seed: int = 0,
                 skip_bos: bool = True, holdout: float = 0.0):
         """A ``sample_fn(n)`` for ``train_sae``: random rows of one activation array.
@@ -72,9 +79,7 @@ class Activations(NamedTuple):
             raise ValueError(f"kind {kind!r} was not harvested; this harvest has {sorted(self.acts)}")
         arr = self.acts[kind]
         dev = get_device(device)
-        rows = np.arange(self.held_out_start(holdout) if holdout else arr.shape[0])
-        if skip_bos:  # the BOS position's activations are a constant outlier; SAEs skip it
-            rows = rows[rows % self.tokens.shape[1] != 0]
+        rows = self.rows(holdout, skip_bos=skip_bos)  # the BOS position's activations are a constant outlier
         data = torch.from_numpy(np.ascontiguousarray(arr[rows])).to(dev)  # (rows, d)
         gen = torch.Generator(device="cpu").manual_seed(stream_seed(seed, "lm-sampler"))
 

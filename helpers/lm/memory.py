@@ -109,9 +109,7 @@ def plan_grid(acts, model, expansions: Sequence[float], n_alphas: int, steps: in
     from helpers.device import get_device
 
     d_in = int(acts.acts[name].shape[1])
-    windows, seq_len = acts.tokens.shape
-    held = acts.held_out_start(holdout) if holdout else windows * seq_len
-    train_rows = held - -(-held // seq_len)                         # the sampler skips each window's BOS row
+    train_rows = len(acts.rows(holdout))                           # what the sampler copies to the device
     params = sum(p.numel() for p in model.parameters())
     dev = get_device()
     if budget is None and dev.type == "cuda":
