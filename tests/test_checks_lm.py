@@ -169,17 +169,6 @@ def test_ce_recovered_tensor_answer_passes():
 
 
 # --- the per-token lookup baseline -------------------------------------------------------
-def test_token_lookup_reference_matches_the_course_baseline():
-    """The reference is helpers.lm.evaluation's token-lookup table on one tensor."""
-    from types import SimpleNamespace
-
-    from helpers.lm.evaluation import _token_means
-    acts, tokens, vocab = checks._lookup_case()
-    fake = SimpleNamespace(acts={"post": acts.numpy()}, tokens=tokens.numpy()[None, :])
-    means, overall = _token_means(fake, np.arange(len(tokens)), vocab)
-    assert torch.allclose(means, checks.token_lookup_baseline_reference(acts, tokens, vocab), atol=1e-6)
-
-
 def _sums_counts(acts, tokens, vocab):
     sums = torch.zeros(vocab, acts.shape[1]).index_add_(0, tokens, acts)
     counts = torch.zeros(vocab).index_add_(0, tokens, torch.ones(len(tokens)))

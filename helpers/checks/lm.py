@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from helpers.exercises import check, expect
-from helpers.lm.evaluation import ce_with_sae, splice_hook
+from helpers.lm.evaluation import ce_with_sae, splice_hook, token_mean_table
 from helpers.lm.features import top_contexts as top_contexts_reference
 from helpers.lm.loading import mlp_hooks, model_device
 
@@ -200,14 +200,9 @@ def ce_recovered_reference(clean: float, spliced: float, baseline: float) -> flo
 
 def token_lookup_baseline_reference(acts: torch.Tensor, tokens: torch.Tensor, vocab: int) -> torch.Tensor:
     """(vocab, d) the mean activation of each current token over the rows of ``acts`` (n, d) whose
-    token id (``tokens``, (n,)) it is; a token never seen gets the overall mean of all n rows
-    (as ``helpers.lm.evaluation``'s token-lookup baseline, on one tensor)."""
-    acts = torch.as_tensor(acts).double()
-    tokens = torch.as_tensor(tokens).long()
-    sums = torch.zeros(vocab, acts.shape[1], dtype=torch.float64).index_add_(0, tokens, acts)
-    counts = torch.zeros(vocab, dtype=torch.float64).index_add_(0, tokens, torch.ones(len(tokens), dtype=torch.float64))
-    overall = acts.mean(0)
-    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], overall).float()
+    token id (``tokens``, (n,)) it is; a token never seen gets the overall mean of all n rows: the
+    course's own table (``helpers.lm.evaluation.token_mean_table``), on one tensor."""
+    return token_mean_table([(acts, tokens)], vocab)[0]
 
 
 def ce_recovered(learner: Callable) -> Callable:
