@@ -14,6 +14,9 @@ from typing import Callable
 import torch
 
 from helpers.exercises import check, expect
+# The package's own activations are the references (TopKSAE and BatchTopKSAE call them).
+from helpers.sae.variants import batchtopk_activation as batchtopk_activation_reference
+from helpers.sae.variants import topk_activation as topk_activation_reference
 
 __all__ = ["topk_activation", "topk_activation_reference", "batchtopk_activation", "batchtopk_activation_reference",
            "jumprelu_threshold_grad", "jumprelu_threshold_grad_reference", "jumprelu_backward_reference",
@@ -23,23 +26,6 @@ __all__ = ["topk_activation", "topk_activation_reference", "batchtopk_activation
 # --------------------------------------------------------------------------------------
 # References
 # --------------------------------------------------------------------------------------
-def topk_activation_reference(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """TopK (Gao et al. 2024): keep each example's ``k`` largest pre-activations, ReLU them, zero
-    the rest. pre (inst, batch, J) -> acts (inst, batch, J); the same as ``TopKSAE.activation``."""
-    values, idx = pre.topk(int(k), dim=-1, sorted=False)                   # (I, B, k)
-    return torch.zeros_like(pre).scatter(-1, idx, values.relu())
-
-
-def batchtopk_activation_reference(pre: torch.Tensor, k: float) -> torch.Tensor:
-    """BatchTopK (Bussmann et al. 2024): per instance keep the ``k x batch`` largest ReLU'd
-    activations of the whole batch, zero the rest; the same as ``BatchTopKSAE.activation`` while
-    training (without its moving-average threshold). pre (inst, batch, J) -> (inst, batch, J)."""
-    I, B, J = pre.shape
-    flat = pre.relu().reshape(I, B * J)
-    values, idx = flat.topk(min(int(k * B), B * J), dim=-1, sorted=False)
-    return torch.zeros_like(flat).scatter(-1, idx, values).reshape(I, B, J)
-
-
 def jumprelu_backward_reference(x: torch.Tensor, theta: torch.Tensor, bandwidth: float,
                                 grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The backward of JumpReLU c = x [x > theta] for x (batch, J), theta (J,), grad_out (batch, J):

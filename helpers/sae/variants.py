@@ -38,6 +38,22 @@ even the rarest feature of the toy data (about 2% of examples) would have fired 
 batches, and a latent revived late has too few steps left to learn its feature."""
 
 
+def topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """TopK (Gao et al. 2024): each example's ``k`` largest pre-activations, ReLU'd; zeros elsewhere.
+    pre (inst, batch, J) -> (inst, batch, J). (Notebook 05's exercise 1.)"""
+    values, idx = pre.topk(int(k), dim=-1, sorted=False)  # (I, B, k)
+    return torch.zeros_like(pre).scatter(-1, idx, values.relu())
+
+
+def batchtopk_activation(pre: torch.Tensor, k: float) -> torch.Tensor:
+    """BatchTopK (Bussmann et al. 2024) while training: per instance the ``k x batch`` largest ReLU'd
+    activations of the whole batch; zeros elsewhere. pre (inst, batch, J) -> (inst, batch, J)."""
+    I, B, J = pre.shape
+    flat = pre.relu().reshape(I, B * J)
+    values, idx = flat.topk(min(int(k * B), B * J), dim=-1, sorted=False)
+    return torch.zeros_like(flat).scatter(-1, idx, values).reshape(I, B, J)
+
+
 @register_sae_class
 class TopKSAE(SAE):
     architecture = saved_as = "topk"
@@ -56,8 +72,7 @@ class TopKSAE(SAE):
                                                               device=self.device), persistent=False)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        values, idx = pre.topk(int(self.cfg.k), dim=-1, sorted=False)  # (I, B, k)
-        return torch.zeros_like(pre).scatter(-1, idx, values.relu())
+        return topk_activation(pre, self.cfg.k)
 
     def file_extras(self, i):
         return {}, {"k": int(self.cfg.k), "rescale_acts_by_decoder_norm": False}  # our rows are unit already
@@ -135,10 +150,7 @@ class BatchTopKSAE(TopKSAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         if not self.training:  # per example, with the learned threshold (a JumpReLU)
             return pre.relu() * (pre > self.topk_threshold[:, None, None])
-        I, B, J = pre.shape
-        flat = pre.relu().reshape(I, B * J)
-        values, idx = flat.topk(min(int(self.cfg.k * B), B * J), dim=-1, sorted=False)
-        acts = torch.zeros_like(flat).scatter(-1, idx, values).reshape(I, B, J)
+        acts = batchtopk_activation(pre, self.cfg.k)
         with torch.no_grad():  # the smallest kept activation of each instance, averaged over batches
             smallest = acts.masked_fill(acts <= 0, math.inf).amin(dim=(1, 2))  # (I,)
             seen = torch.isfinite(smallest)
