@@ -253,6 +253,24 @@ class RunSizes:
     suspect_steps: int
     """Adam steps per SAE of the suspects' grids and the absorption runs."""
 
+    # --- notebook 06: choosing L0 and width ---------------------------------------------------
+    choose_features: int
+    """G of both toy data sets (h = G / 2)."""
+    choose_steps: int
+    """Adam steps per SAE of the (width x L0) grids on toy data."""
+    choose_ks: tuple[int, ...]
+    """k values of the BatchTopK and Matryoshka grids (both data sets have a true L0 near 5)."""
+    choose_l1_values: tuple[float, ...]
+    """alpha values of the L1 grids."""
+    choose_sizes: tuple[float, ...]
+    """Dictionary sizes (multiples of G) of every grid."""
+    choose_seeds: int
+    """Initialisations per cell (cross-seed consistency compares the first two)."""
+    choose_lm_ks: tuple[int, ...]
+    """k values of the BatchTopK grid on the language model's MLP."""
+    choose_lm_sizes: tuple[float, ...]
+    """Its dictionary sizes (multiples of the MLP width)."""
+
 
 def _quarter_decades(lo: float, hi: float) -> tuple[float, ...]:
     n = int(round(4 * np.log10(hi / lo)))
@@ -294,6 +312,8 @@ _LAPTOP = RunSizes(
     beyond_jumprelu_values=(0.03, 0.1, 0.3), beyond_sizes=(0.5, 1.0, 2.0, 4.0),
     suspect_features=128, suspect_sizes=(0.5, 1.0, 2.0), suspect_l1_values=(0.1, 0.3, 1.0, 3.0),
     suspect_steps=1_500,
+    choose_features=128, choose_steps=3_000, choose_ks=(1, 2, 3, 5, 8, 12, 18), choose_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
+    choose_sizes=(0.5, 1.0, 2.0), choose_seeds=2, choose_lm_ks=(8, 16, 32, 64, 128), choose_lm_sizes=(1.0, 2.0),
 )
 
 _SIZES = {
@@ -318,6 +338,7 @@ _SIZES = {
         beyond_jumprelu_values=(0.03, 0.1, 0.3), beyond_sizes=(0.5, 1.0, 2.0, 4.0),
         suspect_features=64, suspect_sizes=(0.5, 1.0, 2.0), suspect_l1_values=(0.1, 0.3, 1.0, 3.0),
         suspect_steps=1_000,
+        choose_features=64, choose_steps=2_000, choose_ks=(1, 2, 3, 5, 8, 12), choose_lm_sizes=(1.0,),
     ),
     "full": replace(
         _LAPTOP, scale="full",
@@ -337,6 +358,8 @@ _SIZES = {
         beyond_steps=20_000, beyond_ks=(2, 3, 5, 8, 13), beyond_sizes=(0.5, 1.0, 2.0, 4.0, 8.0),
         suspect_features=512, suspect_sizes=(0.5, 1.0, 2.0, 4.0, 8.0), suspect_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
         suspect_steps=10_000,
+        choose_features=512, choose_steps=20_000, choose_ks=(1, 2, 3, 4, 5, 6, 8, 12, 18), choose_seeds=3,
+        choose_sizes=(0.5, 1.0, 2.0, 4.0), choose_lm_ks=(8, 16, 32, 64, 128, 256), choose_lm_sizes=(1.0, 2.0, 4.0),
     ),
 }
 

@@ -46,11 +46,11 @@ class PerInstanceTopK(TopKSAE):
         return torch.zeros_like(pre).scatter(-1, idx, values.relu() * keep)
 
 
-def _build(cfg: SAEConfig, ks, device, aux_coeff: float) -> SAE:
+def _build(cfg: SAEConfig, ks, device, aux_coeff: float, cls=None, **options) -> SAE:
     aux = {"aux_coeff": aux_coeff} if aux_coeff else {}
     if aux and cfg.architecture not in ("topk", "batchtopk"):
         raise ValueError(f"aux_coeff (the AuxK loss) is for TopK and BatchTopK, not {cfg.architecture!r}")
-    return PerInstanceTopK(cfg, ks, device, **aux) if ks is not None else SAE(cfg, device=device, **aux)
+    return (cls or PerInstanceTopK)(cfg, ks, device, **aux, **options) if ks is not None else SAE(cfg, device=device, **aux)
 
 
 class Trained(NamedTuple):
@@ -63,22 +63,27 @@ class Trained(NamedTuple):
 
 
 def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = None, device=None,
-                 cache: bool = True, aux_coeff: float = 0.0) -> Trained:
+                 cache: bool = True, aux_coeff: float = 0.0, cls: type | None = None, **options) -> Trained:
     """Train a stack on ``data.sample`` (a GroundTruthData) once; later calls load it.
 
-    ``ks`` makes it a ``PerInstanceTopK`` (cfg.architecture must be ``topk``); ``aux_coeff > 0``
+    ``ks`` makes it a ``PerInstanceTopK`` (cfg.architecture must be ``topk``), or ``cls(cfg, ks, device,
+    **options)`` when ``cls`` is given (a class with its own k per instance); ``aux_coeff > 0``
     trains a TopK or BatchTopK stack with the AuxK loss (``helpers.sae.variants``). The cache key
     covers the config, ``ks``, ``aux_coeff``, the data's config and the code of the SAE, its training and the
     data generator, so a change to any of them trains again.
     """
-    if ks is not None and cfg.architecture != "topk":
-        raise ValueError(f"ks (one k per instance) needs cfg.architecture='topk', got {cfg.architecture!r}")
+    needed = (cls or PerInstanceTopK).architecture
+    if ks is not None and cfg.architecture != needed:
+        raise ValueError(f"ks (one k per instance) needs cfg.architecture={needed!r}, got {cfg.architecture!r}")
+    if (cls is not None or options) and ks is None:
+        raise ValueError("cls and its options build a stack with one k per instance: give ks too")
     dev = get_device(device)
     key = {"sae": asdict(cfg), "ks": None if ks is None else [int(k) for k in ks], "data": jsonable(data.cfg),
            **({"aux_coeff": float(aux_coeff)} if aux_coeff else {}),
+           **({"class": source_hash(cls), "options": jsonable(options)} if cls is not None else {}),
            "code": training_code(data.sample), "here": source_hash(PerInstanceTopK)}
     path = cache_dir("beyond") / f"{check_cache_name(name)}-{cache_key(key)}.pt"
-    sae = _build(cfg, ks, dev, aux_coeff)
+    sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
     if cache and path.is_file():
         saved = torch.load(path, map_location=dev, weights_only=True)
         sae.load_state_dict(saved["state"])
