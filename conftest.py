@@ -60,10 +60,12 @@ _NOTEBOOK_ORDER = (
     "notebooks/02_sae_ground_truth.ipynb",
     "notebooks/03_hyperparameter_diagnostics.ipynb",
     "notebooks/05_beyond_the_report.ipynb",
+    "notebooks/06_choosing_l0_and_width.ipynb",
     "notebooks/exercises/04_lm_mlp_features.ipynb",
     "notebooks/exercises/02_sae_ground_truth.ipynb",
     "notebooks/exercises/03_hyperparameter_diagnostics.ipynb",
     "notebooks/exercises/05_beyond_the_report.ipynb",
+    "notebooks/exercises/06_choosing_l0_and_width.ipynb",
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.checks import beyond, diagnostics, lm, sae, toy, training
+from helpers.checks import beyond, choosing, diagnostics, lm, sae, toy, training
 
 EXERCISES = {
     toy: ("toy_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",
@@ -14,6 +14,7 @@ EXERCISES = {
     diagnostics: ("dead_latents", "ssll", "mmcs_with_larger", "dead_latent_pick"),
     lm: ("top_contexts", "latent_logits", "ce_recovered", "token_lookup_baseline"),
     beyond: ("topk_activation", "batchtopk_activation", "jumprelu_threshold_grad", "mcc"),
+    choosing: ("matryoshka_loss", "nth_decoder_projection", "seed_consistency", "elbow"),
     training: ("toy_train_step", "resample_dead"),
 }
 CASES = [pytest.param(mod, name, id=f"{mod.__name__.rsplit('.', 1)[1]}.{name}")

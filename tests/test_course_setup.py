@@ -48,6 +48,7 @@ COURSE = [
     "03_hyperparameter_diagnostics.ipynb",
     "04_lm_mlp_features.ipynb",
     "05_beyond_the_report.ipynb",
+    "06_choosing_l0_and_width.ipynb",
 ]
 
 

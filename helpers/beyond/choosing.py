@@ -377,3 +377,21 @@ def format_grades(rows: list[dict], metric: str = "MCC") -> str:
         span = "n/a" if np.isnan(ratio).all() else f"{np.nanmin(ratio):.2f} - {np.nanmax(ratio):.2f}"
         lines.append(f"{r['rule']:<26}{span:>22}{np.mean(r['lost']):>20.3f}{np.max(r['lost']):>8.3f}")
     return "\n".join(lines)
+
+
+def hedging(D: torch.Tensor, data) -> np.ndarray:
+    """(n_parents,) how much of its children each parent's latent has taken: for the latent that
+    best matches each parent feature (by |cosine|), its mean cosine with the parent's children minus
+    the parent's own mean cosine with them in the truth (0: no hedging). D: (J, h) one dictionary."""
+    F = data.features.to(D.device).float()
+    P, k = data.cfg.n_parents, data.cfg.children_per_parent
+    if P == 0:
+        raise ValueError("hedging needs data with a hierarchy (GroundTruthConfig.n_parents > 0)")
+    cos = cosines(D, F)                                                      # (G, J)
+    parents = data.parents.to(D.device)
+    kids = parents[:, None] + 1 + torch.arange(k, device=D.device)           # (P, k)
+    latent = cos[parents].abs().argmax(-1)                                   # (P,) each parent's latent
+    sign = cos[parents, latent].sign()[:, None]
+    taken = (sign * cos[kids, latent[:, None]]).mean(-1)                     # (P,)
+    truth = (F[kids] * F[parents][:, None]).sum(-1).mean(-1)
+    return (taken - truth).cpu().numpy()
