@@ -1,9 +1,7 @@
 """Choosing L0 and width (notebook 06): the SAEs, the measures and the rules, graded on ground truth.
 
-* ``PerInstanceBatchTopK``: BatchTopK with its own k per instance, so a whole k sweep trains as
-  one stack; with ``prefixes`` it is a **Matryoshka** BatchTopK (Bussmann et al. 2025): every
-  nested prefix of the dictionary (the first J/8, J/4, ... latents) must reconstruct the input
-  on its own, which pushes general features into the early latents.
+* the SAEs: ``PerInstanceBatchTopK`` and its Matryoshka loss (``helpers.beyond.matryoshka``, a
+  module of its own so that the grid's cache keys follow the training code only).
 * ``synthetic_eval``: the numbers SAELens' synthetic-data evaluation reports (MCC, uniqueness,
   precision / recall / F1 of each latent against its best-matching true feature, explained
   variance, shrinkage, dead latents, L0), defined as ``sae_lens.synthetic.evals`` defines them.
@@ -29,65 +27,7 @@ from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.recovery import cosines
 from helpers.sae import SAEConfig
-from helpers.sae.variants import TOPK_THRESHOLD_LR, BatchTopKSAE
-
-
-class PerInstanceBatchTopK(BatchTopKSAE):
-    """BatchTopK where instance i keeps ``ks[i]`` latents per example on average over the batch;
-    with ``prefixes`` (fractions of J, ascending, below 1) also the Matryoshka loss."""
-
-    def __init__(self, cfg: SAEConfig, ks: Sequence[int] | None = None, device=None,
-                 prefixes: Sequence[float] = (), **aux):
-        ks = [int(cfg.k)] * cfg.n_instances if ks is None else [int(k) for k in ks]
-        if len(ks) != cfg.n_instances or min(ks) < 1 or max(ks) > cfg.d_sae:
-            raise ValueError(f"ks must give one k in [1, d_sae={cfg.d_sae}] per instance "
-                             f"({cfg.n_instances}), got {ks}")
-        prefixes = tuple(float(p) for p in prefixes)
-        if any(not 0 < p < 1 for p in prefixes) or list(prefixes) != sorted(set(prefixes)):
-            raise ValueError(f"prefixes must be distinct ascending fractions of d_sae in (0, 1), got {prefixes}")
-        super().__init__(replace(cfg, k=max(ks)), device, **aux)
-        self.register_buffer("ks", torch.tensor(ks, device=self.device))            # (I,)
-        self.widths = sorted({max(1, round(p * cfg.d_sae)) for p in prefixes})       # nested prefix sizes
-
-    def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        if not self.training:                      # the learned threshold, as every BatchTopK
-            return super().activation(pre)
-        I, B, J = pre.shape
-        flat = pre.relu().reshape(I, B * J)
-        kept = flat.topk(int(self.ks.max()) * B, dim=-1, sorted=True).values         # (I, kmax B), descending
-        cut = kept.gather(1, self.ks[:, None] * B - 1)                               # (I, 1) k_i B-th largest
-        acts = (flat * ((flat >= cut) & (flat > 0))).reshape(I, B, J)
-        with torch.no_grad():                      # the smallest kept activation, averaged over batches
-            smallest = acts.masked_fill(acts <= 0, math.inf).amin(dim=(1, 2))
-            seen = torch.isfinite(smallest)
-            moved = torch.lerp(self.topk_threshold, torch.where(seen, smallest, 0.0), TOPK_THRESHOLD_LR)
-            self.topk_threshold.copy_(torch.where(seen, moved, self.topk_threshold))
-        return acts
-
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None):
-        """As BatchTopK's; in training with prefixes the sparsity slot carries the prefix losses."""
-        out = super().forward(x, target)
-        if not self.training or not self.widths:
-            return out
-        inner = matryoshka_loss(out.acts, self.decoder_directions(), self.b_dec, x if target is None else target,
-                                self.widths)
-        return out._replace(l1_loss=out.l1_loss + inner, loss=out.loss + inner.sum())
-
-
-def matryoshka_loss(acts: torch.Tensor, D: torch.Tensor, b_dec: torch.Tensor, target: torch.Tensor,
-                    widths: Sequence[int]) -> torch.Tensor:
-    """(inst,) the Matryoshka terms: for each prefix width m, the (1/h) squared error of rebuilding
-    ``target`` (batch, h) from the first m latents alone, averaged over the batch, summed over m.
-
-    acts (inst, batch, J), D (inst, J, h) unit decoder rows, b_dec (inst, h); the full width's
-    error is the usual reconstruction loss and is not part of this sum unless J is in ``widths``.
-    """
-    x_hat, start, total = b_dec[:, None, :], 0, acts.new_zeros(acts.shape[0])
-    for m in widths:
-        x_hat = x_hat + torch.bmm(acts[..., start:m], D[:, start:m])    # add this block of latents
-        total = total + (x_hat - target).pow(2).mean(-1).mean(-1)
-        start = m
-    return total
+from helpers.beyond.matryoshka import PerInstanceBatchTopK, matryoshka_loss  # noqa: F401  (re-exported)
 
 
 class SyntheticEval(NamedTuple):
@@ -251,7 +191,8 @@ class ChoiceGrid:
     scores: dict[str, np.ndarray]
     """Each (seeds, S, L): every ``SyntheticEval`` field, ``fvu``, ``nth`` (s_n), ``mmcs``."""
     consistency: np.ndarray
-    """(S, L) MCC between the dictionaries of seed 0 and seed 1 (NaN with one seed)."""
+    """(S, L) MCC between the dictionaries of seed 0 and seed 1 over the latents that fire on the
+    evaluation inputs (dead latents left out: they match nothing); NaN with one seed."""
     grids: list[GridResult]
     """Per seed, the report's view of the same grid (for ``suggest_hyperparameters``)."""
     saes: list
@@ -273,6 +214,7 @@ def choice_grid(data, base: SAEConfig, widths: Sequence[int], settings: Sequence
     names = list(SyntheticEval._fields) + ["fvu", "nth", "mmcs", "recon", "l1", "dead"]
     scores = {k: np.full((seeds, len(widths), len(settings)), np.nan) for k in names}
     dicts = [[None] * len(widths) for _ in range(seeds)]
+    lives = [[None] * len(widths) for _ in range(seeds)]
     if truth:
         with data.fixed_stream("choice-grid-nth"):
             x_nth = data.sample(4096).to(dev)
@@ -308,13 +250,19 @@ def choice_grid(data, base: SAEConfig, widths: Sequence[int], settings: Sequence
             with torch.no_grad(), data.fixed_stream("choice-grid-l1"):
                 acts = sae.encode(data.sample(n_eval).to(dev) if truth else x_eval)
             scores["l1"][:, w] = cell((acts.sum(-1).mean(-1) / int(J)).cpu().numpy())
+        with torch.no_grad():
+            was = sae.training
+            live = (sae.eval().encode(x_nth) != 0).any(1)                          # (I, J) fired at least once
+            sae.train(was)
         for s in range(seeds):
             dicts[s][w] = D[s * L:(s + 1) * L]
+            lives[s][w] = live[s * L:(s + 1) * L]
     both = np.full((len(widths), len(settings)), np.nan)
     if seeds > 1:
         for w in range(len(widths)):
             for j in range(len(settings)):
-                both[w, j] = consistency(dicts[0][w][j], dicts[1][w][j])
+                a, b = dicts[0][w][j][lives[0][w][j]], dicts[1][w][j][lives[1][w][j]]
+                both[w, j] = consistency(a, b) if len(a) and len(b) else np.nan
     grids = [GridResult(d_sae_values=np.asarray(widths), l1_values=np.asarray(settings, dtype=float),
                         recon_loss=scores["recon"][s], l1_loss=scores["l1"][s], l0=scores["sae_l0"][s],
                         dead=scores["dead"][s], mmcs_ground_truth=scores["mmcs"][s],
@@ -327,49 +275,63 @@ L0_RULES = ("reconstruction elbow", "s_n elbow", "cross-seed consistency")
 """The rules that pick a sparsity setting at each width without the ground truth."""
 
 
-def l0_picks(g: ChoiceGrid) -> dict[str, np.ndarray]:
-    """Per rule, the index of the setting it picks at each (seed, width), (seeds, S) ints.
+def l0_picks(g: ChoiceGrid, window: slice = slice(None)) -> dict[str, np.ndarray]:
+    """Per rule, the index (into ``g.settings``) of the setting it picks at each (seed, width),
+    (seeds, S) ints, when only the settings in ``window`` were tried.
 
     The elbows read each curve against the measured L0 on a log scale, over the settings where
     some latent still fires; consistency takes the setting whose two seeds agree best (the
-    same pick for every seed).
+    same pick for both seeds); ``middle of the grid`` takes the middle setting tried, a rule that
+    knows nothing but where the grid was put.
     """
-    seeds, S, _ = g.scores["fvu"].shape
-    picks = {r: np.zeros((seeds, S), dtype=int) for r in L0_RULES}
+    seeds, S, L = g.scores["fvu"].shape
+    tried = np.arange(L)[window]
+    picks = {r: np.zeros((seeds, S), dtype=int) for r in (*L0_RULES, "middle of the grid")}
     for s in range(seeds):
         for w in range(S):
             l0 = g.scores["sae_l0"][s, w]
-            live = np.flatnonzero(l0 > 0)
+            live = tried[l0[tried] > 0]
+            order = live[np.argsort(l0[live])]
             for rule, key in (("reconstruction elbow", "fvu"), ("s_n elbow", "nth")):
-                order = live[np.argsort(l0[live])]
-                picks[rule][s, w] = order[elbow(l0[order], g.scores[key][s, w, order])]
-            picks["cross-seed consistency"][s, w] = int(np.nanargmax(g.consistency[w])) if seeds > 1 else 0
+                picks[rule][s, w] = order[elbow(l0[order], g.scores[key][s, w, order])] if len(order) >= 3 else order[-1]
+            cons = g.consistency[w, tried]
+            picks["cross-seed consistency"][s, w] = tried[int(np.nanargmax(cons))] if np.isfinite(cons).any() else tried[0]
+            picks["middle of the grid"][s, w] = tried[(len(tried) - 1) // 2]
     return picks
 
 
-def grade_l0_rules(g: ChoiceGrid, true_l0: float, metric: str = "mcc") -> list[dict]:
-    """One row per rule (and two references): the L0 it picks over the true L0, and how much of
-    ``metric`` it gives up against the best setting at the same (seed, width), over seeds and widths.
+def grade_l0_rules(g: ChoiceGrid, true_l0: float, metric: str = "mcc", drop: int = 2) -> list[dict]:
+    """One row per rule (and three references): the L0 it picks over the true L0, and how much of
+    ``metric`` it gives up against the best setting tried at the same (seed, width), over seeds,
+    widths and the windows of the grid.
 
-    The references: ``a setting at random`` (the mean loss of every setting: a rule must beat
-    it to be worth anything) and ``k nearest the true L0`` (what the answer key would pick).
+    The windows: the whole grid and, with ``drop`` > 0, every grid with ``drop`` settings removed
+    from its ends (all from the low end, all from the high end, or split), so a rule that only finds
+    the middle of whatever grid it is given is caught. The references: ``middle of the grid``,
+    ``a setting at random`` (the mean loss over the settings tried) and ``L0 nearest the true L0``.
     """
     m, l0 = g.scores[metric], g.scores["sae_l0"]
-    best = np.nanmax(m, axis=-1)                                             # (seeds, S)
-    take = lambda idx: np.take_along_axis(m, idx[..., None], -1)[..., 0]     # metric at the picks
-    at = lambda idx: np.take_along_axis(l0, idx[..., None], -1)[..., 0] / true_l0
-    rows = []
-    for rule, idx in l0_picks(g).items():
-        rows.append({"rule": rule, "L0 / true L0": at(idx), "lost": best - take(idx)})
-    rows.append({"rule": "a setting at random", "L0 / true L0": np.full(best.shape, np.nan),
-                 "lost": best - np.nanmean(m, axis=-1)})
-    near = np.abs(np.log(np.maximum(l0, 1e-9) / true_l0)).argmin(-1)
-    rows.append({"rule": "L0 nearest the true L0", "L0 / true L0": at(near), "lost": best - take(near)})
-    return rows
+    L = m.shape[-1]
+    windows = [slice(None)] + [slice(a, L - (drop - a)) for a in range(drop + 1)] if 0 < drop <= L - 3 else [slice(None)]
+    rows: dict[str, dict] = {}
+    for win in windows:
+        tried = np.arange(L)[win]
+        best = np.nanmax(m[..., tried], axis=-1)                                 # (seeds, S)
+        take = lambda idx: np.take_along_axis(m, idx[..., None], -1)[..., 0]
+        at = lambda idx: np.take_along_axis(l0, idx[..., None], -1)[..., 0] / true_l0
+        near = tried[np.abs(np.log(np.maximum(l0[..., tried], 1e-9) / true_l0)).argmin(-1)]
+        found = {**l0_picks(g, win), "L0 nearest the true L0": near}
+        for rule, idx in found.items():
+            r = rows.setdefault(rule, {"rule": rule, "L0 / true L0": [], "lost": []})
+            r["L0 / true L0"].append(at(idx)); r["lost"].append(best - take(idx))
+        r = rows.setdefault("a setting at random", {"rule": "a setting at random", "L0 / true L0": [], "lost": []})
+        r["L0 / true L0"].append(np.full(best.shape, np.nan)); r["lost"].append(best - np.nanmean(m[..., tried], axis=-1))
+    order = (*L0_RULES, "middle of the grid", "a setting at random", "L0 nearest the true L0")
+    return [{"rule": k, "L0 / true L0": np.stack(rows[k]["L0 / true L0"]), "lost": np.stack(rows[k]["lost"])} for k in order]
 
 
 def format_grades(rows: list[dict], metric: str = "MCC") -> str:
-    """The graded rules as a plain-text table (ranges over seeds and widths)."""
+    """The graded rules as a plain-text table (ranges over windows, seeds and widths)."""
     head = f"{'rule':<26}{'picked L0 / true L0':>22}{f'{metric} lost: mean':>20}{'max':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -379,19 +341,31 @@ def format_grades(rows: list[dict], metric: str = "MCC") -> str:
     return "\n".join(lines)
 
 
-def hedging(D: torch.Tensor, data) -> np.ndarray:
-    """(n_parents,) how much of its children each parent's latent has taken: for the latent that
-    best matches each parent feature (by |cosine|), its mean cosine with the parent's children minus
-    the parent's own mean cosine with them in the truth (0: no hedging). D: (J, h) one dictionary."""
+class Hedging(NamedTuple):
+    """How each matched parent's latent points at its children (one dictionary)."""
+
+    matched: np.ndarray
+    """(P,) |cosine| of each parent with its best-matching latent."""
+    top_child: np.ndarray
+    """(P,) the largest excess, over the truth, of one child's cosine with the parent's latent (a merge)."""
+    other_children: np.ndarray
+    """(P,) the mean excess over the other children (hedging: a little of each)."""
+
+
+def hedging(D: torch.Tensor, data) -> Hedging:
+    """For the latent that best matches each parent feature (by |cosine|; D: (J, h) one dictionary),
+    the excess of its cosine with each of the parent's children over the parent's own cosine with
+    that child in the truth (0 for the truth itself), split into the most-taken child and the rest."""
     F = data.features.to(D.device).float()
     P, k = data.cfg.n_parents, data.cfg.children_per_parent
-    if P == 0:
-        raise ValueError("hedging needs data with a hierarchy (GroundTruthConfig.n_parents > 0)")
+    if P == 0 or k < 2:
+        raise ValueError("hedging needs data with a hierarchy of at least 2 children per parent "
+                         "(GroundTruthConfig.n_parents > 0, children_per_parent >= 2)")
     cos = cosines(D, F)                                                      # (G, J)
     parents = data.parents.to(D.device)
     kids = parents[:, None] + 1 + torch.arange(k, device=D.device)           # (P, k)
     latent = cos[parents].abs().argmax(-1)                                   # (P,) each parent's latent
     sign = cos[parents, latent].sign()[:, None]
-    taken = (sign * cos[kids, latent[:, None]]).mean(-1)                     # (P,)
-    truth = (F[kids] * F[parents][:, None]).sum(-1).mean(-1)
-    return (taken - truth).cpu().numpy()
+    truth = (F[kids] * F[parents][:, None]).sum(-1) / (F[kids].norm(dim=-1) * F[parents].norm(dim=-1)[:, None])
+    excess = (sign * cos[kids, latent[:, None]] - truth).sort(-1, descending=True).values   # (P, k)
+    return Hedging(cos[parents, latent].abs().cpu().numpy(), excess[:, 0].cpu().numpy(), excess[:, 1:].mean(-1).cpu().numpy())
