@@ -315,7 +315,7 @@ _LAPTOP = RunSizes(
     suspect_features=128, suspect_sizes=(0.5, 1.0, 2.0), suspect_l1_values=(0.1, 0.3, 1.0, 3.0),
     suspect_steps=1_500,
     choose_features=128, choose_steps=3_000, choose_ks=(1, 2, 3, 5, 8, 12, 18), choose_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
-    choose_sizes=(0.5, 1.0, 2.0), choose_seeds=2, choose_control_ks=(2, 4, 6, 8, 10, 12, 16, 20), choose_lm_ks=(8, 16, 32, 64, 128), choose_lm_sizes=(1.0, 2.0),
+    choose_sizes=(0.5, 1.0, 2.0), choose_seeds=2, choose_control_ks=(2, 4, 6, 8, 10, 12, 16, 20), choose_lm_ks=(8, 16, 32, 64, 128), choose_lm_sizes=(1.0,),
 )
 
 _SIZES = {
