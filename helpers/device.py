@@ -272,6 +272,8 @@ class RunSizes:
     """k values of the BatchTopK grid on the language model's MLP."""
     choose_lm_sizes: tuple[float, ...]
     """Its dictionary sizes (multiples of the MLP width)."""
+    choose_lm_steps: int
+    """Adam steps per SAE of that grid."""
 
 
 def _quarter_decades(lo: float, hi: float) -> tuple[float, ...]:
@@ -316,6 +318,7 @@ _LAPTOP = RunSizes(
     suspect_steps=1_500,
     choose_features=128, choose_steps=3_000, choose_ks=(1, 2, 3, 5, 8, 12, 18), choose_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
     choose_sizes=(0.5, 1.0, 2.0), choose_seeds=2, choose_control_ks=(2, 4, 6, 8, 10, 12, 16, 20), choose_lm_ks=(8, 16, 32, 64, 128), choose_lm_sizes=(1.0,),
+    choose_lm_steps=1_500,
 )
 
 _SIZES = {
@@ -341,6 +344,7 @@ _SIZES = {
         suspect_features=64, suspect_sizes=(0.5, 1.0, 2.0), suspect_l1_values=(0.1, 0.3, 1.0, 3.0),
         suspect_steps=1_000,
         choose_features=64, choose_steps=2_000, choose_ks=(1, 2, 3, 5, 8, 12), choose_lm_sizes=(1.0,),
+        choose_lm_steps=500,
     ),
     "full": replace(
         _LAPTOP, scale="full",
@@ -361,7 +365,7 @@ _SIZES = {
         suspect_features=512, suspect_sizes=(0.5, 1.0, 2.0, 4.0, 8.0), suspect_l1_values=(0.03, 0.1, 0.3, 1.0, 3.0),
         suspect_steps=10_000,
         choose_features=512, choose_steps=20_000, choose_ks=(1, 2, 3, 4, 5, 6, 8, 12, 18), choose_seeds=3,
-        choose_sizes=(0.5, 1.0, 2.0, 4.0), choose_lm_ks=(8, 16, 32, 64, 128, 256), choose_lm_sizes=(1.0, 2.0, 4.0),
+        choose_sizes=(0.5, 1.0, 2.0, 4.0), choose_lm_ks=(8, 16, 32, 64, 128, 256), choose_lm_sizes=(1.0, 2.0, 4.0), choose_lm_steps=10_000,
     ),
 }
 
