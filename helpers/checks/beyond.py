@@ -321,17 +321,27 @@ def _mcc_case(G: int, J: int, seed: int = 0):
     return learned, 0.7 * truth
 
 
-def _wrong_mccs(learned: torch.Tensor, truth: torch.Tensor) -> list[tuple[float, str]]:
-    """What the likely mistakes compute on this case, with their messages."""
+def matching_parts(learned: torch.Tensor, truth: torch.Tensor):
+    """What the likely mistakes of a Hungarian-matching exercise start from: the cosine matrix (rows of
+    ``truth`` x rows of ``learned``), the matching on |cosine| (r, c) and on the signed cosine (rs, cs), and
+    the mean |cosine| when either set of rows (or both) is left unnormalised (each matched two ways)."""
     from scipy.optimize import linear_sum_assignment
 
     L = torch.nn.functional.normalize(learned, dim=-1)
     T = torch.nn.functional.normalize(truth, dim=-1)
-    cos = (T @ L.T).double().numpy()                                          # (G, J)
-    raw = (truth @ learned.T).double().numpy()
-    G, J = cos.shape
+    cos = (T @ L.T).double().numpy()
     r, c = linear_sum_assignment(abs(cos), maximize=True)
     rs, cs = linear_sum_assignment(cos, maximize=True)
+    unnormalised = [float(abs(m[x, y]).mean())
+                    for m in ((truth @ learned.T).double().numpy(), (truth @ L.T).double().numpy(), (T @ learned.T).double().numpy())
+                    for x, y in (linear_sum_assignment(abs(m), maximize=True), (r, c))]
+    return cos, (r, c), (rs, cs), unnormalised
+
+
+def _wrong_mccs(learned: torch.Tensor, truth: torch.Tensor) -> list[tuple[float, str]]:
+    """What the likely mistakes compute on this case, with their messages."""
+    cos, (r, c), (rs, cs), unnormalised = matching_parts(learned, truth)        # cos: (G, J)
+    G, J = cos.shape
     return [
         (float(abs(cos).max(1).mean()), "that is MMCS (each true feature's best latent, latents may be reused): MCC "
                                         "matches one to one, each latent to at most one feature (Hungarian matching, "
@@ -346,9 +356,7 @@ def _wrong_mccs(learned: torch.Tensor, truth: torch.Tensor) -> list[tuple[float,
         (float(abs(cos[r, c]).sum() / max(G, J)), "you averaged over the larger set: MCC averages over the min(G, J) "
                                                   "matched pairs (the one-to-one mean cosine counts the unmatched as 0; "
                                                   "MCC does not)"),
-    ] + [(float(abs(m[a, b]).mean()), "normalise both sets of rows to unit length first: a cosine ignores length")
-         for m in (raw, (truth @ L.T).double().numpy(), (T @ learned.T).double().numpy())
-         for a, b in (linear_sum_assignment(abs(m), maximize=True), (r, c))]
+    ] + [(v, "normalise both sets of rows to unit length first: a cosine ignores length") for v in unnormalised]
 
 
 def mcc(learner: Callable) -> Callable:

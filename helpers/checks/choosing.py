@@ -19,6 +19,7 @@ from helpers.beyond.choosing import consistency as seed_consistency_reference
 from helpers.beyond.choosing import elbow as elbow_reference
 from helpers.beyond.choosing import matryoshka_loss as matryoshka_loss_reference
 from helpers.beyond.choosing import nth_decoder_projection as nth_decoder_projection_reference
+from helpers.checks.beyond import matching_parts
 from helpers.exercises import check, expect
 
 __all__ = ["matryoshka_loss", "matryoshka_loss_reference", "nth_decoder_projection",
@@ -288,15 +289,8 @@ def _seed_case(Ja: int, Jb: int, seed: int):
 
 def _wrong_consistencies(a: torch.Tensor, b: torch.Tensor) -> list[tuple[float, str]]:
     """What the likely mistakes compute on this pair, with their messages."""
-    from scipy.optimize import linear_sum_assignment
-
-    A = torch.nn.functional.normalize(a, dim=-1)
-    Bn = torch.nn.functional.normalize(b, dim=-1)
-    cos = (A @ Bn.T).double().numpy()                                       # (Ja, Jb)
-    raw = (a @ b.T).double().numpy()
+    cos, (r, c), (rs, cs), unnormalised = matching_parts(b, a)              # cos: (Ja, Jb)
     Ja, Jb = cos.shape
-    r, c = linear_sum_assignment(abs(cos), maximize=True)
-    rs, cs = linear_sum_assignment(cos, maximize=True)
     mmcs = "that is MMCS (each latent's best match, a latent of the other seed may be used many times): consistency " \
            "matches one to one, each latent at most once (Hungarian matching, scipy.optimize.linear_sum_assignment " \
            "with maximize=True)"
@@ -314,10 +308,8 @@ def _wrong_consistencies(a: torch.Tensor, b: torch.Tensor) -> list[tuple[float, 
         (float(abs(cos[r, c]).sum() / max(Ja, Jb)), "you averaged over the larger dictionary (its unmatched latents "
                                                     "counting 0): average over the min(J_a, J_b) matched pairs"),
         (float(abs(cos[r, c]).sum() / (Ja + Jb) * 2), "average over the min(J_a, J_b) matched pairs"),
-    ] + [(float(abs(m[x, y]).mean()), "normalise both dictionaries' rows to unit length first: a learned dictionary's "
-                                      "rows need not have length 1, and a cosine ignores length")
-         for m in (raw, (a @ Bn.T).double().numpy(), (A @ b.T).double().numpy())
-         for x, y in (linear_sum_assignment(abs(m), maximize=True), (r, c))]
+    ] + [(v, "normalise both dictionaries' rows to unit length first: a learned dictionary's rows need not have "
+             "length 1, and a cosine ignores length") for v in unnormalised]
 
 
 def seed_consistency(learner: Callable) -> Callable:
