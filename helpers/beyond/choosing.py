@@ -25,7 +25,6 @@ from helpers.device import get_device, stream_seed
 from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
-from helpers.paths import cache_dir, cache_key, cache_lock, jsonable
 from helpers.recovery import cosines
 from helpers.sae import SAEConfig
 from helpers.beyond.matryoshka import PerInstanceBatchTopK, matryoshka_loss  # noqa: F401  (re-exported)
@@ -225,18 +224,14 @@ def choice_grid(data, base: SAEConfig, widths: Sequence[int], settings: Sequence
     L, saes = len(settings), []
     for w, J in enumerate(widths):     # one stack per width: instance s * L + j is seed s at setting j
         seed = stream_seed(base.seed, f"choice:{arch}:J={int(J)}")
-        # One process trains a stack; another asking for it at the same time (the notebook and its
-        # exercise version under the tests) waits, then loads it from the cache.
-        with cache_lock(cache_dir("beyond") / f"{name}-{arch}-J{J}-{cache_key({'cfg': jsonable(base), 'data': jsonable(data.cfg)})}"):
-            if arch == "l1":
-                cfg = replace(base, architecture="standard", d_sae=int(J), l1_coeffs=tuple(settings) * seeds, seed=seed)
-                run = train_cached(cfg, data, f"{name}-l1-J{J}")
-            else:
-                cfg = replace(base, architecture="batchtopk", d_sae=int(J), k=max(settings),
-                              l1_coeffs=(0.0,) * (L * seeds), seed=seed)
-                extra = {"prefixes": tuple(prefixes)} if arch == "matryoshka" else {}
-                run = train_cached(cfg, data, f"{name}-{arch}-J{J}", list(settings) * seeds, cls=PerInstanceBatchTopK,
-                                   **extra)
+        if arch == "l1":
+            cfg = replace(base, architecture="standard", d_sae=int(J), l1_coeffs=tuple(settings) * seeds, seed=seed)
+            run = train_cached(cfg, data, f"{name}-l1-J{J}")
+        else:
+            cfg = replace(base, architecture="batchtopk", d_sae=int(J), k=max(settings),
+                          l1_coeffs=(0.0,) * (L * seeds), seed=seed)
+            extra = {"prefixes": tuple(prefixes)} if arch == "matryoshka" else {}
+            run = train_cached(cfg, data, f"{name}-{arch}-J{J}", list(settings) * seeds, cls=PerInstanceBatchTopK, **extra)
         sae = run.sae
         saes.append(sae)
         cell = lambda values: np.asarray(values, dtype=float).reshape(seeds, L)   # (I,) -> (seeds, L)

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, replace
 from typing import NamedTuple, Sequence
 
@@ -22,7 +23,7 @@ from helpers.diagnostics.cache import training_code
 from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
-from helpers.paths import atomic_write, cache_dir, cache_key, check_cache_name, jsonable, source_hash
+from helpers.paths import atomic_write, cache_dir, cache_lock, cache_key, check_cache_name, jsonable, source_hash
 from helpers.sae import SAE, SAEConfig, TopKSAE, train_sae
 
 
@@ -84,14 +85,17 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
            "code": training_code(data.sample), "here": source_hash(PerInstanceTopK)}
     path = cache_dir("beyond") / f"{check_cache_name(name)}-{cache_key(key)}.pt"
     sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
-    if cache and path.is_file():
-        saved = torch.load(path, map_location=dev, weights_only=True)
-        sae.load_state_dict(saved["state"])
-        return Trained(sae, {k: v.numpy() for k, v in saved["final"].items()})
-    final = train_sae(sae, data.sample, progress=False).final()
-    if cache:
-        with atomic_write(path) as tmp:
-            torch.save({"state": sae.state_dict(), "final": {k: torch.as_tensor(v) for k, v in final.items()}}, tmp)
+    # One process trains a stack; another asking for the same one meanwhile (a notebook and its
+    # exercise version under the tests) waits for it, then loads it.
+    with cache_lock(path) if cache else contextlib.nullcontext():
+        if cache and path.is_file():
+            saved = torch.load(path, map_location=dev, weights_only=True)
+            sae.load_state_dict(saved["state"])
+            return Trained(sae, {k: v.numpy() for k, v in saved["final"].items()})
+        final = train_sae(sae, data.sample, progress=False).final()
+        if cache:
+            with atomic_write(path) as tmp:
+                torch.save({"state": sae.state_dict(), "final": {k: torch.as_tensor(v) for k, v in final.items()}}, tmp)
     return Trained(sae, final)
 
 
