@@ -272,3 +272,47 @@ def plot_abs(res: "toy.AbsResult"):
            ylim=(0, max(worth.max(), m) + 1))
     ax.legend(fontsize=8, loc="lower left")
     return fig
+
+
+def plot_neurons(models: dict, best: dict, densities) -> plt.Figure:
+    """The paper's neuron stack plot: for each model (a row) and density (a column), every neuron's
+    input weights stacked as bars coloured by feature (positive up, negative down), best seed.
+
+    ``models`` maps a row label to a ``toy.NeuronResult``; ``best`` maps it to the (n_densities,)
+    index of the seed shown. Neurons are sorted by the feature they read most.
+    """
+    rows = list(models)
+    D = len(densities)
+    fig, axes = plt.subplots(len(rows), D, figsize=(2.6 * D, 2.7 * len(rows)), dpi=DPI, layout="constrained",
+                             sharey=True, squeeze=False)
+    n = models[rows[0]].W.shape[-1]
+    colors = feature_colors(n)
+    for r, label in enumerate(rows):
+        W = _np(models[label].W)  # (D, S, m, n)
+        poly = _np(toy.polysemantic_neurons(models[label].W))  # (D, S)
+        for j in range(D):
+            ax = axes[r, j]
+            w = W[j, best[label][j]]  # (m, n)
+            order = np.argsort(np.abs(w).argmax(1) + 0.01 * np.arange(len(w)))
+            for k, neuron in enumerate(order):
+                up = down = 0.0
+                for i in range(n):
+                    v = w[neuron, i]
+                    ax.bar(k, v, bottom=up if v >= 0 else down, color=colors[i], width=0.8,
+                           edgecolor="white", linewidth=0.3)
+                    if v >= 0:
+                        up += v
+                    else:
+                        down += v
+            ax.axhline(0, color="0.3", lw=0.6)
+            ax.set_xticks(range(len(w)))
+            ax.set_title(f"density {densities[j]:.2g}: {int(poly[j, best[label][j]])} polysemantic", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{label}\ninput weight (stacked by feature)", fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel("neuron (sorted by its top feature)", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i]) for i in range(n)]
+    fig.legend(handles, [f"feature {i}" for i in range(n)], loc="outside right center", fontsize=8,
+               title="importance\nfalls ->", title_fontsize=8)
+    fig.suptitle(f"{n} features on {W.shape[-2]} neurons: who reads what (lowest-loss seed per density)")
+    return fig

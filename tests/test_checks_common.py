@@ -8,7 +8,7 @@ import pytest
 from helpers.checks import beyond, choosing, diagnostics, lm, sae, toy, training
 
 EXERCISES = {
-    toy: ("toy_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",
+    toy: ("toy_loss", "neuron_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",
           "tegum_factors"),
     sae: ("active_features", "sae_forward", "mmcs"),
     diagnostics: ("dead_latents", "ssll", "mmcs_with_larger", "dead_latent_pick"),

@@ -36,6 +36,51 @@ def test_reference_loss_matches_the_model():
     assert torch.allclose(got, model.loss(x).detach(), rtol=1e-5), "the reference must be the loss the course trains"
 
 
+def _neuron_x_hat(W, b, x, hidden_relu=True, out_relu=True):
+    h = torch.einsum("imn,ibn->ibm", W, x)
+    z = torch.einsum("imn,ibm->ibn", W, torch.relu(h) if hidden_relu else h) + b[:, None]
+    return torch.relu(z) if out_relu else z
+
+
+def _neuron_bias_in_hidden(W, b, x, imp):
+    h = torch.relu(torch.einsum("imn,ibn->ibm", W, x + b[:, None]))
+    return (imp[:, None] * (x - torch.relu(torch.einsum("imn,ibm->ibn", W, h))) ** 2).sum(-1).mean(-1)
+
+
+def _neuron_detached(W, b, x, imp):  # the way back cut from the graph
+    h = torch.relu(torch.einsum("imn,ibn->ibm", W, x))
+    return (imp[:, None] * (x - torch.relu(torch.einsum("imn,ibm->ibn", W.detach(), h) + b[:, None])) ** 2).sum(-1).mean(-1)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda W, b, x, imp: checks.toy_loss_reference(W, b, x, imp), "ReLU on the neurons"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x, out_relu=False)) ** 2).sum(-1).mean(-1),
+     "ReLU on the output"),
+    (lambda W, b, x, imp: ((x - _neuron_x_hat(W, b, x)) ** 2).sum(-1).mean(-1), "not weighted by importance"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x)) ** 2).mean((-1, -2)), "sum over the features"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x)) ** 2).sum(-1).sum(-1), "rather than summing"),
+    (_neuron_bias_in_hidden, "no bias"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x)) ** 2).sum(-1), "one loss per instance"),
+    (_neuron_detached, "wrong gradient with respect to W"),
+    (lambda W, b, x, imp: torch.tensor(checks.neuron_loss_reference(W, b, x, imp).tolist()), "no gradient"),
+])
+def test_neuron_loss_catches_mistakes(wrong, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.neuron_loss(wrong)
+
+
+def test_neuron_loss_reference_is_the_loss_the_sweep_trains():
+    from helpers import toy
+    base = toy.ToyConfig(n_features=6, d_hidden=3, steps=20, batch_size=64, device="cpu")
+    r = toy.neuron_sweep(base, (1.0,), n_seeds=2, progress=False, cache=False)
+    W, b = r.W[0], r.b[0]  # (seeds, m, n), (seeds, n)
+    x = torch.rand(2, 50_000, 6, generator=torch.Generator().manual_seed(0))
+    got = checks.neuron_loss_reference(W, b, x, toy.decay_importance(6, 0.75).expand(2, 6))
+    assert torch.allclose(got, torch.as_tensor(r.loss[0], dtype=torch.float32), rtol=0.03), (
+        f"the exercise's loss {got.tolist()} and the sweep's held-out loss {r.loss[0].tolist()} disagree: "
+        "they must be the same model")
+
+
 # --- sampler ----------------------------------------------------------------------------------
 def test_sampler_catches_inverted_probability():
     def inverted(p, batch, generator=None):

@@ -108,6 +108,25 @@ def test_abs_models_compute_in_superposition_only_when_sparse():
         f"got {worth[0]:.2f} computed and {int(poly[0])} polysemantic neurons")
 
 
+def test_neurons_read_one_feature_each_only_when_the_relu_makes_them_privileged():
+    """The paper's ReLU-hidden-layer model (n=10, m=5, importance 0.75^i): dense, the best seed gives the
+    five most important features a neuron each; without the ReLU the hidden units are a rotation (mixed)."""
+    base = toy.ToyConfig(n_features=10, d_hidden=5, steps=3000, batch_size=512)
+    relu = toy.neuron_sweep(base, (1.0, 0.01), n_seeds=12, progress=False, cache=False)
+    linear = toy.neuron_sweep(base, (1.0,), n_seeds=4, hidden="linear", progress=False, cache=False)
+    best = relu.loss.argmin(1)
+    W = relu.W[0, best[0]]  # (m, n)
+    poly = toy.polysemantic_neurons(relu.W[[0, 1], best])
+    assert poly[0] == 0 and poly[1] >= 4, f"dense: 0 and sparse: at least 4 of 5 polysemantic neurons expected, got {poly.tolist()}"
+    assert sorted(W.abs().argmax(1).tolist()) == [0, 1, 2, 3, 4], (
+        f"dense: each of the 5 most important features should own a neuron, neurons read {W.abs().argmax(1).tolist()}")
+    ideal = float((toy.decay_importance(10, 0.75)[5:] / 12).sum())  # top 5 exact, the rest at their mean
+    assert abs(relu.loss[0, best[0]] / ideal - 1) < 0.02, f"dense loss {relu.loss[0, best[0]]:.4f} vs optimum {ideal:.4f}"
+    assert (toy.polysemantic_neurons(linear.W[0]) >= 3).all(), "without the ReLU the hidden units should be mixed"
+    with pytest.raises(ValueError, match="hidden"):
+        toy.neuron_sweep(base, (1.0,), hidden="gelu")
+
+
 # --------------------------------------------------------------------------------------
 # Geometry readers
 # --------------------------------------------------------------------------------------
@@ -416,7 +435,9 @@ SMALL = toy.ToyConfig(n_features=4, d_hidden=2, steps=20, batch_size=32, eval_sa
      lambda: toy.dimensionality_sweep(SMALL, (0.1, 0.5), progress=False)),
     ("computation", "_abs_sweep",
      lambda: toy.abs_sweep(SMALL, (0.1, 1.0), n_seeds=2, progress=False)),
-], ids=["dimensionality_sweep", "abs_sweep"])
+    ("computation", "_neuron_sweep",
+     lambda: toy.neuron_sweep(SMALL, (0.1, 1.0), n_seeds=2, progress=False)),
+], ids=["dimensionality_sweep", "abs_sweep", "neuron_sweep"])
 def test_the_other_slow_sweeps_are_cached(monkeypatch, tmp_path, module, trainer, call):
     import importlib
 

@@ -17,7 +17,7 @@ from helpers.checks.toy_geometry import (classify_phase, classify_phase_referenc
                                          feature_dimensionality_reference, tegum_factors, tegum_factors_reference)
 from helpers.exercises import check, expect
 
-__all__ = ["toy_loss", "toy_loss_reference", "sample_features", "sample_features_reference",
+__all__ = ["toy_loss", "toy_loss_reference", "neuron_loss", "neuron_loss_reference", "sample_features", "sample_features_reference",
            "sample_anticorrelated_pairs", "sample_anticorrelated_pairs_reference",
            "feature_dimensionality", "feature_dimensionality_reference", "classify_phase", "classify_phase_reference",
            "tegum_factors", "tegum_factors_reference"]
@@ -33,6 +33,14 @@ def toy_loss_reference(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, import
     W (inst, m, n), b (inst, n), x (inst, batch, n), importance (inst, n).
     """
     h = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m): the hidden vectors
+    x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])  # (inst, batch, n)
+    return (importance[:, None, :] * (x - x_hat) ** 2).sum(-1).mean(-1)
+
+
+def neuron_loss_reference(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """Per-instance loss (inst,) of the neuron model: h = ReLU(W x), x' = ReLU(W^T h + b), then
+    sum_i I_i (x_i - x'_i)^2, averaged over the batch. Shapes as in ``toy_loss_reference``."""
+    h = torch.relu(torch.einsum("imn,ibn->ibm", W, x))  # (inst, batch, m): the neurons
     x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])  # (inst, batch, n)
     return (importance[:, None, :] * (x - x_hat) ** 2).sum(-1).mean(-1)
 
@@ -164,6 +172,54 @@ def toy_loss(learner: Callable) -> Callable:
                      "ReLU; square the difference with the input, weight each feature by its importance, sum over "
                      "features, average over the batch. Keep the instance axis first throughout, and keep every step "
                      "differentiable: no detaching and no conversion to Python numbers, or training sees no gradient")
+
+
+def neuron_loss(learner: Callable) -> Callable:
+    """Check ``neuron_loss(W, b, x, importance) -> (inst,)`` against the reference, values and gradients."""
+
+    def test(fn):
+        g = torch.Generator().manual_seed(1)
+        I, m, n, B = 3, 3, 6, 64
+        W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)  # mixed signs: neurons clip
+        x = torch.rand(I, B, n, generator=g) * (torch.rand(I, B, n, generator=g) < 0.5)
+        imp = 0.75 ** torch.arange(n, dtype=torch.float32).expand(I, n) * torch.tensor([[1.0], [2.0], [0.5]])
+        W, b = W.requires_grad_(), b.requires_grad_()
+        got = fn(W, b, x, imp)
+        want = neuron_loss_reference(W, b, x, imp)
+        expect(isinstance(got, torch.Tensor) and got.shape == (I,),
+               f"return one loss per instance, shape ({I},); got "
+               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+        if _close(got, want):
+            _expect_same_gradients(got, want, {"W": W, "b": b})
+            return
+        W, b = W.detach(), b.detach()
+        pre = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m) before the neurons' ReLU
+
+        def loss(h, out_relu=True, bias_in=False, weights=imp):
+            z = torch.einsum("imn,ibm->ibn", W, h) + (0 if bias_in else b[:, None])
+            return (weights[:, None] * (x - (torch.relu(z) if out_relu else z)) ** 2).sum(-1).mean(-1)
+
+        expect(not _close(got, loss(pre)), "put a ReLU on the neurons, h = ReLU(W x): without it this is exercise 1's "
+               "model, whose hidden space has no privileged directions")
+        expect(not _close(got, loss(torch.relu(pre), out_relu=False)), "keep the ReLU on the output too: "
+               "x' = ReLU(W^T h + b)")
+        expect(not _close(got, loss(torch.relu(pre), weights=torch.ones_like(imp))), "your loss is not weighted by "
+               "importance: multiply feature i's squared error by importance[:, i]")
+        expect(not _close(got, want / n), "average over the batch, but sum over the features (not .mean() over both)")
+        expect(not _close(got, want * B), "average over the batch rather than summing over it")
+        in_hidden = torch.relu(torch.einsum("imn,ibn->ibm", W, x + b[:, None]))
+        expect(not _close(got, loss(in_hidden, bias_in=True)), "the bias b belongs to the output, after W^T h: "
+               "the neurons have no bias in this model")
+        expect(False, "the loss differs from sum_i I_i (x_i - ReLU(W^T ReLU(W x) + b)_i)^2 averaged over the batch; "
+               "check h = ReLU(W x) (shape (inst, batch, m)) and x' = ReLU(W^T h + b) (shape (inst, batch, n))")
+
+    return check("neuron_loss", learner, neuron_loss_reference, test,
+                 "the same importance-weighted squared error as exercise 1, for a model whose hidden layer is a row of "
+                 "neurons: a ReLU acts on each hidden value before the way back",
+                 how="map each sample into the hidden space with W and apply the ReLU there (the neurons); map back "
+                     "with W's transpose, add the bias, apply the output ReLU; weight each feature's squared error by "
+                     "its importance, sum over features, average over the batch, one loss per instance. Keep every "
+                     "step differentiable")
 
 
 def sample_features(learner: Callable) -> Callable:

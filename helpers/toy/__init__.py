@@ -5,7 +5,7 @@
 ``geometry`` (reading W), ``experiments`` / ``pairs`` / ``computation`` (the sweeps notebook
 01 draws, each from a base ``ToyConfig``), ``cache`` (the slow ones on disk). Everything a notebook needs is importable from here: ``from helpers import toy``.
 """
-from helpers.toy.computation import AbsResult, abs_sweep
+from helpers.toy.computation import AbsResult, NeuronResult, abs_sweep, neuron_sweep
 from helpers.toy.config import READOUTS, ToyConfig
 from helpers.toy.data import FeatureSampler
 from helpers.toy.experiments import (BestOfSeeds, Dimensionality, PhaseDiagram, Sweep, best_of_seeds,
@@ -20,7 +20,7 @@ from helpers.toy.train import TrainLog, cpu_threads, evaluate, train
 from helpers.optim import LR_SCHEDULES, NonFiniteLossError
 
 __all__ = [
-    "AbsResult", "abs_sweep", "READOUTS", "ToyConfig", "FeatureSampler", "BestOfSeeds", "Dimensionality",
+    "AbsResult", "abs_sweep", "NeuronResult", "neuron_sweep", "READOUTS", "ToyConfig", "FeatureSampler", "BestOfSeeds", "Dimensionality",
     "PhaseDiagram", "Sweep", "best_of_seeds", "decay_importance", "dimensionality_sweep", "phase_diagram", "pick_best",
     "stacked", "sweep",
     "PHASES", "STICKY_FRACTIONS", "LossSplit", "loss_split", "Polygon", "classify_extra_feature", "feature_dimensionality",
