@@ -274,22 +274,26 @@ def plot_abs(res: "toy.AbsResult"):
     return fig
 
 
-def plot_neurons(models: dict, best: dict, densities) -> plt.Figure:
+def plot_neurons(models: dict, best: dict, densities, unit_names: dict | None = None) -> plt.Figure:
     """The paper's neuron stack plot: for each model (a row) and density (a column), every neuron's
     input weights stacked as bars coloured by feature (positive up, negative down), best seed.
 
     ``models`` maps a row label to a ``toy.NeuronResult``; ``best`` maps it to the (n_densities,)
-    index of the seed shown. Neurons are sorted by the feature they read most.
+    index of the seed shown; ``unit_names`` maps a row label to what its count is called in the
+    panel titles ("polysemantic" by default). Neurons are sorted by the feature they read most. A
+    row's y axis stops at -4: a bar reaching below is marked with its value.
     """
     rows = list(models)
     D = len(densities)
-    fig, axes = plt.subplots(len(rows), D, figsize=(2.6 * D, 2.7 * len(rows)), dpi=DPI, layout="constrained",
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(len(rows), D, figsize=(2.6 * D, 2.8 * len(rows)), dpi=DPI, layout="constrained",
+                             sharey="row", squeeze=False)
     n = models[rows[0]].W.shape[-1]
     colors = feature_colors(n)
     for r, label in enumerate(rows):
         W = _np(models[label].W)  # (D, S, m, n)
         poly = _np(toy.polysemantic_neurons(models[label].W))  # (D, S)
+        name = (unit_names or {}).get(label, "polysemantic")
+        floor = -4.0
         for j in range(D):
             ax = axes[r, j]
             w = W[j, best[label][j]]  # (m, n)
@@ -304,15 +308,20 @@ def plot_neurons(models: dict, best: dict, densities) -> plt.Figure:
                         up += v
                     else:
                         down += v
+                if down < floor:
+                    ax.annotate(f"{down:.1f}", (k, floor), xytext=(0, 3), textcoords="offset points", ha="center",
+                                fontsize=7, color="0.1", bbox=dict(fc="white", ec="none", alpha=0.85, pad=0.6))
             ax.axhline(0, color="0.3", lw=0.6)
             ax.set_xticks(range(len(w)))
-            ax.set_title(f"density {densities[j]:.2g}: {int(poly[j, best[label][j]])} polysemantic", fontsize=9)
+            ax.set_title(f"density {densities[j]:.2g}: {int(poly[j, best[label][j]])} {name}", fontsize=9)
             if j == 0:
                 ax.set_ylabel(f"{label}\ninput weight (stacked by feature)", fontsize=9)
             if r == len(rows) - 1:
-                ax.set_xlabel("neuron (sorted by its top feature)", fontsize=9)
+                ax.set_xlabel("unit, by its top feature", fontsize=9)
+        lo, hi = axes[r, 0].get_ylim()
+        axes[r, 0].set_ylim(max(lo, floor), hi)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[i]) for i in range(n)]
     fig.legend(handles, [f"feature {i}" for i in range(n)], loc="outside right center", fontsize=8,
-               title="importance\nfalls ->", title_fontsize=8)
-    fig.suptitle(f"{n} features on {W.shape[-2]} neurons: who reads what (lowest-loss seed per density)")
+               title="most important\nfirst", title_fontsize=8)
+    fig.suptitle(f"{n} features on {W.shape[-2]} hidden units: who reads what (lowest-loss seed per density)")
     return fig
