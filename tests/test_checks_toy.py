@@ -60,6 +60,8 @@ def _neuron_detached(W, b, x, imp):  # the way back cut from the graph
     (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x)) ** 2).mean((-1, -2)), "sum over the features"),
     (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x)) ** 2).sum(-1).sum(-1), "rather than summing"),
     (_neuron_bias_in_hidden, "no bias"),
+    (lambda W, b, x, imp: (imp[:, None] * (x - (_neuron_x_hat(W, 0 * b, x) + b[:, None])) ** 2).sum(-1).mean(-1),
+     "inside the output ReLU"),
     (lambda W, b, x, imp: (imp[:, None] * (x - _neuron_x_hat(W, b, x)) ** 2).sum(-1), "one loss per instance"),
     (_neuron_detached, "wrong gradient with respect to W"),
     (lambda W, b, x, imp: torch.tensor(checks.neuron_loss_reference(W, b, x, imp).tolist()), "no gradient"),

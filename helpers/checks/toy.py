@@ -132,36 +132,47 @@ def _expect_same_gradients(got: torch.Tensor, want: torch.Tensor, params: dict[s
                "so training would follow the wrong direction")
 
 
+def _loss_case(fn: Callable, reference: Callable, seed: int, m: int, n: int, density: float, decay: float):
+    """Run a learner's toy-model loss on a small case with three instances of different importance.
+
+    None when it matches the reference in values and gradients; otherwise (got, want, W, b, x,
+    importance) with W and b detached, for the caller to name the mistake. The sums over the wrong
+    axis are named here, since every such loss can make them.
+    """
+    g = torch.Generator().manual_seed(seed)
+    I, B = 3, 64
+    W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)  # mixed signs
+    x = torch.rand(I, B, n, generator=g) * (torch.rand(I, B, n, generator=g) < density)
+    imp = decay ** torch.arange(n, dtype=torch.float32).expand(I, n) * torch.tensor([[1.0], [2.0], [0.5]])
+    W, b = W.requires_grad_(), b.requires_grad_()
+    got = fn(W, b, x, imp)
+    want = reference(W, b, x, imp)
+    expect(isinstance(got, torch.Tensor) and got.shape == (I,),
+           f"return one loss per instance, shape ({I},); got "
+           f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+    if _close(got, want):
+        _expect_same_gradients(got, want, {"W": W, "b": b})
+        return None
+    expect(not _close(got, reference(W.detach(), b.detach(), x, torch.ones_like(imp))),
+           "your loss is not weighted by importance: multiply feature i's squared error by importance[:, i]")
+    expect(not _close(got, want / n), "average over the batch, but sum over the features (not .mean() over both)")
+    expect(not _close(got, want * B), "average over the batch rather than summing over it")
+    return got, want.detach(), W.detach(), b.detach(), x, imp
+
+
 def toy_loss(learner: Callable) -> Callable:
     """Check ``toy_loss(W, b, x, importance) -> (inst,)`` against the reference."""
 
     def test(fn):
-        g = torch.Generator().manual_seed(0)
-        I, m, n, B = 3, 2, 5, 64
-        W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)
-        x = torch.rand(I, B, n, generator=g) * (torch.rand(I, B, n, generator=g) < 0.4)
-        imp = 0.7 ** torch.arange(n, dtype=torch.float32).expand(I, n) * torch.tensor([[1.0], [2.0], [0.5]])
-        W, b = W.requires_grad_(), b.requires_grad_()
-        got = fn(W, b, x, imp)
-        want = toy_loss_reference(W, b, x, imp)
-        expect(isinstance(got, torch.Tensor) and got.shape == (I,),
-               f"return one loss per instance, shape ({I},); got "
-               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
-        if _close(got, want):
-            _expect_same_gradients(got, want, {"W": W, "b": b})
+        case = _loss_case(fn, toy_loss_reference, seed=0, m=2, n=5, density=0.4, decay=0.7)
+        if case is None:
             return
-        W, b = W.detach(), b.detach()
-        ones = torch.ones_like(imp)
-        h = torch.einsum("imn,ibn->ibm", W, x)
-        z = torch.einsum("imn,ibm->ibn", W, h)
-        expect(not _close(got, toy_loss_reference(W, b, x, ones)), "your loss is not weighted by importance: "
-               "multiply feature i's squared error by importance[:, i]")
-        expect(not _close(got, want / n), "average over the batch, but sum over the features (not .mean() over both)")
+        got, want, W, b, x, imp = case
+        z = torch.einsum("imn,ibm->ibn", W, torch.einsum("imn,ibn->ibm", W, x))
         expect(not _close(got, (imp[:, None] * (x - z - b[:, None]) ** 2).sum(-1).mean(-1)),
                "apply the ReLU to W^T W x + b: without it the model is linear and cannot filter interference")
         expect(not _close(got, (imp[:, None] * (x - torch.relu(z)) ** 2).sum(-1).mean(-1)),
                "add the bias b inside the ReLU: x' = ReLU(W^T W x + b)")
-        expect(not _close(got, want * B), "average over the batch rather than summing over it")
         expect(False, "the loss differs from sum_i I_i (x_i - ReLU(W^T W x + b)_i)^2 averaged over the batch; "
                "check h = W x (shape (inst, batch, m)) and x' = W^T h + b")
 
@@ -178,35 +189,23 @@ def neuron_loss(learner: Callable) -> Callable:
     """Check ``neuron_loss(W, b, x, importance) -> (inst,)`` against the reference, values and gradients."""
 
     def test(fn):
-        g = torch.Generator().manual_seed(1)
-        I, m, n, B = 3, 3, 6, 64
-        W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)  # mixed signs: neurons clip
-        x = torch.rand(I, B, n, generator=g) * (torch.rand(I, B, n, generator=g) < 0.5)
-        imp = 0.75 ** torch.arange(n, dtype=torch.float32).expand(I, n) * torch.tensor([[1.0], [2.0], [0.5]])
-        W, b = W.requires_grad_(), b.requires_grad_()
-        got = fn(W, b, x, imp)
-        want = neuron_loss_reference(W, b, x, imp)
-        expect(isinstance(got, torch.Tensor) and got.shape == (I,),
-               f"return one loss per instance, shape ({I},); got "
-               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
-        if _close(got, want):
-            _expect_same_gradients(got, want, {"W": W, "b": b})
+        case = _loss_case(fn, neuron_loss_reference, seed=1, m=3, n=6, density=0.5, decay=0.75)
+        if case is None:
             return
-        W, b = W.detach(), b.detach()
+        got, want, W, b, x, imp = case
         pre = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m) before the neurons' ReLU
 
-        def loss(h, out_relu=True, bias_in=False, weights=imp):
+        def loss(h, out_relu=True, bias_in=False):
             z = torch.einsum("imn,ibm->ibn", W, h) + (0 if bias_in else b[:, None])
-            return (weights[:, None] * (x - (torch.relu(z) if out_relu else z)) ** 2).sum(-1).mean(-1)
+            return (imp[:, None] * (x - (torch.relu(z) if out_relu else z)) ** 2).sum(-1).mean(-1)
 
         expect(not _close(got, loss(pre)), "put a ReLU on the neurons, h = ReLU(W x): without it this is exercise 1's "
                "model, whose hidden space has no privileged directions")
         expect(not _close(got, loss(torch.relu(pre), out_relu=False)), "keep the ReLU on the output too: "
                "x' = ReLU(W^T h + b)")
-        expect(not _close(got, loss(torch.relu(pre), weights=torch.ones_like(imp))), "your loss is not weighted by "
-               "importance: multiply feature i's squared error by importance[:, i]")
-        expect(not _close(got, want / n), "average over the batch, but sum over the features (not .mean() over both)")
-        expect(not _close(got, want * B), "average over the batch rather than summing over it")
+        outside = torch.relu(torch.einsum("imn,ibm->ibn", W, torch.relu(pre))) + b[:, None]  # ReLU(W^T h) + b
+        expect(not _close(got, (imp[:, None] * (x - outside) ** 2).sum(-1).mean(-1)),
+               "add the bias inside the output ReLU: x' = ReLU(W^T h + b), not ReLU(W^T h) + b")
         in_hidden = torch.relu(torch.einsum("imn,ibn->ibm", W, x + b[:, None]))
         expect(not _close(got, loss(in_hidden, bias_in=True)), "the bias b belongs to the output, after W^T h: "
                "the neurons have no bias in this model")
