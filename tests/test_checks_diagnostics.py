@@ -44,54 +44,78 @@ def test_ssll_catches_log_of_zero_and_standardizing_first():
         checks.ssll(zero_filled)
 
 
-def test_mmcs_with_larger_catches_averaging_over_the_larger_rows():
-    def flipped(dicts):
-        S = len(dicts)
-        out = np.full(S, np.nan)
-        for i in range(S - 1):
-            out[i] = np.mean([float((dicts[k] @ dicts[i].T).max(1).values.mean()) for k in range(i + 1, S)])
-        return out
-
-    with pytest.raises(ExerciseError, match="larger dictionary's rows"):
-        checks.mmcs_with_larger(flipped)
-
-    def no_nan(dicts):  # the largest gets 0 instead of NaN
-        out = checks.mmcs_with_larger_reference(dicts)
-        out[-1] = 0.0
-        return out
-
-    with pytest.raises(ExerciseError, match="NaN"):
-        checks.mmcs_with_larger(no_nan)
-
-
-def _variant(kind):
-    """mmcs_with_larger with one plausible mistake (the first four agree with the reference whenever
-    every dictionary sits inside the larger ones, as in the check's first case)."""
-    def fn(dicts):
-        S, out = len(dicts), np.full(len(dicts), np.nan)
+def _method3(table_kind=None, pick_kind=None):
+    """mmcs_with_larger (method 3 on a grid) with one plausible mistake in the table or in the pick."""
+    def fn(dicts, l0, alphas, sizes):
+        S, L = len(dicts), dicts[0].shape[0]
         best = lambda a, b: float((a @ b.T).max(1).values.mean())  # noqa: E731
-        for i in range(S - 1):
-            larger = list(range(i + 1, S))
-            if kind == "next":
-                out[i] = best(dicts[i], dicts[i + 1])
-            elif kind == "self":
-                out[i] = np.mean([best(dicts[i], dicts[k]) for k in [i, *larger]])
-            elif kind == "union":
-                out[i] = best(dicts[i], torch.cat([dicts[k] for k in larger]))
-            elif kind == "median":
-                out[i] = np.median([best(dicts[i], dicts[k]) for k in larger])
-            elif kind == "abs":
-                out[i] = np.mean([float((dicts[i] @ dicts[k].T).abs().max(1).values.mean()) for k in larger])
-        return out
+        out = np.full((S, L), np.nan)
+        for j in range(L):
+            for i in range(S - 1):
+                larger = list(range(i + 1, S))
+                D = lambda k: dicts[k][j]  # noqa: E731
+                if table_kind == "next":
+                    out[i, j] = best(D(i), D(i + 1))
+                elif table_kind == "self":
+                    out[i, j] = np.mean([best(D(i), D(k)) for k in [i, *larger]])
+                elif table_kind == "union":
+                    out[i, j] = best(D(i), torch.cat([D(k) for k in larger]))
+                elif table_kind == "median":
+                    out[i, j] = np.median([best(D(i), D(k)) for k in larger])
+                elif table_kind == "abs":
+                    out[i, j] = np.mean([float((D(i) @ D(k).T).abs().max(1).values.mean()) for k in larger])
+                elif table_kind == "flipped":
+                    out[i, j] = np.mean([best(D(k), D(i)) for k in larger])
+                elif table_kind == "mix":
+                    out[i, j] = np.mean([best(D(i), dicts[k][m]) for k in larger for m in range(L)])
+                else:
+                    out[i, j] = np.mean([best(D(i), D(k)) for k in larger])
+        if table_kind == "alpha_mean":
+            out = np.repeat(np.nanmean(out, axis=1, keepdims=True), L, axis=1)
+        elif table_kind == "no_nan":
+            out[-1] = 0.0
+        kept = out if pick_kind == "no_mask" else np.where(np.asarray(l0) >= 1, out, np.nan)
+        k = int(np.argmax(kept)) if pick_kind == "argmax" else int(np.nanargmax(kept))
+        i, j = divmod(k, S) if pick_kind == "swapped" else np.unravel_index(k, kept.shape)
+        pick = (int(i), int(j)) if pick_kind == "indices" else (sizes[int(i)], alphas[int(j)])
+        return (out.T if table_kind == "transposed" else out), pick
     return fn
 
 
-@pytest.mark.parametrize("kind, message", [("next", "next size only"), ("self", "dictionary itself"),
-                                           ("union", "pooled all larger"), ("median", "median"),
-                                           ("abs", "absolute cosines")])
-def test_mmcs_with_larger_catches_each_plausible_variant(kind, message):
+def test_method3_right_solution_passes(capsys):
+    right = _method3()
+    assert checks.mmcs_with_larger(right) is right
+    assert "✔" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("next", "next size only"), ("self", "dictionary itself"), ("union", "pooled all larger"), ("median", "median"),
+    ("abs", "absolute cosines"), ("flipped", "larger dictionary's rows"), ("mix", "same alpha"),
+    ("alpha_mean", "averaged over the alphas"), ("no_nan", "NaN"), ("transposed", "swapped")])
+def test_method3_table_mistakes_fail_with_their_message(kind, message):
     with pytest.raises(ExerciseError, match=message):
-        checks.mmcs_with_larger(_variant(kind))
+        checks.mmcs_with_larger(_method3(table_kind=kind))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("no_mask", "L0 is below 1"), ("argmax", "nanargmax"), ("indices", "not their indices"),
+    ("swapped", "unravel_index")])
+def test_method3_pick_mistakes_fail_with_their_message(kind, message):
+    with pytest.raises(ExerciseError, match=message):
+        checks.mmcs_with_larger(_method3(pick_kind=kind))
+
+
+def test_method3_is_the_rule_the_suggestions_use():
+    from helpers.diagnostics import run_grid, suggest_hyperparameters
+    from helpers.sae import SAEConfig
+
+    gen = torch.Generator().manual_seed(0)
+    grid = run_grid(lambda n: torch.randn(n, 8, generator=gen).relu(), SAEConfig(d_in=8, d_sae=8, steps=60,
+                    dead_window=20, log_every=20), (4, 8, 16), (0.01, 0.3, 3.0, 30.0), progress=False)
+    want = suggest_hyperparameters(grid).mmcs_larger
+    table, got = checks.mmcs_with_larger_reference(grid.dictionaries, grid.l0, grid.l1_values, grid.d_sae_values)
+    assert got == (want.d_sae, want.l1), f"the exercise's rule picks {got}, suggest_hyperparameters {want}"
+    assert np.allclose(table, grid.mmcs_larger, equal_nan=True, atol=2e-3)
 
 
 def _pick(kind):

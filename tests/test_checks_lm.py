@@ -1,7 +1,7 @@
 """The checks of notebook 04's exercises: the likely wrong solutions fail with their own message,
-and the splice check (which needs a model, an SAE and tokens) passes its reference and falls
-back to it for a stub. The reference and stub cases of the other two checks are in
-tests/test_checks_common.py."""
+and the CE-with-floors check (which needs a model, an SAE, tokens and training rows) passes a right
+solution and its reference and falls back to the reference for a stub. The reference and stub
+cases of the other checks are in tests/test_checks_common.py."""
 import numpy as np
 import pytest
 import torch
@@ -31,40 +31,97 @@ def _stub(*args, **kwargs):
     raise NotImplementedError("exercise")
 
 
-# --- splice ----------------------------------------------------------------------------
-def test_splice_reference_passes(model, sae, tokens, capsys):
-    assert checks.splice(checks.make_splice_reference, model, sae, tokens) is checks.make_splice_reference
+# --- CE loss recovered with its floors -------------------------------------------------
+@pytest.fixture(scope="module")
+def floors_case(model):
+    """Windows to judge, and training rows of hook_post (BOS left out) with their tokens."""
+    windows = lm.corpus_token_windows(model, 2000, seq_len=16)
+    train = torch.as_tensor(np.asarray(windows[4:60])).long()
+    _, cache = model.run_with_cache(train, names_filter="blocks.0.mlp.hook_post")
+    post = cache["blocks.0.mlp.hook_post"][:, 1:].reshape(-1, model.cfg.d_mlp)
+    return windows[:4], post, train[:, 1:].reshape(-1)
+
+
+def _floors(mistake=None):
+    """A ce_with_floors learner, right, or with one plausible ``mistake``."""
+    def fn(model, tokens, sae, train_acts, train_tokens, layer=0):
+        point = {"pre": "mlp.hook_pre", "mlp_out": "hook_mlp_out"}.get(mistake, "mlp.hook_post")
+        name, start = f"blocks.{layer}.{point}", 0 if mistake == "bos" else 1
+        toks = torch.as_tensor(np.asarray(tokens)).long()
+        vocab = model.cfg.d_vocab
+        sums = torch.zeros(vocab, train_acts.shape[1]).index_add_(0, train_tokens, train_acts)
+        counts = torch.zeros(vocab).index_add_(0, train_tokens, torch.ones(len(train_tokens)))
+        fill = torch.zeros(train_acts.shape[1]) if mistake == "unseen_zero" else train_acts.mean(0)
+        table = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], fill)
+        mean = {"scalar_mean": train_acts.mean().expand(train_acts.shape[1]),
+                "mean_of_means": table[counts > 0].mean(0)}.get(mistake, train_acts.mean(0))
+        ids = torch.cat([toks[:, :1], toks[:, :-1]], 1) if mistake == "previous" else toks
+
+        def reconstruct(x):
+            rows = x.reshape(-1, x.shape[-1]).to(sae.device, torch.float32)
+            x_hat = sae.decode(sae.encode(rows))[0]
+            return (x_hat - sae.b_dec[0] if mistake == "no_bias" else x_hat).reshape(x.shape)
+
+        new = {"sae": reconstruct, "zero": torch.zeros_like, "mean": lambda x: mean.expand(x.shape),
+               "token lookup": lambda x: table[ids[:, start:]]}
+        with torch.no_grad():
+            losses = {"clean": float(model(toks, return_type="loss"))}
+            for kind, make in new.items():
+                def hook(acts, hook, make=make, kind=kind):
+                    out = acts.clone()
+                    out[:, start:] = make(acts[:, start:]).to(acts.device, acts.dtype)
+                    if not (mistake == "no_return" and kind == "sae"):
+                        return out
+                losses[kind] = float(model.run_with_hooks(toks, return_type="loss", fwd_hooks=[(name, hook)]))
+        c, s = losses["clean"], losses["sae"]
+        rec = {f: (losses[f] - s) / (losses[f] - c) for f in ("zero", "mean", "token lookup")}
+        if mistake == "sign":
+            rec = {f: (losses[f] - s) / (c - losses[f]) for f in rec}
+        elif mistake == "left_open":
+            rec = {f: (s - c) / (losses[f] - c) for f in rec}
+        elif mistake == "zero_for_all":
+            rec = {f: rec["zero"] for f in rec}
+        elif mistake == "percent":
+            rec = {f: 100 * v for f, v in rec.items()}
+        return losses, rec
+    return fn
+
+
+def test_ce_with_floors_right_solution_and_reference_pass(model, sae, floors_case, capsys):
+    tokens, post, ttoks = floors_case
+    right = _floors()
+    assert checks.ce_with_floors(right, model, sae, tokens, post, ttoks) is right
+    assert checks.ce_with_floors(checks.ce_with_floors_reference, model, sae, tokens, post, ttoks) \
+        is checks.ce_with_floors_reference
     assert "✔" in capsys.readouterr().out
 
 
-def test_splice_stub_returns_reference(model, sae, tokens, capsys):
-    def make_splice(sae):
-        def splice(acts, hook):
-            raise NotImplementedError("exercise")
-        return splice
-    assert checks.splice(make_splice, model, sae, tokens) is checks.make_splice_reference
-    assert "The idea:" in capsys.readouterr().out
+def test_ce_with_floors_stub_returns_reference(model, sae, floors_case, capsys):
+    tokens, post, ttoks = floors_case
+    assert checks.ce_with_floors(_stub, model, sae, tokens, post, ttoks) is checks.ce_with_floors_reference
+    out = capsys.readouterr().out
+    assert "The idea:" in out and "A second hint" in out
 
 
-def test_splice_overwriting_bos_fails(model, sae, tokens):
-    def make_splice(sae):
-        def splice(acts, hook):
-            flat = acts.reshape(-1, acts.shape[-1]).to(sae.device, torch.float32)
-            return sae.decode(sae.encode(flat))[0].reshape(acts.shape).to(acts.device, acts.dtype)
-        return splice
-    with pytest.raises(ExerciseError, match="BOS"):
-        checks.splice(make_splice, model, sae, tokens)
+@pytest.mark.parametrize("mistake, message", [
+    ("bos", "replaced position 0 too"), ("pre", "hook_pre, before the GELU"), ("mlp_out", "hook_mlp_out holds d_model"),
+    ("no_bias", "leaves out the decoder bias"), ("previous", "previous token"), ("unseen_zero", "never seen"),
+    ("scalar_mean", "one number"), ("mean_of_means", "mean of the per-token means"), ("no_return", "must return"),
+    ("sign", "wrong sign"), ("left_open", "leaves open"), ("zero_for_all", "against the zero floor"),
+    ("percent", "percentage"),
+])
+def test_ce_with_floors_mistakes_fail_with_their_message(model, sae, floors_case, mistake, message):
+    tokens, post, ttoks = floors_case
+    with pytest.raises(ExerciseError, match=message):
+        checks.ce_with_floors(_floors(mistake), model, sae, tokens, post, ttoks)
 
 
-def test_splice_without_dtype_handling_fails(model, sae, tokens):
-    def make_splice(sae):
-        def splice(acts, hook):
-            out = acts.clone()
-            out[:, 1:] = sae.decode(sae.encode(acts[:, 1:].reshape(-1, acts.shape[-1])))[0].reshape(acts[:, 1:].shape)
-            return out
-        return splice
-    with pytest.raises(ExerciseError, match="dtype"):
-        checks.splice(make_splice, model, sae, tokens)
+def test_ce_with_floors_reference_agrees_with_the_package(model, sae, floors_case):
+    """The reference's SAE and zero losses are lm.ce_with_sae's (the package's splice and floor)."""
+    tokens, post, ttoks = floors_case
+    losses, _ = checks.ce_with_floors_reference(model, tokens, sae, post, ttoks)
+    res = lm.ce_with_sae(model, tokens, sae)
+    assert abs(losses["sae"] - res.with_sae) < 1e-4 and abs(losses["zero"] - res.zero_ablated) < 1e-4
 
 
 # --- top contexts ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Checks for notebook 03's exercises: dead latents, the standardized log losses (SSLL) and
-MMCS with every larger dictionary.
+"""Checks for notebook 03's exercises: dead latents, the dead-latent rule's pick, the standardized
+log losses (SSLL), and method 3 on the grid: MMCS with every larger dictionary and the cell it picks.
 
 Each check runs the reader's function on small hand-made cases whose answers are known, and
 returns the function the notebook goes on with (see ``helpers.exercises.check``).
@@ -31,10 +31,19 @@ standardized_log_reference = rules.standardized_log
 ssll_reference = rules.ssll
 
 
-def mmcs_with_larger_reference(dictionaries: Sequence[torch.Tensor]) -> np.ndarray:
-    """(S,) MMCS of each dictionary (J_i, d) with every larger one, averaged; NaN for the largest
-    (``helpers.diagnostics.mmcs_with_larger`` for one alpha)."""
-    return rules.mmcs_with_larger([torch.as_tensor(d)[None] for d in dictionaries])[:, 0]
+def mmcs_with_larger_reference(dictionaries: Sequence[torch.Tensor | np.ndarray], l0: np.ndarray,
+                               l1_values: Sequence[float], sizes: Sequence[int]) -> tuple[np.ndarray, tuple[int, float]]:
+    """Method 3 on a grid: ``(table, (size, alpha))``. ``dictionaries[i]`` (L, J_i, d): size i's
+    dictionary at every alpha, sizes ascending. ``table`` (S, L): each dictionary's MMCS with every
+    larger one at the same alpha, averaged over the larger ones (``helpers.diagnostics.mmcs_with_larger``),
+    NaN for the largest; the pick: the cell where it peaks, among cells with ``l0`` >= 1 (the rule
+    of ``suggest_hyperparameters``), or the grid's corner if no cell qualifies."""
+    table = rules.mmcs_with_larger(dictionaries)
+    kept = np.where(np.asarray(l0, dtype=float) >= 1.0, table, np.nan)
+    if not np.isfinite(kept).any():
+        return table, (int(sizes[0]), float(l1_values[0]))
+    i, j = np.unravel_index(np.nanargmax(kept), kept.shape)
+    return table, (int(sizes[i]), float(l1_values[j]))
 
 
 # --------------------------------------------------------------------------------------
@@ -106,84 +115,157 @@ def ssll(learner: Callable) -> Callable:
                      "loss and the L1 loss; add the two standardised grids")
 
 
-def _differing_dictionaries() -> list[torch.Tensor]:
-    """Four dictionaries (3, 5, 8, 12 rows in 6-D) that differ from each other, some of whose best
-    matches are antipodal: every plausible variant of MMCS with larger gives another answer here."""
+def _unit(g: torch.Generator, J: int, d: int) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(J, d, generator=g), dim=-1)
+
+
+def _nested_grid() -> list[torch.Tensor]:
+    """Three sizes (3, 6, 12 rows in 8-D) at two alphas; at each alpha every dictionary holds the
+    smaller ones and adds random rows (the larger one's extra rows must not lower the score)."""
+    g = torch.Generator().manual_seed(0)
+    out = [[], [], []]
+    for _ in range(2):
+        base, extra = _unit(g, 3, 8), _unit(g, 9, 8)
+        for i, D in enumerate((base, torch.cat([base, extra[:3]]), torch.cat([base, extra]))):
+            out[i].append(D)
+    return [torch.stack(d) for d in out]
+
+
+def _differing_grid() -> tuple[list[torch.Tensor], np.ndarray]:
+    """Four sizes (3, 5, 8, 12 rows in 6-D) at three alphas that differ from each other, some best
+    matches antipodal, and an L0 table: every plausible variant of the table or of the pick gives
+    another answer here. At alpha 2 the smallest dictionary sits inside every larger one (agreement
+    1, the grid's highest) but its L0 is 0.5: the rule must pass it by (and the first alpha's too)."""
     g = torch.Generator().manual_seed(3)
-    dicts = [torch.nn.functional.normalize(torch.randn(J, 6, generator=g), dim=-1) for J in (3, 5, 8, 12)]
-    dicts[2][:2] = -dicts[0][:2]      # two rows of the smallest reappear, flipped, in the third
-    return dicts
+    dicts = [torch.stack([_unit(g, J, 6) for _ in range(3)]) for J in (3, 5, 8, 12)]
+    dicts[2][0, :2] = -dicts[0][0, :2]            # two rows of the smallest reappear, flipped, in the third
+    for k in (1, 2, 3):
+        dicts[k][2, :3] = dicts[0][2]             # alpha 2: the smallest inside every larger one
+    l0 = np.full((4, 3), 5.0)
+    l0[0, 2] = 0.5                                # ... but it has gone silent
+    l0[0, 0] = 0.8                                # a silent cell that is no peak (np.argmax stops at its NaN)
+    return dicts, l0
 
 
-def _mmcs_variants(dicts: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-    """What the plausible wrong versions of MMCS with larger give, each with its message."""
-    S = len(dicts)
+def _table_variants(dicts: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """What the plausible wrong tables give, each named by its message (see _TABLE_MESSAGES)."""
+    S, L = len(dicts), dicts[0].shape[0]
     best = lambda a, b, f=lambda c: c: float(f(a @ b.T).max(1).values.mean())  # noqa: E731
-    out = {k: np.full(S, np.nan) for k in ("next", "self", "union", "median", "abs")}
-    for i in range(S - 1):
-        larger = range(i + 1, S)
-        out["next"][i] = best(dicts[i], dicts[i + 1])
-        out["self"][i] = np.mean([best(dicts[i], dicts[k]) for k in range(i, S)])
-        out["union"][i] = best(dicts[i], torch.cat([dicts[k] for k in larger]))
-        out["median"][i] = np.median([best(dicts[i], dicts[k]) for k in larger])
-        out["abs"][i] = np.mean([best(dicts[i], dicts[k], torch.abs) for k in larger])
+    out = {k: np.full((S, L), np.nan) for k in ("next", "self", "union", "median", "abs", "flipped", "mix")}
+    for j in range(L):
+        D = [d[j] for d in dicts]
+        for i in range(S - 1):
+            larger = range(i + 1, S)
+            out["next"][i, j] = best(D[i], D[i + 1])
+            out["self"][i, j] = np.mean([best(D[i], D[k]) for k in range(i, S)])
+            out["union"][i, j] = best(D[i], torch.cat([D[k] for k in larger]))
+            out["median"][i, j] = np.median([best(D[i], D[k]) for k in larger])
+            out["abs"][i, j] = np.mean([best(D[i], D[k], torch.abs) for k in larger])
+            out["flipped"][i, j] = np.mean([best(D[k], D[i]) for k in larger])
+            out["mix"][i, j] = np.mean([best(D[i], dicts[k][m]) for k in larger for m in range(L)])
+    want = rules.mmcs_with_larger(dicts)
+    out["alpha_mean"] = np.full((S, L), np.nan)
+    out["alpha_mean"][:-1] = want[:-1].mean(axis=1, keepdims=True)
     return out
 
 
-_VARIANT_MESSAGES = {
+_TABLE_MESSAGES = {
     "next": "you compared each dictionary with the next size only: average over every larger dictionary",
     "self": "you included the dictionary itself among the 'larger' ones (it matches itself perfectly): start at the next size",
     "union": "you pooled all larger dictionaries into one before taking the best match: take the best match in each "
              "larger dictionary separately, then average over them",
     "median": "you took the median over the larger dictionaries: the report averages them (the mean)",
     "abs": "you took absolute cosines: a flipped feature is not the same feature (the decoder directions are signed)",
+    "flipped": "you averaged over the larger dictionary's rows: each row of the SMALLER dictionary looks for its best "
+               "match in the larger one (the larger one's extra rows would otherwise pull the score down)",
+    "mix": "you compared a dictionary with the larger ones at every alpha: compare only dictionaries trained with the "
+           "same alpha (cell (i, j) uses the dictionaries of column j)",
+    "alpha_mean": "every alpha of a size got the same number: you averaged over the alphas; the table keeps one value "
+                  "per (size, alpha) cell",
 }
 
 
-def _expect_mmcs_variants_rejected(fn: Callable) -> None:
-    dicts = _differing_dictionaries()
-    got = np.asarray(fn([d.clone() for d in dicts]), dtype=float)
-    want = mmcs_with_larger_reference(dicts)
-    if got.shape == want.shape and np.allclose(got[:-1], want[:-1], atol=1e-5):
-        return
-    for name, values in _mmcs_variants(dicts).items():
-        expect(not (got.shape == values.shape and np.allclose(got[:-1], values[:-1], atol=1e-5)), _VARIANT_MESSAGES[name])
-    expect(False, f"on four dictionaries that differ from each other, expected {np.round(want[:-1], 4)}, got "
-           f"{np.round(got[:-1], 4)}: for each i, the mean over every larger k of (the mean over D_i's rows of the "
-           "best cosine with D_k's rows)")
+def _expect_table(fn: Callable, dicts: Sequence[torch.Tensor], l0: np.ndarray, alphas, sizes) -> tuple:
+    """Run the reader's function; fail with the likely mistake unless its table is right. Returns its pick."""
+    out = fn([d.clone() for d in dicts], l0.copy(), list(alphas), list(sizes))
+    expect(isinstance(out, (tuple, list)) and len(out) == 2,
+           f"return a pair (table, (size, alpha)); got {type(out).__name__}")
+    got = np.asarray(out[0], dtype=float)
+    S, L = len(dicts), dicts[0].shape[0]
+    expect(got.shape == (S, L), f"the table has one row per size and one column per alpha, shape ({S}, {L}); got "
+                                f"{got.shape}" + (": rows and columns swapped" if got.shape == (L, S) else ""))
+    expect(np.isnan(got[-1]).all(), "the largest dictionary has nothing larger to compare with: its row is NaN")
+    want = rules.mmcs_with_larger(dicts)
+    if np.allclose(got[:-1], want[:-1], atol=1e-5):
+        return out[1]
+    for name, values in _table_variants(dicts).items():
+        expect(not np.allclose(got[:-1], values[:-1], atol=1e-5), _TABLE_MESSAGES[name])
+    expect(False, f"expected the table\n{np.round(want, 4)}\ngot\n{np.round(got, 4)}\ncell (i, j): the mean over every "
+                  "larger size k of (the mean over the rows of dictionary (i, j) of their best cosine with the rows "
+                  "of dictionary (k, j))")
 
 
 def mmcs_with_larger(learner: Callable) -> Callable:
-    """Check ``mmcs_with_larger(dictionaries)``: a small dictionary inside a larger one that adds noise rows."""
+    """Check ``mmcs_with_larger(dictionaries, l0, l1_values, sizes) -> (table, (size, alpha))`` on a
+    grid of nested dictionaries, then on one whose dictionaries differ and whose peak has gone silent."""
 
     def test(fn):
-        g = torch.Generator().manual_seed(0)
-        d = 8
-        base = torch.nn.functional.normalize(torch.randn(3, d, generator=g), dim=-1)
-        extra = torch.nn.functional.normalize(torch.randn(9, d, generator=g), dim=-1)
-        small, mid, large = base, torch.cat([base, extra[:3]]), torch.cat([base, extra])
-        got = np.asarray(fn([small, mid, large]), dtype=float)
-        want = mmcs_with_larger_reference([small, mid, large])
-        expect(got.shape == (3,), f"one number per dictionary, shape (3,); got {got.shape}")
-        expect(np.isnan(got[-1]), "the largest dictionary has nothing larger to compare with: its entry is NaN")
-        flipped = np.mean([float(torch.mm(large, small.T).max(1).values.mean()),
-                           float(torch.mm(mid, small.T).max(1).values.mean())])
-        expect(abs(got[0] - flipped) > 1e-4,
-               "you averaged over the larger dictionary's rows: each row of the SMALLER dictionary looks for its "
-               "best match in the larger one (the larger one's extra rows would otherwise pull the score down)")
-        expect(abs(got[0] - 1.0) < 1e-5,
-               f"the small dictionary's 3 rows all appear in both larger ones, so its MMCS with larger is 1; got {got[0]:.4f}")
-        expect(np.allclose(got[:-1], want[:-1], atol=1e-5),
-               f"expected {np.round(want[:-1], 4)}, got {np.round(got[:-1], 4)}: for each i, the mean over larger k of "
-               "(mean over rows of D_i of the max cosine with the rows of D_k)")
-        _expect_mmcs_variants_rejected(fn)
+        nested = _nested_grid()
+        got = np.asarray(_expect_table_first(fn, nested), dtype=float)
+        expect(np.allclose(got[:-1], 1.0, atol=1e-5),
+               "every dictionary sits inside each larger one (at the same alpha), so every cell but the largest "
+               f"size's is 1; got {np.round(got[:-1], 4)}")
+        dicts, l0 = _differing_grid()
+        alphas, sizes = [0.1, 0.3, 1.0], [3, 5, 8, 12]
+        pick = _expect_table(fn, dicts, l0, alphas, sizes)
+        want_table, want = mmcs_with_larger_reference(dicts, l0, alphas, sizes)
+        expect(isinstance(pick, (tuple, list)) and len(pick) == 2, f"the pick is a pair (size, alpha); got {pick!r}")
+        size, alpha = pick
+        if (int(size), float(alpha)) == want:
+            return
+        cell = lambda i, j: (sizes[i], alphas[j])  # noqa: E731
+        i, j = np.unravel_index(np.nanargmax(want_table), want_table.shape)
+        expect((int(size), float(alpha)) != cell(i, j),
+               "you picked a cell whose L0 is below 1: where the L1 penalty has silenced nearly every latent, "
+               "leftover directions that no input uses can agree; keep only cells with L0 >= 1")
+        kept = np.where(l0 >= 1, want_table, np.nan)
+        i, j = np.unravel_index(np.nanargmax(kept), kept.shape)
+        expect(not (int(size) == i and float(alpha) == j),
+               "return the size and the alpha themselves (values from sizes and l1_values), not their indices")
+        swapped = divmod(int(np.nanargmax(kept)), len(sizes))      # (k // S, k % S) instead of (k // L, k % L)
+        expect(swapped[1] >= len(alphas) or swapped == (i, j) or (int(size), float(alpha)) != cell(*swapped),
+               "turn the flat position of the maximum into (row, column) with the table's shape (S, L), "
+               "np.unravel_index(k, table.shape)")
+        for t in (kept, want_table):
+            first_nan = np.unravel_index(int(np.argmax(np.isnan(t))), t.shape)
+            expect((int(size), float(alpha)) != cell(*first_nan),
+                   "np.argmax stops at the first NaN (the largest size's row is all NaN): use np.nanargmax")
+        expect(False, f"the rule picks {want}, you picked ({size}, {alpha}): the cell with the highest agreement "
+                      "among those with L0 >= 1")
 
     return check("mmcs_with_larger", learner, mmcs_with_larger_reference, test,
-                 "how well a dictionary's features are found again in larger dictionaries: for each of its features the "
-                 "best cosine in a larger one, averaged over its features and over every larger dictionary",
-                 how="for a dictionary and each larger one, form the cosines between their rows, take the maximum over "
-                     "the larger dictionary's rows and the mean over the smaller's; average over all larger "
-                     "dictionaries, not only the next one. The largest has nothing larger: missing (NaN)")
+                 "how well a dictionary's features are found again in larger dictionaries trained with the same alpha: "
+                 "for each of its features the best cosine in a larger one, averaged over its features and over every "
+                 "larger dictionary; the rule picks the cell where that agreement peaks, among cells that still encode",
+                 how="for each alpha, and each size with each larger size, form the cosines between their rows, take the "
+                     "maximum over the larger dictionary's rows and the mean over the smaller's; average over all larger "
+                     "sizes (the largest size has nothing larger: missing). Then leave out the cells whose L0 is below "
+                     "1, find the largest remaining value ignoring missing ones, and return its table and its size and "
+                     "alpha")
+
+
+def _expect_table_first(fn: Callable, dicts: Sequence[torch.Tensor]) -> np.ndarray:
+    """The nested case: shape, the largest size's NaN row, and the larger rows' direction."""
+    S, L = len(dicts), dicts[0].shape[0]
+    out = fn([d.clone() for d in dicts], np.full((S, L), 5.0), [0.1, 1.0], [3, 6, 12])
+    expect(isinstance(out, (tuple, list)) and len(out) == 2,
+           f"return a pair (table, (size, alpha)); got {type(out).__name__}")
+    got = np.asarray(out[0], dtype=float)
+    expect(got.shape == (S, L), f"the table has one row per size and one column per alpha, shape ({S}, {L}); got "
+                                f"{got.shape}" + (": rows and columns swapped" if got.shape == (L, S) else ""))
+    expect(np.isnan(got[-1]).all(), "the largest dictionary has nothing larger to compare with: its row is NaN")
+    expect(not np.allclose(got[:-1], _table_variants(dicts)["flipped"][:-1], atol=1e-5), _TABLE_MESSAGES["flipped"])
+    return got
 
 
 def dead_latent_pick_reference(dead: np.ndarray, l1_values: Sequence[float], sizes: Sequence[int]) -> tuple[int, float]:

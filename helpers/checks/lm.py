@@ -1,9 +1,10 @@
-"""Checks for notebook 04's exercises: splicing an SAE into the model, the top activating
-contexts of a latent, and a latent's logit effect.
+"""Checks for notebook 04's exercises: the per-token lookup, CE loss recovered with its floors
+(the SAE and three floors spliced into the model), the top activating contexts of a latent, and
+a latent's logit effect.
 
 Each check runs the reader's function on small cases whose answers are known (and, for the
-splice, through the model itself against ``helpers.lm``'s reference) and returns the function
-the notebook goes on with (see ``helpers.exercises.check``).
+CE exercise, through the model itself against ``helpers.lm``'s machinery) and returns the
+function the notebook goes on with (see ``helpers.exercises.check``).
 """
 from __future__ import annotations
 
@@ -13,21 +14,13 @@ import numpy as np
 import torch
 
 from helpers.exercises import check, expect
-from helpers.lm.evaluation import ce_with_sae, splice_hook, token_mean_table
+from helpers.lm.evaluation import _splice_loss, token_mean_table
 from helpers.lm.features import top_contexts as top_contexts_reference
-from helpers.lm.loading import mlp_hooks, model_device
 
 
 # --------------------------------------------------------------------------------------
 # References
 # --------------------------------------------------------------------------------------
-def make_splice_reference(sae) -> Callable:
-    """A hook ``splice(acts, hook)`` that replaces every position but the first (BOS) of
-    ``hook_post`` by the one-instance ``sae``'s reconstruction, in the activations' dtype and
-    on their device."""
-    return splice_hook(sae, 0)
-
-
 def latent_logits_reference(sae, f: int, W_out: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
     """(vocab,) what latent ``f`` of a one-instance ``sae`` does to the logits, per unit of
     activation: its unit decoder direction (d_mlp,) -> W_out (d_mlp, d_model) -> W_U (d_model, vocab)."""
@@ -38,60 +31,6 @@ def latent_logits_reference(sae, f: int, W_out: torch.Tensor, W_U: torch.Tensor)
 # --------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------
-def _run_hook(hook_fn, x: torch.Tensor) -> torch.Tensor:
-    """The reader's hook on a copy of ``x``; a device or dtype clash is the likely mistake."""
-    try:
-        with torch.no_grad():
-            y = hook_fn(x.clone(), None)
-    except NotImplementedError:
-        raise
-    except (RuntimeError, TypeError) as err:
-        expect(False, f"the hook failed on {x.dtype} activations ({err}): move the activations to the "
-                      "SAE's device and float32 before encoding, and the reconstruction back with "
-                      ".to(acts.device, acts.dtype)")
-    return y
-
-
-def splice(make_splice: Callable, model, sae, tokens) -> Callable:
-    """Check ``make_splice(sae)``: its hook returns the SAE's reconstruction at every position
-    but the first, in the activations' dtype, and gives the model the same loss as the reference."""
-    def test(fn):
-        d = sae.cfg.d_in
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(2, 5, d, generator=gen).abs()                          # (batch, seq, d_mlp)
-        hook_fn = fn(sae)
-        y = _run_hook(hook_fn, x)
-        expect(isinstance(y, torch.Tensor) and y.shape == x.shape,
-               f"return a tensor shaped like the activations {tuple(x.shape)}, got "
-               f"{tuple(getattr(y, 'shape', ())) or type(y).__name__}")
-        expect(torch.equal(y[:, 0], x[:, 0]),
-               "position 0 changed: keep the BOS position as it is (the SAE never trained on it; "
-               "replace only acts[:, 1:])")
-        want = make_splice_reference(sae)(x.clone(), None)
-        expect(torch.allclose(y[:, 1:], want[:, 1:], atol=1e-4),
-               "positions 1: are not the SAE's reconstruction: flatten them to (batch * (seq - 1), d_mlp), "
-               "take sae.decode(sae.encode(flat))[0] and reshape back")
-        y64 = _run_hook(hook_fn, x.double())
-        expect(y64.dtype == torch.float64 and y64.device == x.device,
-               f"the hook returned {y64.dtype} on {y64.device} for float64 activations on {x.device}: return "
-               "the reconstruction with .to(acts.device, acts.dtype)")
-        toks = torch.as_tensor(np.asarray(tokens[:2]))
-        hook_name = mlp_hooks(0)["post"]
-        with torch.no_grad():
-            got = float(model.run_with_hooks(toks.to(model_device(model)), return_type="loss",
-                                             fwd_hooks=[(hook_name, fn(sae))]))
-        ref = ce_with_sae(model, toks, sae).with_sae
-        expect(abs(got - ref) < 1e-3, f"inside the model the loss is {got:.4f} nats/token, the reference gives "
-                                      f"{ref:.4f}: the hook must return the modified activations")
-
-    return check("splice an SAE into the MLP", make_splice, make_splice_reference, test,
-                 "the splice replaces the MLP's activations by the SAE's reconstruction of them, leaving each window's "
-                 "first (BOS) position alone, and returns a new tensor",
-                 how="copy the activations; flatten every position but the first into rows; reconstruct them with the "
-                     "SAE on its own device and dtype; move the result back to the activations' device and dtype and "
-                     "write it into the copy")
-
-
 def _context_case() -> tuple[np.ndarray, np.ndarray]:
     """Three windows of 8 distinct tokens; peaks near a window's start, end and middle."""
     tokens = np.arange(24, dtype=np.int64).reshape(3, 8) + 100
@@ -205,6 +144,26 @@ def token_lookup_baseline_reference(acts: torch.Tensor, tokens: torch.Tensor, vo
     return token_mean_table([(acts, tokens)], vocab)[0]
 
 
+def _expect_recovered(got: float, clean: float, spliced: float, baseline: float, floor: str = "") -> None:
+    """Fail with the likely mistake unless ``got`` is the CE loss recovered of these three losses."""
+    want = ce_recovered_reference(clean, spliced, baseline)
+    if abs(got - want) < 1e-6:
+        return
+    where = f" (against the {floor} floor)" if floor else ""
+    expect(abs(got + want) > 1e-6,
+           f"your CE loss recovered{where} has the wrong sign: divide by (baseline - clean), the gap the baseline "
+           "opens (positive), not by (clean - baseline)")
+    expect(abs(got - (1 - want)) > 1e-6,
+           f"that is the share of the gap the SAE leaves open{where}, (spliced - clean) / (baseline - clean): "
+           "CE recovered is one minus that, (baseline - spliced) / (baseline - clean)")
+    expect(abs(got - (spliced - clean) / (baseline - spliced)) > 1e-6
+           and abs(got - (baseline - spliced) / (spliced - clean)) > 1e-6,
+           f"divide by the whole gap{where}, baseline - clean, not by a part of it")
+    expect(abs(got - want * 100) > 1e-4, "return a fraction (1 = all recovered), not a percentage")
+    expect(False, f"with clean {clean:.4f}, spliced {spliced:.4f} and baseline {baseline:.4f} the CE loss "
+                  f"recovered{where} is {want:.4f}, you got {got:.4f}: (baseline - spliced) / (baseline - clean)")
+
+
 def ce_recovered(learner: Callable) -> Callable:
     """Check ``ce_recovered(clean, spliced, baseline) -> float`` on losses with known answers."""
     def test(fn):
@@ -220,21 +179,7 @@ def ce_recovered(learner: Callable) -> Callable:
                                         "given (zero-ablation is only one of them), not a fixed loss")
         cases = [(3.0, 3.5, 5.0), (3.0, 3.5, 4.0), (2.0, 2.2, 6.0)]
         for clean, spliced, baseline in cases:
-            got, want = run(clean, spliced, baseline), ce_recovered_reference(clean, spliced, baseline)
-            if abs(got - want) < 1e-6:
-                continue
-            expect(abs(got + want) > 1e-6,
-                   "your answer has the wrong sign: divide by (baseline - clean), the gap the baseline opens "
-                   "(positive), not by (clean - baseline)")
-            expect(abs(got - (1 - want)) > 1e-6,
-                   "that is the share of the gap the SAE leaves open, (spliced - clean) / (baseline - clean): "
-                   "CE recovered is one minus that, (baseline - spliced) / (baseline - clean)")
-            expect(abs(got - (spliced - clean) / (baseline - spliced)) > 1e-6
-                   and abs(got - (baseline - spliced) / (spliced - clean)) > 1e-6,
-                   "divide by the whole gap, baseline - clean, not by a part of it")
-            expect(abs(got - want * 100) > 1e-4, "return a fraction (1 = all recovered), not a percentage")
-            expect(False, f"with clean {clean}, spliced {spliced} and baseline {baseline} the answer is {want:.4f}, "
-                          f"you got {got:.4f}: (baseline - spliced) / (baseline - clean)")
+            _expect_recovered(run(clean, spliced, baseline), clean, spliced, baseline)
         worse = run(3.0, 6.0, 5.0)
         expect(abs(worse - ce_recovered_reference(3.0, 6.0, 5.0)) < 1e-6,
                f"a splice worse than the baseline recovers a negative share (-0.5 here), got {worse:g}: do not clip "
@@ -308,3 +253,163 @@ def token_lookup_baseline(learner: Callable) -> Callable:
                  how="add up the activations per token id and count how often each id occurs (an index-add on a "
                      "table of zeros with one row per vocabulary id does both); divide sums by counts where the count "
                      "is positive, and fill the other rows with the mean of all rows")
+
+
+# --------------------------------------------------------------------------------------
+# CE loss recovered with its floors: the SAE and three floors spliced into the model
+# --------------------------------------------------------------------------------------
+FLOORS = ("zero", "mean", "token lookup")
+"""The floors CE loss recovered is measured against, each replacing the MLP's activations."""
+
+
+@torch.no_grad()
+def _floor_losses(model, tokens, sae, mean: torch.Tensor, table: torch.Tensor, layer: int = 0, *, point: str = "post",
+                  bos: bool = False, bias: bool = True, previous: bool = False,
+                  kinds: tuple[str, ...] = ("clean", "sae", *FLOORS)) -> dict[str, float]:
+    """Next-token loss (nats/token) on ``tokens`` with ``blocks.{layer}.mlp.hook_{point}`` replaced at
+    every position but BOS by the SAE's reconstruction or a floor: zeros, ``mean`` (d,), or
+    ``table`` (vocab, d) read at the current token. The keywords make the plausible mistakes:
+    ``bos`` replaces BOS too, ``bias=False`` drops the decoder bias, ``previous`` reads the
+    lookup at the previous token."""
+    tokens = torch.as_tensor(np.asarray(tokens)).long()
+    name, start = f"blocks.{layer}.mlp.hook_{point}", 0 if bos else 1
+
+    def replaced(new):                   # new(x, toks) -> the values of positions start:
+        def hooks(toks):
+            def hook(x, hook):
+                y = x.clone()
+                y[:, start:] = new(x[:, start:], toks).to(x.device, x.dtype)
+                return y
+            return [(name, hook)]
+        return hooks
+
+    def reconstruction(x, toks):
+        rows = x.reshape(-1, x.shape[-1]).to(sae.device, torch.float32)
+        x_hat = sae.decode(sae.encode(rows))[0]
+        return (x_hat if bias else x_hat - sae.b_dec[0]).reshape(x.shape)
+
+    def lookup(x, toks):
+        ids = torch.cat([toks[:, :1], toks[:, :-1]], 1) if previous else toks
+        return table[ids[:, start:].cpu()]
+
+    new = {"sae": reconstruction, "zero": lambda x, toks: torch.zeros_like(x),
+           "mean": lambda x, toks: mean.expand(x.shape), "token lookup": lookup}
+    return {k: _splice_loss(model, tokens, [] if k == "clean" else replaced(new[k]), 16) for k in kinds}
+
+
+def ce_with_floors_reference(model, tokens, sae, train_acts: torch.Tensor, train_tokens: torch.Tensor,
+                             layer: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+    """(losses, recovered): the next-token loss on ``tokens`` (n_seq, seq_len) of the clean model
+    and with ``hook_post`` replaced at every position but BOS by the one-instance ``sae``'s
+    reconstruction ("sae") and by each floor fitted on ``train_acts`` (n, d_mlp) with their
+    current tokens ``train_tokens`` (n,): zeros, their mean, the per-token lookup; and the SAE's
+    CE loss recovered against each floor."""
+    table, mean = token_mean_table([(train_acts, train_tokens)], model.cfg.d_vocab)
+    losses = _floor_losses(model, tokens, sae, mean, table, layer)
+    return losses, {f: ce_recovered_reference(losses["clean"], losses["sae"], losses[f]) for f in FLOORS}
+
+
+def _probe_sae(sae):
+    """``sae`` itself, or a copy with a decoder bias where it has none (forgetting it must show)."""
+    import copy
+
+    if float(sae.b_dec.detach().abs().max()) > 1e-3:
+        return sae
+    probe = copy.deepcopy(sae)
+    with torch.no_grad():
+        probe.b_dec.copy_(0.2 * torch.randn(probe.b_dec.shape, generator=torch.Generator().manual_seed(4)))
+    return probe
+
+
+def ce_with_floors(learner: Callable, model, sae, tokens, train_acts, train_tokens, layer: int = 0) -> Callable:
+    """Check ``ce_with_floors(model, tokens, sae, train_acts, train_tokens, layer)`` through the model:
+    four held-out windows, floors fitted on 2,000 training rows (so that some tokens are unseen)."""
+    tokens = np.asarray(tokens)[:4]
+    train_acts = torch.as_tensor(np.asarray(train_acts[:2000]), dtype=torch.float32)
+    train_tokens = torch.as_tensor(np.asarray(train_tokens[:2000])).long()
+    probe = _probe_sae(sae)
+    table, mean = token_mean_table([(train_acts, train_tokens)], model.cfg.d_vocab)
+    want = _floor_losses(model, tokens, probe, mean, table, layer)
+    close = lambda a, b: abs(a - b) < 1e-3  # noqa: E731  (nats/token)
+
+    def variant(kind, **kw):
+        return _floor_losses(model, tokens, probe, kw.pop("mean", mean), kw.pop("table", table), layer, kinds=(kind,),
+                             **kw)[kind]
+
+    def diagnose(kind, got):
+        """The likely mistake behind a wrong loss for ``kind``."""
+        expect(not close(got, want["clean"]) or close(want[kind], want["clean"]),
+               f"your '{kind}' loss is the clean model's: the hook must return the new activations (a hook that "
+               "returns nothing, or changes a copy it does not return, changes nothing)")
+        expect(not close(got, variant(kind, bos=True)),
+               f"your '{kind}' run replaced position 0 too: keep the BOS position as it is (the SAE never trained "
+               "on it, and the floors are fitted without it); replace only acts[:, 1:]")
+        if kind != "zero":   # GELU(0) = 0: zeros look the same before the GELU
+            expect(not close(got, variant(kind, point="pre")),
+                   f"your '{kind}' run replaced blocks.{layer}.mlp.hook_pre, before the GELU: the SAE reads and "
+                   f"writes blocks.{layer}.mlp.hook_post, the MLP's hidden activations after it")
+        if kind == "sae":
+            expect(not close(got, variant("sae", bias=False)),
+                   "your reconstruction leaves out the decoder bias: x_hat = f D + b_dec, which "
+                   "sae.decode(sae.encode(rows)) gives you whole")
+        if kind == "token lookup":
+            expect(not close(got, variant(kind, previous=True)),
+                   "the lookup read the previous token: the activation at position p belongs to the token at p, "
+                   "so positions 1: take the rows of tokens[:, 1:]")
+            seen = torch.zeros(model.cfg.d_vocab, dtype=torch.bool)
+            seen[train_tokens] = True
+            expect(not close(got, variant(kind, table=torch.where(seen[:, None], table, 0.0))),
+                   "tokens never seen in training got zeros: a token with no rows gets the overall mean (your "
+                   "token_lookup_baseline of exercise 1 does this)")
+        if kind == "mean":
+            expect(not close(got, variant(kind, mean=train_acts.mean().expand(mean.shape))),
+                   "your mean is one number, the mean of every entry: the floor is the mean activation vector, one "
+                   "value per neuron (the mean over the rows, axis 0)")
+            seen = torch.zeros(model.cfg.d_vocab, dtype=torch.bool)
+            seen[train_tokens] = True
+            expect(not close(got, variant(kind, mean=table[seen].mean(0))),
+                   "your mean is the mean of the per-token means, which weighs a rare token like a common one: take "
+                   "the mean over all training rows")
+        expect(False, f"your '{kind}' loss is {got:.4f} nats/token, expected {want[kind]:.4f}: replace "
+                      f"blocks.{layer}.mlp.hook_post at positions 1: and run the model with return_type='loss'")
+
+    def test(fn):
+        try:
+            got = fn(model, tokens.copy(), probe, train_acts.clone(), train_tokens.clone(), layer=layer)
+        except NotImplementedError:
+            raise
+        except (RuntimeError, TypeError, IndexError, ValueError) as err:
+            expect(False, f"your function failed ({type(err).__name__}: {err}). blocks.{layer}.mlp.hook_post holds "
+                          "(batch, seq, d_mlp) activations (hook_mlp_out holds d_model); move the rows to the SAE's "
+                          "device as float32, and what you write back to the activations' device and dtype")
+        expect(isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(d, dict) for d in got),
+               f"return two dicts, (losses, recovered); got {type(got).__name__}")
+        losses, recovered = got
+        expect(set(losses) >= {"clean", "sae", *FLOORS} and set(recovered) >= set(FLOORS),
+               f"losses needs the keys 'clean', 'sae', {', '.join(repr(f) for f in FLOORS)}; recovered the three "
+               f"floors; got {sorted(losses)} and {sorted(recovered)}")
+        losses = {k: float(v) for k, v in losses.items()}
+        expect(close(losses["clean"], want["clean"]),
+               f"the clean loss is {losses['clean']:.4f} nats/token, the model without hooks gives "
+               f"{want['clean']:.4f}: run it on the tokens with return_type='loss' and no hook")
+        for kind in ("sae", *FLOORS):
+            if not close(losses[kind], want[kind]):
+                diagnose(kind, losses[kind])
+        got_rec = {f: float(recovered[f]) for f in FLOORS}
+        zero_rec = ce_recovered_reference(losses["clean"], losses["sae"], losses["zero"])
+        same = all(abs(got_rec[f] - zero_rec) < 1e-6 for f in FLOORS)
+        expect(not same or all(abs(losses[f] - losses["zero"]) < 1e-6 for f in FLOORS),
+               "every floor recovers the same share: you measured each against the zero floor; use each floor's "
+               "own loss")
+        for f in FLOORS:
+            _expect_recovered(got_rec[f], losses["clean"], losses["sae"], losses[f], floor=f)
+
+    return check("ce_with_floors", learner, ce_with_floors_reference, test,
+                 "CE loss recovered says how much of the loss a crude replacement of the MLP (a floor) costs the "
+                 "model the SAE's reconstruction wins back; it is only as meaningful as its floor, so measure it "
+                 "against zeros, the mean and the per-token lookup",
+                 how="fit the mean vector and the lookup table on the training rows; for the SAE and each floor, run "
+                     "the model with a hook on the MLP's hidden activations that returns a copy whose positions "
+                     "after the first hold the replacement (the SAE's reconstruction of those positions, zeros, the "
+                     "mean, or each token's row of the table); keep the clean loss too; then, per floor, the share "
+                     "of the floor's extra loss that the SAE avoids")
