@@ -1,6 +1,6 @@
 """What every exercise check must do: the reference solution passes, and an unfinished
-exercise (a stub) hands back the reference with its hint. Notebook 04's splice check takes a
-model, an SAE and tokens as well, so tests/test_checks_lm.py tests it the same way."""
+exercise (a stub) hands back the reference with its hint. Notebook 04's CE-with-floors check takes
+a model, an SAE, tokens and training rows as well, so tests/test_checks_lm.py tests it the same way."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +12,7 @@ EXERCISES = {
           "tegum_factors"),
     sae: ("active_features", "sae_forward", "mmcs"),
     diagnostics: ("dead_latents", "ssll", "mmcs_with_larger", "dead_latent_pick"),
-    lm: ("top_contexts", "latent_logits", "ce_recovered", "token_lookup_baseline"),
+    lm: ("top_contexts", "latent_logits", "token_lookup_baseline"),
     beyond: ("topk_activation", "batchtopk_activation", "jumprelu_threshold_grad", "mcc"),
     choosing: ("matryoshka_loss", "nth_decoder_projection", "seed_consistency", "elbow"),
     training: ("toy_train_step", "resample_dead"),
