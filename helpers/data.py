@@ -28,11 +28,12 @@ from __future__ import annotations
 import contextlib
 
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 from torch import nn
 
-from helpers.device import get_device, stream_seed  # noqa: F401  (stream_seed re-exported)
+from helpers.device import check_int, get_device, stream_seed  # noqa: F401  (stream_seed re-exported)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,13 @@ class GroundTruthConfig:
     """Seed for the features and the correlation matrix (sampling has its own generator)."""
 
     def __post_init__(self) -> None:
-        if self.n_features < 1 or self.d < 1:
-            raise ValueError(f"n_features and d must be positive, got G={self.n_features}, h={self.d}")
+        for name, lo in (("n_features", 1), ("d", 1), ("corr_rank", 1), ("n_parents", 0), ("children_per_parent", 1),
+                         ("seed", None)):
+            check_int(name, getattr(self, name), lo)
+        for name in ("mean_active", "decay"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), Real):
+                raise TypeError(f"{name} must be a number, got {getattr(self, name)!r}: pass e.g. "
+                                f"{name}={getattr(GroundTruthConfig, name)}")
         if not 0 < self.mean_active < self.n_features:
             raise ValueError(f"mean_active must lie in (0, G={self.n_features}), got {self.mean_active}")
         if not 0 < self.decay <= 1:
@@ -84,9 +90,6 @@ class GroundTruthConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v == v and abs(v) != float("inf") and v >= 0):
                 raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
-        if self.n_parents < 0 or self.children_per_parent < 1:
-            raise ValueError("n_parents must be >= 0 and children_per_parent >= 1, got "
-                             f"{self.n_parents} and {self.children_per_parent}")
         if self.n_parents * (1 + self.children_per_parent) > self.n_features:
             raise ValueError(f"a hierarchy of {self.n_parents} parents with {self.children_per_parent} children "
                              f"needs {self.n_parents * (1 + self.children_per_parent)} features; n_features is "

@@ -3,13 +3,15 @@
 Four things live here and nowhere else:
 
 * ``get_device()``: the torch device every helper and notebook uses (cuda > mps > cpu,
-  overridable with the ``COURSE_DEVICE`` environment variable or an argument).
+  overridable with the ``COURSE_DEVICE`` environment variable or an argument); ``resolve_device()``
+  adds ``"meta"``, and ``parse_device()`` turns a bad name into an error that says what to pass.
 * ``course_seed()``: the ``COURSE_SEED`` environment variable (default 0), which moves every
   random stream of the course at once (``stream_seed``, ``rng``, ``seed_everything``).
 * ``seed_everything()``: one call that seeds Python, NumPy and torch.
 * ``sizes()``: the run sizes for the current ``TUTORIAL_SCALE`` (``ci``, ``laptop`` or
   ``full``), one frozen dataclass. Notebooks read their sizes from it instead of
-  hard-coding a second code path. Default: ``full`` on CUDA, else ``laptop``.
+  hard-coding a second code path. Default: ``full`` on CUDA, else ``laptop``. ``check_int()``
+  checks one size, step count or seed of a config (an int, never a bool, at least a minimum).
 """
 from __future__ import annotations
 
@@ -18,12 +20,28 @@ import hashlib
 import os
 import random
 from dataclasses import dataclass, replace
+from numbers import Integral
 
 import numpy as np
 import torch
 
 SCALES = ("ci", "laptop", "full")
 _DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+def parse_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """``torch.device(device)``, or a ValueError that names the argument ``name`` and says what to pass.
+
+    Only the name is checked (any torch device type parses); ``get_device`` checks that the course
+    runs there and that it is available.
+    """
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        fix = ("or unset COURSE_DEVICE to pick the best one automatically" if name == "COURSE_DEVICE"
+               else "or leave it None to pick the best one")
+        raise ValueError(f"Unknown device: {name}={device!r} is not a torch device: use 'cpu', 'cuda' "
+                         f"(or 'cuda:0') or 'mps', {fix}.") from err
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
@@ -38,13 +56,7 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(choice)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"Unknown device {choice!r}: use one of {', '.join(_DEVICE_KINDS)} (e.g. 'cuda:0'), "
-            "or unset COURSE_DEVICE to pick automatically."
-        ) from err
+    dev = parse_device(choice, "device" if device is not None else "COURSE_DEVICE")
     if dev.type not in _DEVICE_KINDS:
         raise ValueError(f"Unsupported device {choice!r}: the course runs on {', '.join(_DEVICE_KINDS)}.")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -52,6 +64,27 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"Device {choice!r} was asked for, but MPS is not available here. Use 'cpu'.")
     return dev
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``get_device``, plus ``"meta"`` (shapes without memory: how the tests check placement).
+
+    The one device check of the SAEs, the toy models and ``lm.load_model``.
+    """
+    if device is not None and parse_device(device).type == "meta":
+        return torch.device("meta")
+    return get_device(device)
+
+
+def check_int(name: str, value, minimum: int | None = None) -> None:
+    """Raise unless ``value`` is an int (numpy's too, never a bool) of at least ``minimum``:
+    the check of the sizes, step counts and seeds of the course's configs."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}): pass a whole number"
+                        + ("" if minimum is None else f" >= {minimum}"))
+    if minimum is not None and value < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, "an integer")
+        raise ValueError(f"{name} must be {kind} (at least {minimum}), got {value}")
 
 
 def course_seed() -> int:

@@ -65,7 +65,11 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Fraction of variance unexplained: ||x - x_hat||^2 / ||x - mean(x)||^2 over the batch.
 
     x, x_hat: (..., batch, d) -> (...). 0 is a perfect reconstruction, 1 is no better than the mean.
+    Data that are constant over the batch have no variance to explain: a ValueError.
     """
+    if x.device.type != "meta" and bool((x == x[..., :1, :]).all((-1, -2)).any()):
+        raise ValueError(f"fvu: the data x (shape {tuple(x.shape)}) are constant over the batch (or it has no rows), "
+                         "so their variance is zero and FVU is undefined: pass a batch of at least two different activation rows")
     resid = (x - x_hat).pow(2).sum((-1, -2))
     total = (x - x.mean(-2, keepdim=True)).pow(2).sum((-1, -2))
     return resid / total.clamp_min(1e-12)

@@ -1,5 +1,6 @@
 """Notebook 05's helpers: per-instance TopK, the recovery scores, the suspects' signature, absorption,
 and the reference results at a reduced size (G = 64 features in h = 32 dimensions)."""
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -32,6 +33,36 @@ def test_per_instance_topk_keeps_its_own_k():
 def test_per_instance_topk_leaves_plain_topk_in_the_registry():
     cfg = SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2)
     assert type(SAE(cfg, device="cpu")) is TopKSAE, "SAE(cfg) must still build the plain TopKSAE for 'topk'"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_keys"])
+def test_a_damaged_train_cached_file_is_retrained_with_a_warning(tmp_path, monkeypatch, damage):
+    """A truncated .pt file raised EOFError on every rerun: the cache never repaired itself."""
+    from helpers.diagnostics.cache import CacheWarning
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    cfg = SAEConfig(d_in=32, d_sae=16, l1_coeffs=(0.1, 1.0), steps=20, log_every=10, dead_window=10)
+    first = train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")
+    (path,) = (tmp_path / "beyond").glob("test-damaged-*.pt")
+    blob = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a torch file")
+    else:
+        torch.save({"weights": {}}, path)
+    with pytest.warns(CacheWarning, match=r"test-damaged-.*\.pt is unreadable .*training again"):
+        again = train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")
+    for k, v in first.final.items():
+        assert np.array_equal(again.final[k], v), f"retraining must give the first run's numbers ({k} differs)"
+    for k, v in first.sae.state_dict().items():
+        assert torch.equal(again.sae.state_dict()[k], v), f"retraining must give the first run's weights ({k} differs)"
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == {"state", "final"} and torch.equal(saved["final"]["l0"], torch.as_tensor(first.final["l0"])), (
+        "the repaired cache file must be written again, in the same format")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")  # loads, no warning
 
 
 def test_per_instance_topk_refuses_bad_ks():

@@ -130,6 +130,19 @@ def test_bad_configs_are_clear_errors(kwargs, words):
         GroundTruthConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(n_features=True), TypeError, "n_features"), (dict(d=64.0), TypeError, "d"),
+    (dict(corr_rank=0), ValueError, "corr_rank"), (dict(corr_rank=2.5), TypeError, "corr_rank"),
+    (dict(n_parents=-1), ValueError, "n_parents"), (dict(children_per_parent=0), ValueError, "children_per_parent"),
+    (dict(seed=1.5), TypeError, "seed"), (dict(mean_active="5"), TypeError, "mean_active"),
+    (dict(decay=None), TypeError, "decay"),
+])
+def test_wrong_types_and_negative_counts_name_the_field(kwargs, error, name):
+    """corr_rank=0 divided by zero, mean_active="5" compared a str with an int, d=True made 1-D data."""
+    with pytest.raises(error, match=rf"\b{name}\b"):
+        GroundTruthConfig(**kwargs)
+
+
 def test_impossible_probabilities_are_a_clear_error():
     with pytest.raises(ValueError, match="probability would exceed 1"):
         GroundTruthData(GroundTruthConfig(n_features=64, d=16, mean_active=30, decay=0.9), device="cpu")

@@ -246,6 +246,16 @@ def test_bad_grids_are_clear_errors(tmp_path, monkeypatch):
         _tiny(tmp_path, monkeypatch, cache_description={"sampler": print}, wrap=_never_called)
 
 
+@pytest.mark.parametrize("alpha", [0, 0.0, -0.1, float("nan"), float("inf"), "0.1", None])
+def test_index_of_an_impossible_alpha_names_it_and_the_grid(alpha):
+    """index(J, 0) took log(0): 'math domain error'; NaN silently gave the first column."""
+    grid = _fake_grid(np.zeros((2, 3)), np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"l1 \(the alpha to look up\) must be a positive finite number.*"
+                                         r"grid's alphas \[0\.01, 0\.1, 1\.0\]"):
+        grid.index(32, alpha)
+    assert grid.index(64, 0.1) == (1, 1) and grid.index(32, np.float64(0.9)) == (0, 2)
+
+
 # ---- damaged caches are found, reported and rebuilt ------------------------------------------
 def _rewrite_npz(path, change, update_meta=None):
     """Rewrite the arrays of ``path`` through ``change``; optionally fix grid.json's size and

@@ -117,6 +117,11 @@ def test_load_model_puts_every_weight_on_the_requested_device():
     assert meta.cfg.device == "meta" and lm.model_device(meta).type == "meta", meta.cfg.device
 
 
+def test_load_model_refuses_an_unknown_device_before_loading():
+    with pytest.raises(ValueError, match=r"device='gpu' is not a torch device: use 'cpu', 'cuda'.*leave it None"):
+        lm.load_model(lm.OFFLINE_MODEL, device="gpu")
+
+
 # --------------------------------------------------------------------------------------
 # The activation cache
 # --------------------------------------------------------------------------------------

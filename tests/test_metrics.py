@@ -56,6 +56,14 @@ def test_fvu_is_zero_for_perfect_and_one_for_mean_reconstruction():
     assert torch.allclose(fvu(x, x + 0.5 * (mean - x)), torch.full((3,), 0.25)), "halving the error leaves 1/4"
 
 
+def test_fvu_of_constant_data_is_an_error_not_a_huge_number():
+    """The variance was clamped at 1e-12, so any error on constant data read as FVU ~ 1e13."""
+    with pytest.raises(ValueError, match=r"constant over the batch.*variance is zero and FVU is undefined"):
+        fvu(torch.full((100, 4), 0.1), torch.zeros(100, 4))
+    with pytest.raises(ValueError, match="constant"):  # one constant instance among several
+        fvu(torch.stack([torch.randn(50, 4), torch.ones(50, 4)]), torch.zeros(2, 50, 4))
+
+
 def test_ce_loss_recovered_by_hand():
     # clean 2.0, zero-ablated 4.0, with the SAE 2.5: the SAE closes 1.5 of the 2.0 gap.
     assert ce_loss_recovered(2.0, 2.5, 4.0) == pytest.approx(0.75)

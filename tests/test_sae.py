@@ -6,6 +6,7 @@ from dataclasses import replace
 import math
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -277,6 +278,43 @@ def test_bad_sae_configs_are_clear_errors_naming_the_field(kwargs, field):
         SAEConfig(**{"d_in": 8, "d_sae": 16, **kwargs})
     with pytest.raises(ValueError, match="TopKSAE needs cfg.architecture='topk'"):
         TopKSAE(SAEConfig(d_in=8, d_sae=16), device="cpu")
+
+
+@pytest.mark.parametrize("kwargs, error, field", [
+    (dict(d_in=True), TypeError, "d_in"), (dict(d_sae=16.0), TypeError, "d_sae"), (dict(d_in=-4), ValueError, "d_in"),
+    (dict(batch_size=False), TypeError, "batch_size"), (dict(steps=-1), ValueError, "steps"),
+    (dict(steps=10.5), TypeError, "steps"), (dict(seed=True), TypeError, "seed"),
+    (dict(log_every=2.0), TypeError, "log_every"), (dict(resample_every=-1), ValueError, "resample_every"),
+])
+def test_sae_config_sizes_must_be_whole_numbers_not_bools(kwargs, error, field):
+    """A bool is an int to Python: SAEConfig(d_in=True) built a one-dimensional SAE without a word."""
+    with pytest.raises(error, match=rf"\b{field}\b"):
+        SAEConfig(**{"d_in": 8, "d_sae": 16, **kwargs})
+    assert SAEConfig(d_in=np.int64(8), d_sae=16).d_in == 8, "numpy integers are whole numbers too"
+
+
+def test_unknown_device_names_the_argument():
+    with pytest.raises(ValueError, match=r"device='gpu' is not a torch device: use 'cpu', 'cuda'.*leave it None"):
+        SAE(SAEConfig(d_in=8, d_sae=16), device="gpu")
+    assert SAE(SAEConfig(d_in=8, d_sae=16), device="meta").device.type == "meta", "'meta' still builds shapes only"
+
+
+def test_final_of_a_log_with_no_rows_says_why():
+    x = torch.randn(64, 8)
+    log = train_sae(SAE(SAEConfig(d_in=8, d_sae=16), device="cpu"), lambda n: x[:n], steps=0, progress=False)
+    with pytest.raises(ValueError, match=r"no rows: the run trained 0 steps.*steps >= 1"):
+        log.final()
+
+
+def test_empty_batches_and_prefetch_0_are_not_blamed_on_the_lr():
+    """Both trained on empty batches, whose NaN loss read 'a NaN in the data or too large an lr'."""
+    sae = SAE(SAEConfig(d_in=8, d_sae=16), device="cpu")
+    with pytest.raises(ValueError, match=r"sample_fn\(\d+\) returned an empty batch"):
+        train_sae(sae, lambda n: torch.zeros(0, 8), steps=3, progress=False)
+    with pytest.raises(ValueError, match=r"prefetch must be a positive integer .*got 0"):
+        train_sae(sae, lambda n: torch.randn(n, 8), steps=3, progress=False, prefetch=0)
+    with pytest.raises(TypeError, match="steps"):
+        train_sae(sae, lambda n: torch.randn(n, 8), steps=2.5, progress=False)
 
 
 # --- saving and loading ---------------------------------------------------------------

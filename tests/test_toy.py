@@ -315,6 +315,13 @@ def test_bad_config_names_the_argument(kwargs, error, name):
         toy.ToyConfig(**kwargs)
 
 
+def test_unknown_device_is_refused_by_the_config():
+    """ToyConfig(device="gpu") was accepted, and training failed later with torch's own error."""
+    with pytest.raises(ValueError, match=r"device='gpu' is not a torch device: use 'cpu', 'cuda'.*leave it None"):
+        toy.ToyConfig(device="gpu")
+    assert toy.ToyModel(toy.ToyConfig(device="meta")).device.type == "meta", "'meta' still builds shapes only"
+
+
 def test_numpy_settings_are_accepted():
     cfg = toy.ToyConfig(n_instances=np.int64(2), feature_probability=np.array([[0.1], [0.2]]),
                         importance=np.ones(5))

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import contextlib
+import pickle
+import warnings
 from dataclasses import asdict, replace
 from typing import NamedTuple, Sequence
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from helpers.device import get_device, stream_seed
-from helpers.diagnostics.cache import training_code
+from helpers.diagnostics.cache import CacheWarning, training_code
 from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
@@ -89,9 +91,16 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
     # exercise version under the tests) waits for it, then loads it.
     with cache_lock(path) if cache else contextlib.nullcontext():
         if cache and path.is_file():
-            saved = torch.load(path, map_location=dev, weights_only=True)
-            sae.load_state_dict(saved["state"])
-            return Trained(sae, {k: v.numpy() for k, v in saved["final"].items()})
+            try:
+                saved = torch.load(path, map_location=dev, weights_only=True)
+                sae.load_state_dict(saved["state"])
+                return Trained(sae, {k: v.cpu().numpy() for k, v in saved["final"].items()})
+            except (OSError, EOFError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as err:
+                why = (str(err).strip().splitlines() or [""])[0][:200]
+                warnings.warn(f"The cached stack {path} is unreadable ({type(err).__name__}: {why}); "
+                              "deleting it and training again.", CacheWarning, stacklevel=2)
+                path.unlink(missing_ok=True)
+                sae = _build(cfg, ks, dev, aux_coeff, cls, **options)  # a load that failed half-way changed its weights
         final = train_sae(sae, data.sample, progress=False).final()
         if cache:
             with atomic_write(path) as tmp:

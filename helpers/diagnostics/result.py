@@ -164,6 +164,13 @@ class GridResult:
         hits = np.flatnonzero(self.d_sae_values == d_sae)
         if hits.size == 0:
             raise ValueError(f"size {d_sae} is not in the grid; sizes are {self.d_sae_values.tolist()}")
+        try:
+            alpha = math.nan if isinstance(l1, (bool, str)) else float(l1)
+        except (TypeError, ValueError):
+            alpha = math.nan
+        if not (math.isfinite(alpha) and alpha > 0):  # the nearest alpha is found in log alpha
+            raise ValueError(f"l1 (the alpha to look up) must be a positive finite number, got {l1!r}: "
+                             f"pass one of the grid's alphas {self.l1_values.tolist()}")
         j = int(np.argmin(np.abs(np.log(self.l1_values) - math.log(l1))))
         return int(hits[0]), j
 

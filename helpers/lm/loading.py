@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from helpers.device import get_device
+from helpers.device import resolve_device
 
 # Hub requests that hang are worse than ones that fail: give up after these many seconds
 # (huggingface_hub reads them when it is first imported; a reader's own settings win).
@@ -48,13 +48,6 @@ CORPORA = {ONLINE_MODEL: "roneneldan/TinyStories"}
 read streamed through ``datasets``, its ``validation`` split, field ``text``. A model not listed
 here reads ``CORPUS``: children's stories are what TinyStories-1L has learned to predict, and
 Python source would show its SAEs features of text it has never seen."""
-
-
-def _target_device(device: str | torch.device | None) -> torch.device:
-    """``get_device``, plus ``"meta"``: the architecture with no weights in memory (shapes only)."""
-    if device is not None and torch.device(device).type == "meta":
-        return torch.device("meta")
-    return get_device(device)
 
 
 def _source(name: str) -> str:
@@ -118,7 +111,7 @@ def load_model(name: str = OFFLINE_MODEL, device: str | torch.device | None = No
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a model name such as {OFFLINE_MODEL!r}, got {name!r}")
-    dev = _target_device(device)
+    dev = resolve_device(device)  # "meta": the architecture with no weights in memory
     source = _source(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge

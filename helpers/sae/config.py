@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helpers.device import check_int
 from helpers.optim import LR_SCHEDULES
 from helpers.sae.resample import RESAMPLE_TARGETS
 
@@ -78,19 +79,15 @@ class SAEConfig:
     def __post_init__(self) -> None:
         coeffs = tuple(float(a) for a in np.atleast_1d(np.asarray(self.l1_coeffs, dtype=float)))
         object.__setattr__(self, "l1_coeffs", coeffs)
-        if self.d_in < 1 or self.d_sae < 1:
-            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        for name, lo in (("d_in", 1), ("d_sae", 1), ("batch_size", 1), ("steps", 0), ("dead_window", 1), ("seed", None),
+                         ("log_every", 1), ("resample_every", 0), ("resample_dead_after", 1)):
+            check_int(name, getattr(self, name), lo)  # a bool is an int to Python: refused here
         if not coeffs or not all(math.isfinite(a) and a >= 0 for a in coeffs):
             raise ValueError(f"l1_coeffs must be one or more finite, non-negative numbers, got {coeffs}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if not (math.isfinite(self.input_noise_std) and self.input_noise_std >= 0):
             raise ValueError(f"input_noise_std must be a finite number >= 0, got {self.input_noise_std!r}")
-        for name in ("batch_size", "dead_window", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps!r}")
         from helpers.sae.model import sae_class  # the registry (a new variant registers there)
         sae_class(self.architecture)
         if self.lr_schedule not in LR_SCHEDULES:
@@ -101,9 +98,6 @@ class SAEConfig:
                                  f"architecture={self.architecture!r}, got k={self.k!r}")
             if self.architecture == "topk" and self.k != int(self.k):
                 raise ValueError(f"k must be a whole number of latents for architecture='topk', got {self.k!r}")
-        if self.resample_every < 0 or self.resample_dead_after < 1:
-            raise ValueError(f"resample_every must be >= 0 (0: never) and resample_dead_after >= 1 step, got "
-                             f"{self.resample_every!r} and {self.resample_dead_after!r}")
         if not 0 <= self.resample_duplicate_cos <= 1:
             raise ValueError(f"resample_duplicate_cos must be a cosine in [0, 1] (0: no duplicate check), "
                              f"got {self.resample_duplicate_cos!r}")

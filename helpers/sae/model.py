@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from helpers.device import get_device, stream_seed
+from helpers.device import resolve_device, stream_seed
 from helpers.sae.config import SAEConfig
 
 
@@ -66,14 +66,6 @@ def sae_class(architecture: str) -> type["SAE"]:
     return SAE_CLASSES[architecture]
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    # "meta" builds an SAE without memory (shapes only); every other name goes through the
-    # course's one device chooser, which explains unknown or unavailable devices.
-    if device is not None and torch.device(device).type == "meta":
-        return torch.device("meta")
-    return get_device(device)
-
-
 class SAE(nn.Module):
     """A stack of ``cfg.n_instances`` sparse autoencoders with a ReLU activation and L1 penalty.
 
@@ -100,7 +92,7 @@ class SAE(nn.Module):
             raise ValueError(f"{type(self).__name__} needs cfg.architecture={self.architecture!r}, "
                              f"got {cfg.architecture!r}; or build SAE(cfg), which picks the class")
         self.cfg = cfg
-        dev = _device(device)
+        dev = resolve_device(device)  # "meta": shapes without memory
         I, h, J = cfg.n_instances, cfg.d_in, cfg.d_sae
         W_dec = torch.empty(I, J, h)
         for i in range(I):  # orthogonal init (as in the report), a different seed per instance

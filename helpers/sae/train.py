@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from helpers.device import stream_seed
+from helpers.device import check_int, stream_seed
 from helpers.optim import NonFiniteLossError, adam, check_finite, scheduler
 from helpers.sae.model import SAE
 from helpers.sae.resample import redundant, resample_latents_
@@ -41,6 +41,9 @@ class TrainLog:
 
     def final(self) -> dict[str, np.ndarray]:
         """Per-instance values of the last logged window."""
+        if not len(self.steps):
+            raise ValueError("this training log has no rows: the run trained 0 steps, so there is no last window; "
+                             "train with steps >= 1 (the config's steps, or train_sae(..., steps=...))")
         return {"recon_loss": self.recon_loss[-1], "l1_loss": self.l1_loss[-1],
                 "l0": self.l0[-1], "dead": self.dead[-1]}
 
@@ -64,6 +67,8 @@ def train_sae(
     """
     cfg = sae.cfg
     steps = cfg.steps if steps is None else steps
+    check_int("steps", steps, 0)
+    check_int("prefetch", prefetch, 1)  # batches drawn per call to sample_fn
     B, I, J, dev = cfg.batch_size, cfg.n_instances, cfg.d_sae, sae.device
     opt = adam(sae.parameters(), cfg.lr)
     sched = scheduler(opt, cfg.lr_schedule, steps) if cfg.lr_schedule != "constant" else None
@@ -172,4 +177,7 @@ def _draw(sample_fn: Callable[[int], torch.Tensor], n: int, d_in: int, dev: torc
     batch = sample_fn(n).to(dev)
     if batch.dim() != 2 or batch.shape[1] != d_in:
         raise ValueError(f"sample_fn must return (n, {d_in}) activations, got {tuple(batch.shape)}")
+    if batch.shape[0] == 0:
+        raise ValueError(f"sample_fn({n}) returned an empty batch (0 rows of {d_in}): it must return rows to "
+                         "train on (up to n); check that its data source is not exhausted or empty")
     return batch

@@ -10,23 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from helpers.device import get_device
+from helpers.device import check_int, parse_device, resolve_device  # noqa: F401  (resolve_device re-exported)
 from helpers.optim import LR_SCHEDULES
 
 READOUTS = ("relu", "linear", "softmax")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``get_device``, plus ``"meta"`` (shapes without memory: how the tests check placement)."""
-    if device is not None and torch.device(device).type == "meta":
-        return torch.device("meta")
-    return get_device(device)
 
 
 def as_float_tensor(value, name: str) -> torch.Tensor:
@@ -55,13 +48,6 @@ def per_instance(value, name: str, n_instances: int, n_features: int) -> torch.T
             f"= ({n_instances}, {n_features}). Pass a number, a ({n_features},) tensor (one value per "
             f"feature), an ({n_instances}, 1) tensor (one value per instance) or the full shape."
         ) from None
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
 
 
 @dataclass
@@ -108,7 +94,9 @@ class ToyConfig:
         for name, lo in (("n_features", 1), ("d_hidden", 1), ("n_instances", 1), ("steps", 1), ("batch_size", 1),
                          ("log_every", 1), ("eval_samples", 1), ("n_correlated_pairs", 0),
                          ("n_anticorrelated_pairs", 0), ("seed", 0)):
-            _check_int(name, getattr(self, name), lo)
+            check_int(name, getattr(self, name), lo)
+        if self.device is not None:
+            parse_device(self.device)
         if self.readout not in READOUTS:
             raise ValueError(f"Unknown readout {self.readout!r}: use one of {', '.join(READOUTS)}.")
         if self.lr_schedule not in LR_SCHEDULES:
