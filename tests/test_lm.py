@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,27 @@ def _random_sae(d, d_sae=96, seed=0):
 # Loading
 # --------------------------------------------------------------------------------------
 def test_missing_offline_checkpoint_says_how_to_rebuild(tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
-    (tmp_path / "tiny_lm").mkdir()
+    from helpers import paths
+
+    monkeypatch.delenv("COURSE_DATA", raising=False)
+    monkeypatch.setattr(paths, "_repo_root", lambda: tmp_path)  # a clone whose data/ lacks the model
+    (tmp_path / "data" / "tiny_lm").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="python -m helpers.tiny_lm"):
         lm.load_model(lm.OFFLINE_MODEL)
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_wrong_course_data_says_to_unset_it_not_to_rebuild(tmp_path, monkeypatch, exists):
+    wrong = tmp_path / "not-the-data"
+    if exists:
+        wrong.mkdir()
+    monkeypatch.setenv("COURSE_DATA", str(wrong))
+    with pytest.raises(FileNotFoundError) as err:
+        lm.load_model(lm.OFFLINE_MODEL)
+    msg = str(err.value)
+    assert f"COURSE_DATA points at {wrong}" in msg and "unset COURSE_DATA" in msg, msg
+    assert ("does not hold the offline model's files" if exists else "does not exist") in msg, msg
+    assert "python -m helpers.tiny_lm" not in msg, f"a wrong COURSE_DATA is not a reason to rebuild: {msg}"
 
 
 def test_unknown_model_name_is_a_clear_error_naming_the_offline_model():
@@ -142,6 +160,18 @@ def test_harvest_shapes_cache_reuse_and_invalidation(model, cache):
     post_only = lm.harvest(model, 1024, kinds=("post",), seq_len=64, batch_size=4, progress=False)
     assert not post_only.from_cache and post_only.folder != first.folder, "different hooks are a different cache entry"
     assert not list(cache.rglob("*.partial*")), "a finished harvest must not leave a partial folder"
+
+
+def test_a_harvest_that_would_fill_the_disk_refuses_before_writing(model, cache, monkeypatch):
+    harvest_module = sys.modules["helpers.lm.harvest"]  # helpers.lm.harvest is also the function's name
+    full = types.SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000)
+    monkeypatch.setattr(harvest_module.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(OSError) as err:
+        lm.harvest(model, 1024, seq_len=64, batch_size=4, progress=False)
+    msg = str(err.value)
+    assert "GB" in msg and str(cache / "activations") in msg, msg
+    assert "COURSE_CACHE" in msg and "TUTORIAL_SCALE" in msg and "free" in msg, msg
+    assert not list((cache / "activations").iterdir()), "a refused harvest must leave nothing behind"
 
 
 def test_cache_key_follows_the_weights_not_the_name(model, cache):

@@ -138,6 +138,8 @@ def _write(model, windows: torch.Tensor, tmp: Path, layer: int, kinds: tuple[str
     n_seq, seq_len = windows.shape
     hooks = mlp_hooks(layer)
     dims = {"post": model.cfg.d_mlp, "out": model.cfg.d_model}
+    # float32 activations per hook plus the int32 token ids
+    check_free_space(tmp.parent, 4 * n_seq * seq_len * (sum(dims[k] for k in kinds) + 1))
     outs = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=np.float32,
                                          shape=(n_seq * seq_len, dims[k])) for k in kinds}
     tokens = windows.numpy().astype(np.int32)
@@ -173,6 +175,25 @@ def _write(model, windows: torch.Tensor, tmp: Path, layer: int, kinds: tuple[str
             "model": getattr(model, "course_name", None), "files": files}
     with atomic_write(tmp / "meta.json") as t:  # written last: its presence marks a complete harvest
         t.write_text(json.dumps(meta, indent=1))
+
+
+FREE_SPACE_MARGIN = 16 * 2**20
+"""Bytes left free beyond what a harvest's files need (``meta.json``, the file system's own)."""
+
+
+def check_free_space(folder: Path, need: int) -> None:
+    """An OSError saying what to do if ``folder``'s disk has less than ``need`` bytes (plus a margin) free.
+
+    A memory map written past a full disk is not an error Python can catch: the process dies of
+    SIGBUS with no message, so the harvest checks before it creates its files.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < need + FREE_SPACE_MARGIN:
+        raise OSError(
+            f"This harvest needs about {(need + FREE_SPACE_MARGIN) / 1e9:.3g} GB in the activation cache {folder}, "
+            f"but only {free / 1e9:.3g} GB is free there: free some space, set COURSE_CACHE to a folder "
+            "on a disk with room, or use a smaller TUTORIAL_SCALE (fewer tokens)."
+        )
 
 
 def cache_problem(folder: Path) -> str | None:

@@ -59,11 +59,20 @@ def _source(name: str) -> str:
         missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
         if missing:
             raise FileNotFoundError(
-                f"The offline model is incomplete: {', '.join(missing)} missing in {folder}. "
-                "Rebuild it with `python -m helpers.tiny_lm` (about ten minutes on a CPU)."
+                f"The offline model is incomplete: {', '.join(missing)} missing in {folder}. " + _missing_model_advice()
             )
         return str(folder)
     return str(Path(name)) if Path(name).is_dir() else name
+
+
+def _missing_model_advice() -> str:
+    """What to do about missing offline-model files: fix COURSE_DATA when it is set, else rebuild them."""
+    env = os.environ.get("COURSE_DATA")
+    if env:
+        what = "does not hold the offline model's files" if Path(env).is_dir() else "does not exist"
+        return (f"COURSE_DATA points at {env}, which {what}: unset COURSE_DATA to use the course's own "
+                "data/ folder, or point it at the folder that holds tiny_lm/.")
+    return "Rebuild it with `python -m helpers.tiny_lm` (about ten minutes on a CPU)."
 
 
 def _hub_resolves() -> bool:
@@ -97,7 +106,7 @@ def offline_model_info() -> dict:
 
     path = model_dir() / "training.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; rebuild the offline model: python -m helpers.tiny_lm")
+        raise FileNotFoundError(f"{path} is missing. " + _missing_model_advice())
     return json.loads(path.read_text())
 
 
