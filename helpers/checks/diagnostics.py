@@ -185,9 +185,10 @@ _TABLE_MESSAGES = {
 }
 
 
-def _expect_table(fn: Callable, dicts: Sequence[torch.Tensor], l0: np.ndarray, alphas, sizes) -> tuple:
-    """Run the reader's function; fail with the likely mistake unless its table is right. Returns its pick."""
-    out = fn([d.clone() for d in dicts], l0.copy(), list(alphas), list(sizes))
+def _run_table(fn: Callable, dicts: Sequence[torch.Tensor], l0: np.ndarray, alphas, sizes) -> tuple[np.ndarray, object]:
+    """Run the reader's function on a grid; fail unless it returns a pair whose table has the right
+    shape and a NaN row for the largest size. Returns (table, pick)."""
+    out = fn([d.clone() for d in dicts], np.asarray(l0).copy(), list(alphas), list(sizes))
     expect(isinstance(out, (tuple, list)) and len(out) == 2,
            f"return a pair (table, (size, alpha)); got {type(out).__name__}")
     got = np.asarray(out[0], dtype=float)
@@ -195,9 +196,15 @@ def _expect_table(fn: Callable, dicts: Sequence[torch.Tensor], l0: np.ndarray, a
     expect(got.shape == (S, L), f"the table has one row per size and one column per alpha, shape ({S}, {L}); got "
                                 f"{got.shape}" + (": rows and columns swapped" if got.shape == (L, S) else ""))
     expect(np.isnan(got[-1]).all(), "the largest dictionary has nothing larger to compare with: its row is NaN")
+    return got, out[1]
+
+
+def _expect_table(fn: Callable, dicts: Sequence[torch.Tensor], l0: np.ndarray, alphas, sizes) -> tuple:
+    """Run the reader's function; fail with the likely mistake unless its table is right. Returns its pick."""
+    got, pick = _run_table(fn, dicts, l0, alphas, sizes)
     want = rules.mmcs_with_larger(dicts)
     if np.allclose(got[:-1], want[:-1], atol=1e-5):
-        return out[1]
+        return pick
     for name, values in _table_variants(dicts).items():
         expect(not np.allclose(got[:-1], values[:-1], atol=1e-5), _TABLE_MESSAGES[name])
     expect(False, f"expected the table\n{np.round(want, 4)}\ngot\n{np.round(got, 4)}\ncell (i, j): the mean over every "
@@ -211,7 +218,8 @@ def mmcs_with_larger(learner: Callable) -> Callable:
 
     def test(fn):
         nested = _nested_grid()
-        got = np.asarray(_expect_table_first(fn, nested), dtype=float)
+        got, _ = _run_table(fn, nested, np.full((len(nested), nested[0].shape[0]), 5.0), [0.1, 1.0], [3, 6, 12])
+        expect(not np.allclose(got[:-1], _table_variants(nested)["flipped"][:-1], atol=1e-5), _TABLE_MESSAGES["flipped"])
         expect(np.allclose(got[:-1], 1.0, atol=1e-5),
                "every dictionary sits inside each larger one (at the same alpha), so every cell but the largest "
                f"size's is 1; got {np.round(got[:-1], 4)}")
@@ -252,20 +260,6 @@ def mmcs_with_larger(learner: Callable) -> Callable:
                      "sizes (the largest size has nothing larger: missing). Then leave out the cells whose L0 is below "
                      "1, find the largest remaining value ignoring missing ones, and return its table and its size and "
                      "alpha")
-
-
-def _expect_table_first(fn: Callable, dicts: Sequence[torch.Tensor]) -> np.ndarray:
-    """The nested case: shape, the largest size's NaN row, and the larger rows' direction."""
-    S, L = len(dicts), dicts[0].shape[0]
-    out = fn([d.clone() for d in dicts], np.full((S, L), 5.0), [0.1, 1.0], [3, 6, 12])
-    expect(isinstance(out, (tuple, list)) and len(out) == 2,
-           f"return a pair (table, (size, alpha)); got {type(out).__name__}")
-    got = np.asarray(out[0], dtype=float)
-    expect(got.shape == (S, L), f"the table has one row per size and one column per alpha, shape ({S}, {L}); got "
-                                f"{got.shape}" + (": rows and columns swapped" if got.shape == (L, S) else ""))
-    expect(np.isnan(got[-1]).all(), "the largest dictionary has nothing larger to compare with: its row is NaN")
-    expect(not np.allclose(got[:-1], _table_variants(dicts)["flipped"][:-1], atol=1e-5), _TABLE_MESSAGES["flipped"])
-    return got
 
 
 def dead_latent_pick_reference(dead: np.ndarray, l1_values: Sequence[float], sizes: Sequence[int]) -> tuple[int, float]:

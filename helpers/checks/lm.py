@@ -8,13 +8,14 @@ function the notebook goes on with (see ``helpers.exercises.check``).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
 import torch
 
 from helpers.exercises import check, expect
-from helpers.lm.evaluation import _splice_loss, token_mean_table
+from helpers.lm.evaluation import hooked_loss, token_mean_table
 from helpers.lm.features import top_contexts as top_contexts_reference
 
 
@@ -266,7 +267,7 @@ def _floor_losses(model, tokens, sae, mean: torch.Tensor, table: torch.Tensor, l
 
     new = {"sae": reconstruction, "zero": lambda x, toks: torch.zeros_like(x),
            "mean": lambda x, toks: mean.expand(x.shape), "token lookup": lookup}
-    return {k: _splice_loss(model, tokens, [] if k == "clean" else replaced(new[k]), 16) for k in kinds}
+    return {k: hooked_loss(model, tokens, [] if k == "clean" else replaced(new[k]), 16) for k in kinds}
 
 
 def ce_with_floors_reference(model, tokens, sae, train_acts: torch.Tensor, train_tokens: torch.Tensor,
@@ -283,8 +284,6 @@ def ce_with_floors_reference(model, tokens, sae, train_acts: torch.Tensor, train
 
 def _probe_sae(sae):
     """``sae`` itself, or a copy with a decoder bias where it has none (forgetting it must show)."""
-    import copy
-
     if float(sae.b_dec.detach().abs().max()) > 1e-3:
         return sae
     probe = copy.deepcopy(sae)
@@ -303,6 +302,8 @@ def ce_with_floors(learner: Callable, model, sae, tokens, train_acts, train_toke
     table, mean = token_mean_table([(train_acts, train_tokens)], model.cfg.d_vocab)
     want = _floor_losses(model, tokens, probe, mean, table, layer)
     close = lambda a, b: abs(a - b) < 1e-3  # noqa: E731  (nats/token)
+    seen = torch.zeros(model.cfg.d_vocab, dtype=torch.bool)      # tokens with training rows
+    seen[train_tokens] = True
 
     def variant(kind, **kw):
         return _floor_losses(model, tokens, probe, kw.pop("mean", mean), kw.pop("table", table), layer, kinds=(kind,),
@@ -328,8 +329,6 @@ def ce_with_floors(learner: Callable, model, sae, tokens, train_acts, train_toke
             expect(not close(got, variant(kind, previous=True)),
                    "the lookup read the previous token: the activation at position p belongs to the token at p, "
                    "so positions 1: take the rows of tokens[:, 1:]")
-            seen = torch.zeros(model.cfg.d_vocab, dtype=torch.bool)
-            seen[train_tokens] = True
             expect(not close(got, variant(kind, table=torch.where(seen[:, None], table, 0.0))),
                    "tokens never seen in training got zeros: a token with no rows gets the overall mean (your "
                    "token_lookup_baseline of exercise 1 does this)")
@@ -337,8 +336,6 @@ def ce_with_floors(learner: Callable, model, sae, tokens, train_acts, train_toke
             expect(not close(got, variant(kind, mean=train_acts.mean().expand(mean.shape))),
                    "your mean is one number, the mean of every entry: the floor is the mean activation vector, one "
                    "value per neuron (the mean over the rows, axis 0)")
-            seen = torch.zeros(model.cfg.d_vocab, dtype=torch.bool)
-            seen[train_tokens] = True
             expect(not close(got, variant(kind, mean=table[seen].mean(0))),
                    "your mean is the mean of the per-token means, which weighs a rare token like a common one: take "
                    "the mean over all training rows")

@@ -28,7 +28,7 @@ from helpers.lm.grid_cache import sae_grid
 from helpers.lm.intervene import (ablate_hook, format_next_token, format_prompt_latents, next_token_change,
                                   prompt_latents, steer_hook)
 from helpers.lm.evaluation import (Baselines, ContextFreeBaselines, ReconstructionStats, SAEEval, SpliceResult, ce_baselines, ce_with_sae,
-                                   context_free_baselines, context_free_hooks, evaluate_saes, kl_to_clean, kl_with_sae, loss_with_hook, reconstruction_stats, splice_hook)
+                                   context_free_baselines, context_free_hooks, evaluate_saes, hooked_loss, kl_to_clean, kl_with_sae, loss_with_hook, reconstruction_stats, splice_hook)
 from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitEffect, TokenLogit, chunk_rows_for,
                                  latent_activations, latent_stats, logit_effects, pick_latents, residual_effects,
                                  top_contexts, top_rows)
@@ -43,7 +43,7 @@ from helpers.lm.loading import (CORPORA, CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ON
 
 __all__ = [
     "KINDS", "Baselines", "ReconstructionStats", "SAEEval", "SpliceResult", "ce_baselines", "ce_with_sae",
-    "evaluate_saes", "reconstruction_stats", "splice_hook", "loss_with_hook", "ContextFreeBaselines", "context_free_baselines", "context_free_hooks", "kl_to_clean", "kl_with_sae", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
+    "evaluate_saes", "reconstruction_stats", "splice_hook", "loss_with_hook", "hooked_loss", "ContextFreeBaselines", "context_free_baselines", "context_free_hooks", "kl_to_clean", "kl_with_sae", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
     "LogitEffect", "TokenLogit", "chunk_rows_for", "latent_activations", "latent_stats", "logit_effects",
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
     "geometry_table", "activation_row_geometry", "activation_row_mmcs", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",

@@ -51,8 +51,10 @@ def _hooked_batches(model, tokens: torch.Tensor, fwd_hooks, batch_size: int):
         yield toks, (fwd_hooks(toks) if callable(fwd_hooks) else fwd_hooks)
 
 
-def _splice_loss(model, tokens: torch.Tensor, fwd_hooks, batch_size: int) -> float:
-    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied (see ``_hooked_batches``)."""
+def hooked_loss(model, tokens: torch.Tensor, fwd_hooks, batch_size: int = 16) -> float:
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied: a list of
+    (hook name, hook), or a function of one batch's tokens that returns it (see ``_hooked_batches``);
+    no hooks, the clean loss. The tokens go to the model's device here, in batches."""
     total = 0.0
     for toks, hooks in _hooked_batches(model, tokens, fwd_hooks, batch_size):
         loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=hooks) if hooks else \
@@ -75,8 +77,8 @@ def ce_baselines(model, tokens: torch.Tensor | np.ndarray, layer: int = 0, batch
     layer = check_layer(layer, model)
     batch_size = check_int("batch_size", batch_size, 1)
     hook = mlp_hooks(layer)["post"]
-    return Baselines(_splice_loss(model, tokens, [], batch_size),
-                     _splice_loss(model, tokens, [(hook, _zero_after_bos)], batch_size))
+    return Baselines(hooked_loss(model, tokens, [], batch_size),
+                     hooked_loss(model, tokens, [(hook, _zero_after_bos)], batch_size))
 
 
 @torch.no_grad()
@@ -89,7 +91,7 @@ def loss_with_hook(model, tokens: torch.Tensor | np.ndarray, hook, layer: int = 
     check_model(model)
     tokens = check_tokens(tokens, model)
     layer = check_layer(layer, model)
-    return _splice_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], check_int("batch_size", batch_size, 1))
+    return hooked_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], check_int("batch_size", batch_size, 1))
 
 
 def splice_hook(sae, instance: int = 0):
@@ -126,7 +128,7 @@ def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0
     one = sae.select(instance) if sae.cfg.n_instances > 1 and hasattr(sae, "select") else sae
     base = baselines or ce_baselines(model, tokens, layer, batch_size)
     hook = splice_hook(one, 0 if one is not sae else instance)
-    with_sae = _splice_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], batch_size)
+    with_sae = hooked_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], batch_size)
     return SpliceResult(base.clean, with_sae, base.zero_ablated,
                         float(ce_loss_recovered(base.clean, with_sae, base.zero_ablated)))
 
@@ -181,13 +183,13 @@ def context_free_baselines(model, acts: Activations, tokens: torch.Tensor | np.n
     check_model(model)
     tokens = check_tokens(tokens, model)
     hooks = context_free_hooks(model, acts, layer, holdout)
-    return ContextFreeBaselines(_splice_loss(model, tokens, hooks["mean"], batch_size),
-                                _splice_loss(model, tokens, hooks["token lookup"], batch_size))
+    return ContextFreeBaselines(hooked_loss(model, tokens, hooks["mean"], batch_size),
+                                hooked_loss(model, tokens, hooks["token lookup"], batch_size))
 
 
 @torch.no_grad()
 def context_free_hooks(model, acts: Activations, layer: int = 0, holdout: float = 0.1) -> dict:
-    """The forward hooks of ``context_free_baselines`` (and of zero-ablation), as ``_splice_loss``
+    """The forward hooks of ``context_free_baselines`` (and of zero-ablation), as ``hooked_loss``
     and ``kl_to_clean`` take them: ``{"zero": [...], "mean": [...], "token lookup": f(tokens) -> [...]}``."""
     check_model(model)
     layer = check_layer(layer, model)
