@@ -16,7 +16,7 @@ A cell that raises is recorded (``error``: cell index, error name) and the run g
 the next notebook. Prints one JSON object as its last line.
 
 Run: ``python benchmarks/course_runtime.py --scale laptop [--notebooks 01 02] [--timeout 3600]
-[--claims-json claims.json]``
+[--claims-json claims.json] [--virtual-cuda]``
 """
 from __future__ import annotations
 
@@ -132,7 +132,16 @@ def _patient(get_msg):
     return get
 
 
-def run_notebook(path: Path, scale: str, timeout: int, save_dir: Path | None = None) -> tuple[dict, list[dict]]:
+# Run before the first cell with --virtual-cuda: the kernel then believes it has a CUDA GPU
+# (tests/virtual_cuda.py), so every cell runs the course's CUDA path and a tensor left on the
+# CPU where the GPU path needs it raises, as on a real card.
+VIRTUAL_CUDA_SETUP = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                      "from virtual_cuda import virtual_cuda as _virtual_cuda\n"
+                      "_virtual_cuda_block = _virtual_cuda(); _virtual_cuda_block.__enter__()")
+
+
+def run_notebook(path: Path, scale: str, timeout: int, save_dir: Path | None = None,
+                 virtual_cuda: bool = False) -> tuple[dict, list[dict]]:
     """Execute one notebook; return its record for the JSON and the claims it made."""
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -141,6 +150,8 @@ def run_notebook(path: Path, scale: str, timeout: int, save_dir: Path | None = N
         claims_file = Path(tmp) / "claims.jsonl"
         env = {**os.environ, "TUTORIAL_SCALE": scale, "COURSE_CLAIMS_FILE": str(claims_file),
                "COURSE_NOTEBOOK": path.name}
+        if virtual_cuda:
+            env["COURSE_DEVICE"] = "cuda"
         cell_seconds, error, peak_mb = [], None, 0.0
         start = time.perf_counter()
         try:
@@ -149,6 +160,8 @@ def run_notebook(path: Path, scale: str, timeout: int, save_dir: Path | None = N
                     channel.get_msg = _patient(channel.get_msg)
                 watch = MemoryWatch(_kernel_pid(client))
                 try:
+                    if virtual_cuda:
+                        client.execute_cell(nbformat.v4.new_code_cell(VIRTUAL_CUDA_SETUP), 0)
                     for index, cell in enumerate(nb.cells):
                         if cell.cell_type != "code":
                             continue
@@ -193,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run")
     ap.add_argument("--claims-json", type=Path, default=None, help="also write every claim made, as JSON")
     ap.add_argument("--save-executed", type=Path, default=None, help="also write the executed notebooks here")
+    ap.add_argument("--virtual-cuda", action="store_true",
+                    help="run every notebook on a virtual CUDA GPU (tests/virtual_cuda.py): the GPU path, on a CPU")
     args = ap.parse_args(argv)
 
     paths = sorted(args.notebooks_dir.glob("[0-9]*.ipynb"))
@@ -203,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     start, records, all_claims = time.perf_counter(), [], []
     for path in paths:
-        record, claims = run_notebook(path.resolve(), args.scale, args.timeout, args.save_executed)
+        record, claims = run_notebook(path.resolve(), args.scale, args.timeout, args.save_executed,
+                                      virtual_cuda=args.virtual_cuda)
         records.append(record)
         all_claims += [{"notebook": path.stem, "claim": c["claim"], "scale": c["scale"],
                         "measured": c["measured"], "expected": c["expected"], "held": c["held"]} for c in claims]
@@ -211,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{path.stem}: {record['wall_seconds']} s, {record['peak_rss_mb']} MB, "
               f"{record['claims_held']} claims held, {len(record['claims_failed'])} failed, {status}",
               file=sys.stderr, flush=True)
-    result = {"scale": args.scale, "notebooks": records, "total_seconds": round(time.perf_counter() - start, 1)}
+    result = {"scale": args.scale, "virtual_cuda": args.virtual_cuda, "notebooks": records, "total_seconds": round(time.perf_counter() - start, 1)}
     if args.claims_json is not None:
         args.claims_json.write_text(json.dumps(all_claims, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps(result, ensure_ascii=False))

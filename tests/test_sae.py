@@ -205,6 +205,17 @@ def test_nan_in_one_batch_stops_training_naming_instance_and_step():
     assert "0 (alpha=0.1)" in msg and "1 (alpha=0.3)" in msg, f"the message must name each instance and its alpha: {msg}"
 
 
+@pytest.mark.parametrize("d_sae", [1, 2, 16])
+def test_the_encoder_starts_as_a_copy_of_the_decoder_never_the_same_memory(d_sae):
+    """With one latent the transposed decoder is already contiguous; a view there would make W_enc and
+    W_dec one tensor, so every Adam step moved it twice (found as a CPU/GPU difference at J = 1)."""
+    sae = SAE(SAEConfig(d_in=8, d_sae=d_sae, l1_coeffs=(0.1, 1.0)), device="cpu")
+    assert torch.equal(sae.W_enc, sae.W_dec.transpose(1, 2)), "the encoder must start as the decoder's transpose"
+    assert sae.W_enc.untyped_storage().data_ptr() != sae.W_dec.untyped_storage().data_ptr(), (
+        f"d_sae={d_sae}: W_enc shares W_dec's memory; build it with a copy (clone), not .contiguous()")
+    assert sae.W_enc.is_contiguous()
+
+
 def test_an_sae_built_on_meta_has_every_tensor_on_meta():
     for architecture, kwargs in VARIANTS.items():
         sae = SAE(SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.1, 1.0), architecture=architecture, **kwargs), device="meta")

@@ -101,8 +101,9 @@ class SAE(nn.Module):
         W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
         self.W_dec = nn.Parameter(W_dec.to(dev))  # (I, J, h)
         # The encoder starts as the decoder's transpose: every latent begins by reading the
-        # direction it writes, which makes early training far less noisy.
-        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).contiguous().to(dev))  # (I, h, J)
+        # direction it writes, which makes early training far less noisy. A copy, never a view: with
+        # J = 1 the transpose is already contiguous, and .contiguous() would share W_dec's memory.
+        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone(memory_format=torch.contiguous_format).to(dev))  # (I, h, J)
         self.b_enc = nn.Parameter(torch.zeros(I, J, device=dev))
         self.b_dec = nn.Parameter(torch.zeros(I, h, device=dev), requires_grad=cfg.decoder_bias)
         self.register_buffer("l1_coeffs", torch.tensor(cfg.l1_coeffs, device=dev))  # (I,)
