@@ -80,6 +80,25 @@ def test_full_fits_a_free_colab_t4_for_every_named_model(name):
         assert dropped, f"{name}: the whole grid needs {everything.describe()} yet nothing was dropped"
 
 
+# The stacked SAE grids of notebooks 02, 03, 05 and 06 at full: (what, d_in, sizes in latents, stacked instances).
+def _toy_grids(S):
+    G, h = S.gt_features, S.gt_dim
+    return [("02-03 diagnostic grid", h, [int(r * G) for r in S.sae_dict_ratios], len(S.grid_l1_values)),
+            ("02 L1 grid", h, [int(r * G) for r in S.sae_dict_ratios], len(S.sae_l1_values)),
+            ("05 k grid", h, [int(r * G) for r in S.beyond_sizes], len(S.beyond_ks)),
+            ("05 suspects", h, [int(r * S.suspect_features) for r in S.suspect_sizes], len(S.suspect_l1_values)),
+            ("06 toy grid", h, [int(r * S.choose_features) for r in S.choose_sizes], len(S.choose_ks) * S.choose_seeds)]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_full_toy_grids_fit_a_free_colab_t4(index):
+    """The toy grids draw their samples on the device and hold no model: weights, gradients, Adam and one
+    step of the largest size, plus the finished sizes (their dictionaries stay on the device until the end)."""
+    what, d_in, Js, n = _toy_grids(sizes("full"))[index]
+    memory = grid_memory(d_in, Js, n, 1, sizes("full").sae_batch)
+    assert memory.total <= HEADROOM * T4_BYTES, f"notebook {what} at full: {memory.describe()} exceeds the T4 plan"
+
+
 def test_a_grid_that_cannot_fit_says_what_to_do():
     with pytest.raises(ValueError, match="fewer tokens"):
         fit_sizes(4096, (1.0,), 6, 10**8, budget=T4_BYTES)

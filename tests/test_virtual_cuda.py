@@ -241,3 +241,30 @@ def test_features_dashboards_ablation_and_steering_run_on_the_gpu_path(gpu_lm):
     assert len(effects) == 3 and len(boards) == 3 and len(neuron_boards) == 2 and firing and table is not None
     assert stats is not None and geo is not None
     assert steered[0].loss_after != steered[0].loss_before and len(ablated) == 1, "steering by 5 must change the loss"
+
+
+def test_the_grid_plan_fits_the_card_and_matches_the_memory_the_grid_takes(gpu_lm):
+    """lm.plan_grid reads the card's memory, drops the sizes that would not fit, and its estimate is
+    what the grid then holds on the device (the virtual device counts every tensor made through torch;
+    autograd's buffers inside backward are not seen, so this checks the parts the estimate lists)."""
+    from helpers.lm.memory import HEADROOM, grid_memory
+
+    model, acts, _ = gpu_lm
+    d, alphas = model.cfg.d_mlp, (0.1, 0.3, 1.0)
+    params = sum(p.numel() for p in model.parameters())
+    fits_2x = grid_memory(d, [d // 2, d, 2 * d], len(alphas), len(acts.rows(0.0)), 128, params).total
+    card = int(fits_2x / HEADROOM * 1.05)                      # room for 0.5x-2x, not for 4x
+    base = SAEConfig(d_in=d, d_sae=64, steps=40, batch_size=128, log_every=20, dead_window=20, decoder_bias=True)
+    with virtual_cuda(total_memory=card):
+        kept, plan, text = lm.plan_grid(acts, model, (0.5, 1, 2, 4), len(alphas), base.steps, batch_size=128)
+        assert kept == (0.5, 1.0, 2.0) and "dropped 4x" in text, text
+        torch.cuda.reset_peak_memory_stats()
+        held_before = torch.cuda.memory_allocated()             # the model's weights, among others
+        grid = lm.sae_grid(acts, base, kept, alphas, reference_size=d, progress=False)
+        peak = torch.cuda.max_memory_allocated()
+    assert len(grid.saes) == 3
+    measured = peak - held_before + plan.model
+    assert measured <= card * HEADROOM, f"the grid took {measured / 2**20:.1f} MiB, over the plan's budget"
+    assert abs(measured - plan.total) <= 0.1 * plan.total, (
+        f"the plan estimated {plan.total / 2**20:.1f} MiB at the peak, the grid held {measured / 2**20:.1f} MiB: "
+        "update lm.grid_memory's parts")

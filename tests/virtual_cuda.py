@@ -82,11 +82,15 @@ _CROSS_OK = {"copy_", "__setitem__", "_has_compatible_shallow_copy_type", "__dee
 # every block (a model moved to the GPU in one block is still there in the next). An entry
 # leaves when its storage is freed, so the address can serve a CPU tensor again.
 _STORAGES: dict[int, weakref.ref] = {}
+# Bytes the virtual device holds now, and the most it has held since the last reset (what
+# torch.cuda.max_memory_allocated reports inside a block).
+_BYTES = {"now": 0, "peak": 0}
 
 
-def _forget(ptr: int, ref: weakref.ref) -> None:
+def _forget(ptr: int, ref: weakref.ref, nbytes: int) -> None:
     if _STORAGES.get(ptr) is ref:
         del _STORAGES[ptr]
+        _BYTES["now"] -= nbytes
 
 
 class _Mode(TorchFunctionMode):
@@ -115,7 +119,9 @@ class _Mode(TorchFunctionMode):
             return
         ref = weakref.ref(st)
         self.storages[ptr] = ref
-        weakref.finalize(st, _forget, ptr, ref)
+        weakref.finalize(st, _forget, ptr, ref, st.nbytes())
+        _BYTES["now"] += st.nbytes()
+        _BYTES["peak"] = max(_BYTES["peak"], _BYTES["now"])
 
     def _place(self, out, inputs, cuda: bool):
         """Tag (or untag by copying) the results of a call whose target device is known."""
@@ -261,8 +267,8 @@ def virtual_cuda(total_memory: int = 15 * 2**30):
             obj = tree_map(lambda t: t.to("cuda") if isinstance(t, torch.Tensor) else t, obj)
         return obj
 
-    def peak():  # what the virtual device holds now (torch keeps no history of it here)
-        return sum(st.nbytes() for st in (r() for r in list(mode.storages.values())) if st is not None)
+    def reset_peak(*a, **k):
+        _BYTES["peak"] = _BYTES["now"]
 
     props = types.SimpleNamespace(total_memory=total_memory, name="virtual CUDA", major=8, minor=0,
                                   multi_processor_count=1)
@@ -276,10 +282,10 @@ def virtual_cuda(total_memory: int = 15 * 2**30):
         (torch.cuda, "get_device_name"): lambda *a, **k: props.name,
         (torch.cuda, "synchronize"): lambda *a, **k: None,
         (torch.cuda, "empty_cache"): lambda *a, **k: None,
-        (torch.cuda, "reset_peak_memory_stats"): lambda *a, **k: None,
-        (torch.cuda, "max_memory_allocated"): lambda *a, **k: peak(),
-        (torch.cuda, "memory_allocated"): lambda *a, **k: peak(),
-        (torch.cuda, "mem_get_info"): lambda *a, **k: (total_memory - peak(), total_memory),
+        (torch.cuda, "reset_peak_memory_stats"): reset_peak,
+        (torch.cuda, "max_memory_allocated"): lambda *a, **k: _BYTES["peak"],
+        (torch.cuda, "memory_allocated"): lambda *a, **k: _BYTES["now"],
+        (torch.cuda, "mem_get_info"): lambda *a, **k: (total_memory - _BYTES["now"], total_memory),
         (torch.cuda, "is_bf16_supported"): lambda *a, **k: True,
         (torch.cuda, "manual_seed"): lambda *a, **k: None,
         (torch.cuda, "manual_seed_all"): lambda *a, **k: None,
