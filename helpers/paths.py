@@ -9,6 +9,8 @@
   interrupted run never leaves a half-written cache that a later run would trust.
 * ``cache_lock()``: one process at a time computes a given cache entry; another process
   asking for it meanwhile waits and then reads it instead of computing it a second time.
+* ``write_npz()`` / ``read_npz()``: the checked file of a cache entry (size, checksum and shapes
+  recorded, a damaged file raises ``CacheCorruptError``; the caller warns with ``CacheWarning``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import re
 import sys
 import tempfile
 import types
+import warnings
 from pathlib import Path, PurePath
 from typing import Iterator
 
@@ -145,6 +148,8 @@ def cache_key(config: dict) -> str:
 def _source_of(obj) -> str:
     """The code behind ``obj``: a whole module for anything defined in this package (its
     helper functions included), else the object's own source (or its class's, for a method)."""
+    if isinstance(obj, PurePath):  # a source file (a whole package: pass its files)
+        return Path(obj).read_text()
     if isinstance(obj, types.MethodType):
         obj = type(obj.__self__) if not isinstance(obj.__self__, type) else obj.__self__
     while hasattr(obj, "func") and callable(obj.func):  # functools.partial
@@ -161,7 +166,7 @@ def _source_of(obj) -> str:
 
 
 def source_hash(*objects) -> str:
-    """A short hash of the source code of ``objects`` (functions, classes, modules).
+    """A short hash of the source code of ``objects`` (functions, classes, modules, source files).
 
     Put it in a cache key and the cache follows the code: edit the training loop, the loss
     or the data generator and the next run retrains instead of serving stale results.
@@ -220,3 +225,47 @@ def cache_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------
+# The checked on-disk format every cache uses: arrays in .npz, their size, checksum and shapes in JSON
+# --------------------------------------------------------------------------------------
+class CacheWarning(UserWarning):
+    """A cache entry was damaged and is being computed again."""
+
+
+class CacheCorruptError(ValueError):
+    """A cache folder's files do not match what its JSON says they hold."""
+
+
+warnings.simplefilter("always", CacheWarning)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], compressed: bool) -> dict:
+    """Write ``arrays`` atomically; return what the entry's JSON records about the file (size, checksum, shapes)."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        blob = tmp.read_bytes()
+    return {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}}
+
+
+def read_npz(folder: Path, name: str, info: dict) -> dict[str, np.ndarray]:
+    """The arrays of ``folder / name``, checked against ``info`` (what ``write_npz`` returned): a
+    missing, cut-short, changed or reshaped file raises ``CacheCorruptError``."""
+    path = folder / name
+    if not path.is_file():
+        raise CacheCorruptError(f"{name} is missing")
+    blob = path.read_bytes()
+    if len(blob) != info["bytes"] or hashlib.sha256(blob).hexdigest() != info["sha256"]:
+        raise CacheCorruptError(f"{name} has {len(blob)} bytes and a checksum that differ from the entry's "
+                                f"{info['bytes']} bytes: it was cut short or changed")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, want in info["arrays"].items():
+        got = arrays.get(k)
+        if got is None or list(got.shape) != want["shape"] or str(got.dtype) != want["dtype"]:
+            found = "missing" if got is None else f"{got.dtype} {list(got.shape)}"
+            raise CacheCorruptError(f"{name}: array {k} should be {want['dtype']} {want['shape']}, found {found}")
+    return arrays

@@ -18,7 +18,7 @@ from helpers import lm, toy
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.diagnostics import run_grid
 from helpers.sae import SAE, SAEConfig, train_sae
-from helpers.sae.model import SAE_CLASSES
+from helpers.sae import SAE_CLASSES
 
 from virtual_cuda import VirtualDeviceMismatch, virtual_cuda  # tests/virtual_cuda.py
 

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from helpers.device import get_device, stream_seed
-from helpers.diagnostics.cache import CacheWarning, training_code
+from helpers.diagnostics.grid import training_code
 from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
-from helpers.paths import atomic_write, cache_dir, cache_lock, cache_key, check_cache_name, jsonable, source_hash
+from helpers.paths import (CacheWarning, atomic_write, cache_dir, cache_key, cache_lock, check_cache_name, jsonable,
+                           source_hash)
 from helpers.sae import SAE, SAEConfig, TopKSAE, train_sae
 
 

@@ -2,7 +2,7 @@
 straight-through gradient of JumpReLU's threshold, and the MCC recovery score.
 
 The references are the course's own code: ``TopKSAE.activation``, ``BatchTopKSAE.activation``
-(training mode), ``_JumpReLU.backward`` (through autograd) in ``helpers.sae.variants``, and
+(training mode), ``JumpReLUFunction.backward`` (through autograd) in ``helpers.sae.variants``, and
 ``helpers.beyond.scores.mcc``. Each check runs the reader's function on small cases, compares
 values and, where the function is trained through, gradients, and returns the function the
 notebook goes on with (see ``helpers.exercises.check``).
@@ -30,17 +30,17 @@ def jumprelu_backward_reference(x: torch.Tensor, theta: torch.Tensor, bandwidth:
                                 grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The backward of JumpReLU c = x [x > theta] for x (batch, J), theta (J,), grad_out (batch, J):
     (grad_x (batch, J), grad_theta (J,)), read through autograd off the course's
-    ``helpers.sae.variants._JumpReLU``.
+    ``helpers.sae.variants.JumpReLUFunction``.
 
     grad_x = grad_out [x > theta] (the step passes no gradient to x); grad_theta is the
     straight-through estimator of Rajamanoharan et al. 2024, the sum over the batch of
     -(theta / bandwidth) 1[|x - theta| < bandwidth / 2] grad_out.
     """
-    from helpers.sae.variants import _JumpReLU
+    from helpers.sae.variants import JumpReLUFunction
 
     x, theta = x.detach().clone().requires_grad_(), theta.detach().clone().requires_grad_()
     with torch.enable_grad():
-        out = _JumpReLU.apply(x, theta, float(bandwidth))
+        out = JumpReLUFunction.apply(x, theta, float(bandwidth))
         grad_x, grad_theta = torch.autograd.grad(out, (x, theta), grad_out)
     return grad_x, grad_theta
 
@@ -237,7 +237,7 @@ def _jump_case():
 
 def jumprelu_threshold_grad(learner: Callable) -> Callable:
     """Check ``jumprelu_backward(x, theta, bandwidth, grad_out) -> (grad_x, grad_theta)`` against
-    the course's ``_JumpReLU`` backward."""
+    the course's ``JumpReLUFunction`` backward."""
 
     def test(fn):
         x, theta, eps, grad_out = _jump_case()

@@ -13,20 +13,23 @@ reads three diagnostics off it, none of which needs the true features:
 
 Modules, in reading order: ``result`` (``GridResult``, the tidy table), ``rules`` (the
 diagnostics as functions of its numbers), ``grid`` (``run_grid`` trains it), ``cache``
-(``save_grid``/``load_grid`` and notebook 03's ``toy_grid``), ``suggest``
+(``save_grid``/``load_grid``), ``suggest``
 (``suggest_hyperparameters``: each diagnostic as a choice) and ``plots``. Nothing here
 reads the ground truth except the column that says how well each cell recovered it
 (``mmcs_ground_truth``), which exists only for toy data. The slider explorer of a grid's
-cells is ``helpers.widgets.cell_explorer``.
+cells is ``helpers.widgets.cell_explorer``; notebook 03's recipe and its cached grid
+(``toy_recipe``, ``toy_grid``) live in ``helpers.recipes`` and are re-exported here.
 """
-from helpers.diagnostics.cache import CacheCorruptError, CacheWarning, load_grid, save_grid, toy_grid, toy_recipe, training_code
-from helpers.diagnostics.grid import GridDivergedWarning, column_config, run_grid
+from helpers.diagnostics.cache import load_grid, save_grid
+from helpers.diagnostics.grid import GridDivergedWarning, column_config, run_grid, training_code
 from helpers.diagnostics.plots import PANELS, plot_diagnostics, plot_loss_basins, plot_mmcs_larger_by_size
 from helpers.diagnostics.result import DEAD_CAP, DERIVED, METRICS, GridLog, GridResult
 from helpers.diagnostics.rules import (
     dead_free_run, loss_steepness, mmcs_with_larger, random_baseline_with_larger, ssll, standardized_log,
 )
 from helpers.diagnostics.suggest import Suggestion, Suggestions, suggest_hyperparameters
+from helpers.paths import CacheCorruptError, CacheWarning
+from helpers.recipes import toy_grid, toy_recipe
 
 __all__ = [
     "CacheCorruptError", "CacheWarning", "DEAD_CAP", "DERIVED", "GridDivergedWarning", "GridLog", "GridResult",

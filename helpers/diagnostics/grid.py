@@ -9,8 +9,10 @@ would measure the seed, not what training found.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,12 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.device import get_device, stream_seed
-from helpers.diagnostics.cache import grid_folder, load_cached, save_grid, training_code
+from helpers.diagnostics.cache import grid_folder, load_cached, save_grid
 from helpers.diagnostics.result import GridLog, GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.optim import NonFiniteLossError
-from helpers.paths import cache_lock, jsonable
+from helpers.paths import cache_lock, jsonable, source_hash
 from helpers.sae import SAE, SAEConfig, train_sae
 
 class GridDivergedWarning(RuntimeWarning):
@@ -31,6 +33,20 @@ class GridDivergedWarning(RuntimeWarning):
 
 
 warnings.simplefilter("always", GridDivergedWarning)  # show it on every run, not once per session
+
+
+def training_code(sample_fn) -> dict:
+    """Hashes of the code a grid's numbers come from: the grid and its diagnostics, the SAE
+    package (model, loss, trainer), the optimizer, the metrics, and the data's sampler."""
+    import helpers.metrics
+    import helpers.optim
+    import helpers.sae
+    from helpers.diagnostics import rules
+
+    sae_files = sorted(Path(helpers.sae.__file__).parent.glob("*.py"))
+    return {"grid": source_hash(sys.modules[__name__], rules, helpers.metrics, helpers.optim),
+            "sae": source_hash(*sae_files), "data": source_hash(sample_fn), "torch": torch.__version__.split("+")[0]}
+
 
 
 def column_config(base: SAEConfig, d_sae: int, l1_values: Sequence[float]) -> SAEConfig:

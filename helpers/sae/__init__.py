@@ -3,7 +3,8 @@
 from helpers.optim import NonFiniteLossError
 from helpers.sae.config import SAEConfig
 from helpers.sae.io import SAE_LENS_VERSION, load_sae, save_sae
-from helpers.sae.model import SAE, SAE_CLASSES, ForwardOutput, register_sae_class, sae_class
+from helpers.sae.model import SAE, ForwardOutput
+from helpers.sae.registry import SAE_CLASSES, register_sae_class, sae_class
 from helpers.sae.train import TrainLog, train_sae
 from helpers.sae.variants import BatchTopKSAE, JumpReLUSAE, TopKSAE
 

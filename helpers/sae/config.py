@@ -13,6 +13,7 @@ import numpy as np
 
 from helpers.device import check_int
 from helpers.optim import LR_SCHEDULES
+from helpers.sae.registry import sae_class
 from helpers.sae.resample import RESAMPLE_TARGETS
 
 
@@ -88,8 +89,7 @@ class SAEConfig:
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if not (math.isfinite(self.input_noise_std) and self.input_noise_std >= 0):
             raise ValueError(f"input_noise_std must be a finite number >= 0, got {self.input_noise_std!r}")
-        from helpers.sae.model import sae_class  # the registry (a new variant registers there)
-        sae_class(self.architecture)
+        sae_class(self.architecture)  # the registry (a new variant registers there)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.architecture in ("topk", "batchtopk"):

@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from helpers.paths import atomic_write
 from helpers.sae.config import SAEConfig
-from helpers.sae.model import SAE, SAE_CLASSES, sae_class
+from helpers.sae.model import SAE
+from helpers.sae.registry import SAE_CLASSES, sae_class
 
 SAE_LENS_VERSION = "6.54.12"
 """The SAELens version whose file layout ``save_sae`` writes (recorded in cfg.json)."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from helpers.device import resolve_device, stream_seed
 from helpers.sae.config import SAEConfig
+from helpers.sae.registry import register_sae_class, sae_class
 
 
 class ForwardOutput(NamedTuple):
@@ -39,31 +40,6 @@ class ForwardOutput(NamedTuple):
     loss: torch.Tensor
     """() sum over instances of recon + sparsity (instances do not interact, so the sum's
     gradient trains each instance on its own loss)."""
-
-
-SAE_CLASSES: dict[str, type["SAE"]] = {}
-"""The class ``SAE(cfg)`` builds for each ``cfg.architecture``, filled by ``register_sae_class``."""
-
-
-def register_sae_class(cls: type["SAE"]) -> type["SAE"]:
-    """Make ``SAE(cfg)`` build ``cls`` when ``cfg.architecture == cls.architecture`` (usable as a
-    decorator). A name registers once: a subclass defined elsewhere (an experiment's variant of
-    TopK, say) is built by calling it, and cannot silently replace what ``SAE(cfg)`` builds."""
-    name = cls.architecture
-    if SAE_CLASSES.get(name, cls) is not cls:
-        raise ValueError(f"architecture {name!r} is already registered to {SAE_CLASSES[name].__qualname__}; "
-                         f"give {cls.__qualname__} an architecture name of its own, or build it directly")
-    SAE_CLASSES[name] = cls
-    return cls
-
-
-def sae_class(architecture: str) -> type["SAE"]:
-    """The registered class for ``architecture`` (a clear error for an unknown one)."""
-    import helpers.sae.variants  # noqa: F401  (registers the built-in variants)
-
-    if architecture not in SAE_CLASSES:
-        raise ValueError(f"architecture must be one of {sorted(SAE_CLASSES)}, got {architecture!r}")
-    return SAE_CLASSES[architecture]
 
 
 class SAE(nn.Module):

@@ -23,7 +23,8 @@ import math
 import torch
 from torch import nn
 
-from helpers.sae.model import SAE, ForwardOutput, register_sae_class
+from helpers.sae.model import SAE, ForwardOutput
+from helpers.sae.registry import register_sae_class
 
 TOPK_THRESHOLD_LR = 0.01
 """Weight of each batch in BatchTopK's moving-average threshold (SAELens' default)."""
@@ -159,7 +160,7 @@ class BatchTopKSAE(TopKSAE):
         return acts
 
 
-class _JumpReLU(torch.autograd.Function):
+class JumpReLUFunction(torch.autograd.Function):
     """c = x [x > theta]; d/dx is the step (no estimator), d/dtheta the STE of the paper."""
 
     @staticmethod
@@ -177,7 +178,7 @@ class _JumpReLU(torch.autograd.Function):
         return grad * (x > threshold), g_threshold, None
 
 
-class _Step(torch.autograd.Function):
+class StepFunction(torch.autograd.Function):
     """[x > theta], counted by the L0 penalty; only theta gets a (straight-through) gradient."""
 
     @staticmethod
@@ -220,9 +221,9 @@ class JumpReLUSAE(SAE):
         self.log_threshold.copy_(tensors["threshold"].clamp(min=0).log()[None])
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        return _JumpReLU.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth)
+        return JumpReLUFunction.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth)
 
     def sparsity_loss(self, pre: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         """(inst,) alpha x L0 (over J with ``l1_divide_by_d_sae``), the L0 through the STE."""
-        l0 = _Step.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth).sum(-1).mean(-1)
+        l0 = StepFunction.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth).sum(-1).mean(-1)
         return l0 * self._penalty()

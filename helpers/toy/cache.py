@@ -19,7 +19,8 @@ from typing import Callable, NamedTuple, TypeVar
 import numpy as np
 import torch
 
-from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock, check_cache_name, jsonable, source_hash
+from helpers.paths import (CacheCorruptError, CacheWarning, atomic_write, cache_dir, cache_key, cache_lock,
+                           check_cache_name, jsonable, read_npz, source_hash, write_npz)
 
 CACHE_AREA = "toy"
 """Sub-folder of the cache where toy sweeps live."""
@@ -30,9 +31,10 @@ R = TypeVar("R", bound=NamedTuple)
 def training_code() -> str:
     """A hash of the code a toy sweep's numbers come from."""
     import helpers.optim
-    from helpers.toy import computation, config, data, experiments, geometry, model, pairs, train
 
-    return source_hash(config, data, model, train, geometry, experiments, pairs, computation, helpers.optim)
+    # Every file of the toy package, read as files: importing the experiments here would make
+    # a circle (they import this module to cache themselves).
+    return source_hash(helpers.optim, *sorted(Path(__file__).parent.glob("*.py")))
 
 
 def cache_config(name: str, base, settings: dict) -> dict:
@@ -51,8 +53,6 @@ def entry_folder(name: str, config: dict) -> Path:
 
 def save_result(result: NamedTuple, folder: Path, config: dict) -> None:
     """Tensors and arrays to result.npz, everything else and the file's checksum to result.json."""
-    from helpers.diagnostics.cache import _write_npz
-
     arrays, fields = {}, {}
     for k, v in result._asdict().items():
         if isinstance(v, (torch.Tensor, np.ndarray)):
@@ -61,15 +61,13 @@ def save_result(result: NamedTuple, folder: Path, config: dict) -> None:
         else:
             fields[k] = {"tuple": jsonable(list(v))} if isinstance(v, tuple) else {"value": jsonable(v, k)}
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"result.npz": _write_npz(folder / "result.npz", arrays, compressed=True)}
+    files = {"result.npz": write_npz(folder / "result.npz", arrays, compressed=True)}
     with atomic_write(folder / "result.json") as tmp:  # written last: its presence means complete
         tmp.write_text(json.dumps({"config": config, "fields": fields, "files": files}, indent=1))
 
 
 def load_result(folder: Path, config: dict, result_type: type[R]) -> R:
     """The result in ``folder``; ``CacheCorruptError`` if a file disagrees with result.json."""
-    from helpers.diagnostics.cache import CacheCorruptError, _read_npz
-
     try:
         meta = json.loads((folder / "result.json").read_text())
         if json.dumps(meta["config"], sort_keys=True) != json.dumps(config, sort_keys=True):
@@ -77,7 +75,7 @@ def load_result(folder: Path, config: dict, result_type: type[R]) -> R:
         if list(meta["fields"]) != list(result_type._fields):
             raise CacheCorruptError(f"result.json holds the fields {list(meta['fields'])}, "
                                     f"not those of {result_type.__name__}")
-        arrays = _read_npz(folder, "result.npz", meta["files"]["result.npz"])
+        arrays = read_npz(folder, "result.npz", meta["files"]["result.npz"])
         values = {}
         for k, kind in meta["fields"].items():
             if kind in ("tensor", "array"):
@@ -97,8 +95,6 @@ def cached(name: str, base, settings: dict, result_type: type[R], compute: Calla
     loaded from there the next time; ``enabled=False`` always computes and stores nothing."""
     if not enabled:
         return compute()
-    from helpers.diagnostics.cache import CacheCorruptError, CacheWarning
-
     config = cache_config(name, base, settings)
     folder = entry_folder(name, config)
     with cache_lock(folder):  # a second process asking for the same sweep waits, then reads it
