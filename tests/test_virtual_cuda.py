@@ -7,7 +7,9 @@ First the tool itself (it must refuse what CUDA refuses and allow what CUDA allo
 helper a GPU reader runs: toy and SAE training (every variant), the grids, harvest, the CE
 evaluations with their floors, latent statistics, dashboards, ablation and steering. Where a
 helper's results are deterministic, they are compared with the same call on the CPU, so a path
-that silently went elsewhere would show too."""
+that silently went elsewhere would show too. (The virtual device computes with the CPU's kernels
+and random streams, so such a comparison shows that both paths do the same work, not that a
+real GPU gives the same numbers.)"""
 from dataclasses import replace
 
 import numpy as np
@@ -57,9 +59,12 @@ def _on_cuda(module) -> list[str]:
     lambda: torch.randn(3, device="cuda", generator=torch.Generator().manual_seed(0)),       # CPU generator
     lambda: torch.randn(3, generator=torch.Generator(device="cuda").manual_seed(0)),         # CUDA generator
     lambda: torch.ones(4)[torch.tensor([0, 1], device="cuda")],                              # CUDA index, CPU tensor
+    lambda: torch.zeros(4, device="cuda").__setitem__(torch.tensor([0, 2]), torch.ones(2)),    # CPU values, tensor index
+    lambda: torch.stack([torch.tensor(1.0, device="cuda"), torch.tensor(2.0)]),              # no scalar exemption
+    lambda: torch.tensor(0.0).add_(torch.tensor(1.0, device="cuda")),                         # a CPU in-place target
 ])
 def test_the_tool_refuses_what_cuda_refuses(mistake):
-    with virtual_cuda(), pytest.raises((VirtualDeviceMismatch, TypeError)):
+    with virtual_cuda(), pytest.raises((VirtualDeviceMismatch, TypeError), match="cuda"):
         mistake()
 
 
@@ -79,6 +84,11 @@ def test_the_tool_allows_what_cuda_allows_and_keeps_the_numbers():
         assert lin.weight.is_cuda and lin.weight.grad.is_cuda and xc.device.type == "cuda"
         assert xc[torch.tensor([0, 2])].is_cuda                              # CPU indices into CUDA are fine
         xc[0] = torch.ones(3)                                                # so is copying in
+        xc[torch.tensor([1, 2])] = 0.5                                       # and a number by tensor index
+        assert float(torch.arange(5.0)[xc.sum(1).argmax()]) >= 0             # a 0-dim CUDA index reads as a number
+        buf = torch.empty(5, 3)
+        assert buf.copy_(xc) is buf and not buf.is_cuda, "copy_ into a CPU buffer returns that CPU buffer"
+        assert not torch.tensor([xc.sum(), xc.max()]).is_cuda, "torch.tensor of numbers is a CPU tensor"
         assert not x.is_cuda and x[0, 0] != 1, "moving to the GPU must copy, not tag the CPU original"
         got = lin.weight.detach().cpu().numpy()
     opt_cpu = torch.optim.Adam(lin_cpu.parameters(), lr=0.1)

@@ -74,8 +74,20 @@ def _gen_is_cuda(g) -> bool:
     return isinstance(g, _VirtualGenerator)
 
 
-# What CUDA allows across devices: copies in and out, and CPU indices into a CUDA tensor.
-_CROSS_OK = {"copy_", "__setitem__", "_has_compatible_shallow_copy_type", "__deepcopy__"}
+# What CUDA allows across devices: copies in and out (indexing is checked on its own), and
+# ops that only look at shapes.
+_CROSS_OK = {"copy_", "_has_compatible_shallow_copy_type", "__deepcopy__", "expand_as", "view_as", "reshape_as",
+             "broadcast_tensors", "is_same_size"}
+# Ops where even a 0-dim CPU tensor may not meet a CUDA one.
+_NO_SCALAR_EXEMPTION = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "embedding", "index_select",
+                        "gather", "scatter", "scatter_add", "index_add", "mm", "bmm", "matmul", "addmm", "einsum"}
+# Calls whose result is on the CPU whatever their (tensor) inputs: torch.tensor([t1, t2]) reads numbers.
+_ON_CPU = {"tensor"}
+
+
+def _int_scalar(t: torch.Tensor) -> bool:
+    """A 0-dim integer tensor, which indexing reads as a Python number."""
+    return t.dim() == 0 and not t.dtype.is_floating_point and t.dtype != torch.bool
 
 
 # data_ptr -> weak reference to the storage of every tensor on the virtual device, shared by
@@ -126,10 +138,11 @@ class _Mode(TorchFunctionMode):
     def _place(self, out, inputs, cuda: bool):
         """Tag (or untag by copying) the results of a call whose target device is known."""
         input_ptrs = {_ptr(t) for t in inputs}
+        input_ids = {id(t) for t in inputs}
 
         def fix(t):
-            if not isinstance(t, torch.Tensor):
-                return t
+            if not isinstance(t, torch.Tensor) or id(t) in input_ids:
+                return t  # an in-place op, out= or copy_ returns its own tensor, on its own device
             shared = _ptr(t) in input_ptrs and _ptr(t) != 0
             if cuda and not self.tagged(t):
                 if shared:  # e.g. torch.as_tensor(cpu, device="cuda") returning its input
@@ -169,7 +182,7 @@ class _Mode(TorchFunctionMode):
             if cuda:
                 kwargs["device"] = "cpu"
         else:
-            cuda = any(on_cuda)
+            cuda = any(on_cuda) and name not in _ON_CPU
         g = kwargs.get("generator")
         if g is not None:
             target = cuda if ("device" in kwargs or not tensors) else on_cuda[0]
@@ -177,17 +190,38 @@ class _Mode(TorchFunctionMode):
                 raise VirtualDeviceMismatch(
                     f"{name}: a {'cuda' if _gen_is_cuda(g) else 'cpu'} generator for a tensor on "
                     f"{'cuda' if target else 'cpu'} (real CUDA refuses this) (virtual CUDA)")
-        if not self.in_backward and name not in _CROSS_OK:
-            self._check_mix(name, tensors, on_cuda)
+        if not self.in_backward:
+            self._check_mix(name, args, tensors, on_cuda)
         out = func(*args, **kwargs)
+        if cuda and name in ("as_tensor", "asarray") and isinstance(out, torch.Tensor) and not self.tagged(out):
+            out = out.clone()  # onto the GPU is a copy, never a view of a NumPy array or a CPU tensor
         return self._place(out, tensors, cuda)
 
-    def _check_mix(self, name, tensors, on_cuda):
+    def _check_mix(self, name, args, tensors, on_cuda):
         if name == "__getitem__":  # CPU indices into a CUDA tensor are fine; not the reverse
-            if tensors and not on_cuda[0] and any(on_cuda[1:]):
+            index_on_cuda = [c and not _int_scalar(t) for t, c in zip(tensors[1:], on_cuda[1:])]
+            if tensors and not on_cuda[0] and any(index_on_cuda):
                 raise VirtualDeviceMismatch("indices on cuda:0 into a tensor on cpu (virtual CUDA)")
             return
-        cpu = [t for t, c in zip(tensors, on_cuda) if not c and t.dim() > 0]
+        if name in ("__setitem__", "index_put_", "index_put"):
+            # t[...] = v: a basic index copies across devices; an advanced one (a tensor index)
+            # needs v on t's device unless v is a number or a 0-dim tensor.
+            self_cuda, value = on_cuda[0], args[-1] if name == "__setitem__" else args[2]
+            advanced = name != "__setitem__" or any(isinstance(i, torch.Tensor) for i in tree_flatten(args[1])[0])
+            if advanced and isinstance(value, torch.Tensor) and value.dim() > 0 and self.tagged(value) != self_cuda:
+                raise VirtualDeviceMismatch(f"{name}: a value on {'cuda:0' if self.tagged(value) else 'cpu'} into "
+                                            f"a tensor on {'cuda:0' if self_cuda else 'cpu'} (virtual CUDA)")
+            index = [t for t in tree_flatten(args[1])[0] if isinstance(t, torch.Tensor)]
+            if not self_cuda and any(self.tagged(i) and not _int_scalar(i) for i in index):
+                raise VirtualDeviceMismatch("indices on cuda:0 into a tensor on cpu (virtual CUDA)")
+            return
+        if name in _CROSS_OK:
+            return
+        # A 0-dim CPU tensor rides along with CUDA ones in element-wise ops, but not as the
+        # in-place target, and not in ops that gather, join or multiply matrices.
+        in_place = name.endswith("_") and not name.startswith("_") and tensors and not on_cuda[0]
+        strict = name in _NO_SCALAR_EXEMPTION or in_place
+        cpu = [t for t, c in zip(tensors, on_cuda) if not c and (strict or t.dim() > 0)]
         if any(on_cuda) and cpu:
             shapes = ", ".join(f"{'cuda' if c else 'cpu'}{tuple(t.shape)}" for t, c in zip(tensors, on_cuda))
             raise VirtualDeviceMismatch(
