@@ -69,6 +69,7 @@ def test_the_tool_refuses_what_cuda_refuses(mistake):
 
 
 def test_the_tool_allows_what_cuda_allows_and_keeps_the_numbers():
+    real = (torch.cuda.is_available, torch.Generator, torch.load)
     torch.manual_seed(0)
     lin_cpu = torch.nn.Linear(3, 2)
     x = torch.randn(5, 3)
@@ -95,7 +96,7 @@ def test_the_tool_allows_what_cuda_allows_and_keeps_the_numbers():
     (lin_cpu(x) * 2).pow(2).sum().backward()
     opt_cpu.step()
     np.testing.assert_allclose(got, lin_cpu.weight.detach().numpy(), rtol=1e-6)
-    assert not torch.cuda.is_available() or torch.cuda.device_count() > 0  # patches undone
+    assert (torch.cuda.is_available, torch.Generator, torch.load) == real, "the block must undo its patches"
 
 
 # --- toy models and SAEs ----------------------------------------------------------------------------
@@ -182,11 +183,8 @@ def test_notebook_05_and_06_stacks_train_and_reload_on_the_gpu_path(cache):
 @pytest.fixture(scope="module")
 def gpu_lm(tmp_path_factory):
     """The offline model, a harvest and a two-size grid, all made on the virtual GPU."""
-    import os
-    folder = tmp_path_factory.mktemp("virtual-lm")
-    saved = os.environ.get("COURSE_CACHE")
-    os.environ["COURSE_CACHE"] = str(folder)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COURSE_CACHE", str(tmp_path_factory.mktemp("virtual-lm")))
         with virtual_cuda():
             model = lm.load_model(lm.OFFLINE_MODEL, device="cuda")
             acts = lm.harvest(model, 4096, seq_len=64)
@@ -194,11 +192,6 @@ def gpu_lm(tmp_path_factory):
                              decoder_bias=True)
             grid = lm.sae_grid(acts, base, (0.5, 1), (0.1, 1.0), reference_size=32, progress=False)
         yield model, acts, grid
-    finally:
-        if saved is None:
-            os.environ.pop("COURSE_CACHE", None)
-        else:
-            os.environ["COURSE_CACHE"] = saved
 
 
 def test_the_model_harvest_and_grid_live_on_the_gpu(gpu_lm):

@@ -108,7 +108,6 @@ def _forget(ptr: int, ref: weakref.ref, nbytes: int) -> None:
 class _Mode(TorchFunctionMode):
     def __init__(self):
         super().__init__()
-        self.storages = _STORAGES
         self.in_backward = 0
 
     # ---- tags -------------------------------------------------------------------------------
@@ -120,7 +119,7 @@ class _Mode(TorchFunctionMode):
         ptr = st.data_ptr()
         if ptr == 0:
             return bool(getattr(t, "_virtual_cuda", False))
-        ref = self.storages.get(ptr)
+        ref = _STORAGES.get(ptr)
         return ref is not None and ref() is st
 
     def tag(self, t: torch.Tensor) -> None:
@@ -130,7 +129,7 @@ class _Mode(TorchFunctionMode):
             t._virtual_cuda = True
             return
         ref = weakref.ref(st)
-        self.storages[ptr] = ref
+        _STORAGES[ptr] = ref
         weakref.finalize(st, _forget, ptr, ref, st.nbytes())
         _BYTES["now"] += st.nbytes()
         _BYTES["peak"] = max(_BYTES["peak"], _BYTES["now"])
@@ -297,7 +296,7 @@ def virtual_cuda(total_memory: int = 15 * 2**30):
 
     def load(*args, map_location=None, **kwargs):
         obj = real_load(*args, map_location="cpu", **kwargs)
-        if _is_cuda(map_location) if not callable(map_location) and not isinstance(map_location, dict) else False:
+        if isinstance(map_location, (str, torch.device, int)) and _is_cuda(map_location):
             obj = tree_map(lambda t: t.to("cuda") if isinstance(t, torch.Tensor) else t, obj)
         return obj
 

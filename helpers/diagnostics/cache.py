@@ -9,7 +9,6 @@ trusted and never a bare numpy or zip error.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import warnings
@@ -17,18 +16,15 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from helpers.diagnostics.result import LOG_ARRAYS, METRICS, GridLog, GridResult
-from helpers.paths import (CacheCorruptError, CacheWarning, atomic_write, cache_dir, cache_key, check_cache_name,  # noqa: F401
-                           read_npz, source_hash, write_npz)
+from helpers.paths import (CacheCorruptError, CacheWarning, atomic_write, cache_dir, cache_key, check_cache_name,
+                           read_npz, write_npz)
 
 CACHE_AREA = "diagnostics"
 """Sub-folder of the cache where grids live."""
 
 _FORMAT = 2  # the layout below; a folder of another layout is rebuilt
-
-
 
 
 def grid_folder(cache_name: str, config: dict) -> Path:

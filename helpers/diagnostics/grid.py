@@ -9,7 +9,6 @@ would measure the seed, not what training found.
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -44,7 +43,7 @@ def training_code(sample_fn) -> dict:
     from helpers.diagnostics import rules
 
     sae_files = sorted(Path(helpers.sae.__file__).parent.glob("*.py"))
-    return {"grid": source_hash(sys.modules[__name__], rules, helpers.metrics, helpers.optim),
+    return {"grid": source_hash(run_grid, rules, helpers.metrics, helpers.optim),  # run_grid: this whole module
             "sae": source_hash(*sae_files), "data": source_hash(sample_fn), "torch": torch.__version__.split("+")[0]}
 
 
