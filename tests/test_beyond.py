@@ -15,8 +15,6 @@ from helpers.diagnostics.result import GridResult
 from helpers.sae import SAE, BatchTopKSAE, SAEConfig, TopKSAE
 from helpers.sae.variants import AUXK_COEFF
 
-pytest.importorskip("scipy")
-
 SMALL = GroundTruthConfig(n_features=64, d=32, seed=0)
 
 

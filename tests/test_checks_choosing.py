@@ -6,11 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
 from helpers.checks import choosing as checks
 from helpers.exercises import ExerciseError
-
-scipy_optimize = pytest.importorskip("scipy.optimize")
 
 NAMES = ("matryoshka_loss", "nth_decoder_projection", "seed_consistency", "elbow")
 
@@ -180,7 +179,7 @@ def _cos(a, b, normalise=True):
 
 
 def _hungarian(m):
-    return scipy_optimize.linear_sum_assignment(m, maximize=True)
+    return linear_sum_assignment(m, maximize=True)
 
 
 def _consistency(a, b, *, normalise=True, absolute=True, over="min"):

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import linear_sum_assignment
 
 import helpers.beyond.training as training
 from helpers.beyond.choosing import (PerInstanceBatchTopK, elbow, matryoshka_loss, nth_decoder_projection,
@@ -14,8 +15,6 @@ from helpers.beyond.training import train_cached
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.sae import SAE, SAEConfig
 from helpers.sae.variants import TOPK_THRESHOLD_LR, batchtopk_activation
-
-scipy_optimize = pytest.importorskip("scipy.optimize")
 
 
 def _batchtopk_cfg(n_instances=3, d_in=8, d_sae=32, k=4, **kw):
@@ -211,7 +210,7 @@ def _saelens_by_hand(sae, F, xs, cs):
         W = sae.W_dec[i].detach().double().numpy()
         cos = np.abs((W / np.linalg.norm(W, axis=1, keepdims=True)) @ (F / np.linalg.norm(F, axis=1, keepdims=True)).T)
         best = cos.argmax(1)                                 # (J,) best-matching true feature per latent
-        r, col = scipy_optimize.linear_sum_assignment(1 - cos)
+        r, col = linear_sum_assignment(1 - cos)
         on, truth = acts[i] != 0, c[:, best] > 0
         tp, fp = (on & truth).sum(0), (on & ~truth).sum(0)
         fn, tn = (~on & truth).sum(0), (~on & ~truth).sum(0)
