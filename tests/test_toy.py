@@ -75,7 +75,14 @@ def test_softmax_readout_can_use_superposition(five_in_two):
         f"sparse softmax model: expected a regular pentagon, gaps {np.round(poly.gaps_deg, 1).tolist()}")
 
 
-def test_phase_diagram_has_the_three_phases():
+def test_phase_diagram_has_the_three_phases(monkeypatch):
+    trained, real_train = [], toy.experiments.train
+
+    def counting_train(model, **kw):  # records how many models each stack it trains holds
+        trained.append(model.W.shape[0])
+        return real_train(model, **kw)
+
+    monkeypatch.setattr(toy.experiments, "train", counting_train)
     base = toy.ToyConfig(n_features=2, d_hidden=1, steps=1500, batch_size=256)
     pd = toy.phase_diagram(base, grid=4, n_seeds=4, density_range=(0.01, 1.0), importance_range=(0.2, 5.0),
                            progress=False, cache=False)
@@ -83,7 +90,8 @@ def test_phase_diagram_has_the_three_phases():
     assert pd.phase[-1, -1] == 1, "dense and extra feature more important: it should own the dimension"
     assert pd.phase[0, -1] == 0, "dense and extra feature less important: it should be dropped"
     assert (pd.phase[:, 0] == 2).all(), f"sparse: the two features should share the dimension, got {pd.phase[:, 0]}"
-    assert pd.n_models == 4 * 4 * 4
+    assert pd.n_models == sum(trained), (
+        f"the phase diagram reports {pd.n_models} models trained, but it trained stacks of {trained} models")
 
 
 def test_anticorrelated_pairs_go_antipodal_and_correlated_pairs_merge():
