@@ -1,5 +1,6 @@
 """Feature dashboards, the prompt read-out, interventions, the cached SAE grid and the plotly
 figures of notebook 04 (and the figures offered to notebooks 01 and 03)."""
+import copy
 import json
 from pathlib import Path
 
@@ -188,12 +189,37 @@ def test_sae_grid_is_stored_and_reopened(model, tmp_path, monkeypatch):
     assert not other.from_cache, "other L1 values are another grid"
 
 
-def test_latent_table(model, sae, data):
+def test_latent_table_matches_the_whole_activation_array(model, sae, data):
+    """Every column of the streamed table, against the same numbers read off the whole (rows, d_sae) array."""
     post, tokens = data
-    lat = lm.latent_activations(sae.select(0), post, lazy=True)
-    t = lm.latent_table(model, sae, lat, tokens, k=5)
-    assert len(t.latents) == len(t.promotes) == len(t.top_token)
-    assert ((t.top_token_share > 0) & (t.top_token_share <= 1)).all()
+    sae = copy.deepcopy(sae)
+    with torch.no_grad():
+        sae.b_enc[:, [3, 40]] = -1e6                                                 # two latents that never fire
+    t = lm.latent_table(model, sae, lm.latent_activations(sae.select(0), post, lazy=True), tokens, k=5)
+    dense = lm.latent_activations(sae.select(0), post)                              # (rows, d_sae)
+    alive = np.flatnonzero((dense > 0).any(0))
+    assert len(alive) == dense.shape[1] - 2, f"only latents 3 and 40 should be dead, {dense.shape[1] - len(alive)} are"
+    assert np.array_equal(t.latents, alive), f"the table lists latents {t.latents.tolist()}, the ones that fire are {alive.tolist()}"
+    np.testing.assert_allclose(t.density, (dense[:, alive] > 0).mean(0), err_msg="density is not the share of rows where the latent fires")
+    np.testing.assert_allclose(t.max, dense[:, alive].max(0), err_msg="max is not the latent's largest activation")
+    flat = tokens.reshape(-1)
+    for i, f in enumerate(alive):
+        top = np.argsort(-dense[:, f], kind="stable")[:5]                            # its 5 strongest rows
+        counts = np.bincount(flat[top[dense[top, f] > 0]])
+        assert t.top_token_share[i] == pytest.approx(counts.max() / counts.sum()), (
+            f"latent {f}: top-token share {t.top_token_share[i]:.3f}, but its commonest token holds "
+            f"{counts.max()} of its {counts.sum()} strongest firing rows")
+        commonest = {model.tokenizer.decode([int(x)]) for x in np.flatnonzero(counts == counts.max())}
+        assert t.top_token[i] in commonest, f"latent {f}: top token {t.top_token[i]!r}, its commonest are {commonest}"
+    D = sae.decoder_directions()[0].detach()
+    for i in (0, len(alive) // 2, len(alive) - 1):                                   # its own decoder row, instance 0
+        own = lm.logit_effects(model, lm.residual_effects(model, D[[alive[i]]]), k=1, tokens=tokens, min_count=5)
+        assert t.promotes[i] == own[0].promotes[0].token, (
+            f"latent {alive[i]} is listed as promoting {t.promotes[i]!r}; its decoder row promotes {own[0].promotes[0].token!r}")
+    chunked = lm.latent_table(model, sae, dense, tokens, k=5, chunk_rows=100)        # a running top 5 over 8 chunks
+    for name in ("latents", "density", "max", "top_token_share", "top_token", "promotes"):
+        assert np.array_equal(np.asarray(getattr(chunked, name)), np.asarray(getattr(t, name))), (
+            f"{name} changes when the rows stream in chunks of 100")
 
 
 # --------------------------------------------------------------------------------------
