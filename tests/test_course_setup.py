@@ -221,8 +221,11 @@ def test_device_choice(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             get_device("cuda")
-    monkeypatch.setenv("COURSE_DEVICE", "cpu")
-    assert get_device() == torch.device("cpu")
+    # The same choices on a machine with a GPU, whatever this one has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device() == torch.device("cpu"), "COURSE_DEVICE=cpu must win over a GPU"
+    monkeypatch.delenv("COURSE_DEVICE")
+    assert get_device() == torch.device("cuda"), "with a GPU and no COURSE_DEVICE the course must pick cuda"
 
 
 def test_seeding_repeats():
