@@ -196,6 +196,8 @@ def feature_browser_static(table, title: str = "Every latent of the SAE", label:
     """The matplotlib version of ``feature_browser``; ``label`` single-token latents, spread over the densities, are named."""
     import matplotlib.pyplot as plt
 
+    from helpers.plotting_toy import DPI
+
     fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
     sc = ax.scatter(table.density, table.top_token_share, c=np.log10(table.max), s=6, cmap="viridis")
     fig.colorbar(sc, ax=ax, label="log10 max activation")
@@ -210,5 +212,5 @@ def feature_browser_static(table, title: str = "Every latent of the SAE", label:
                     textcoords="axes fraction", fontsize=7,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85),
                     arrowprops=dict(arrowstyle="-", color="grey", lw=0.5))
-    fig.set_dpi(80)
+    fig.set_dpi(DPI)
     return fig

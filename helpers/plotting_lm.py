@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from helpers.lm import SAEEval
+from helpers.plotting_toy import DPI
 
 
 def plot_activation_stats(sample: np.ndarray, title: str = "MLP activations"):
@@ -24,7 +25,7 @@ def plot_activation_stats(sample: np.ndarray, title: str = "MLP activations"):
     axes[1].hist(np.linalg.norm(sample, axis=1), bins=60, color="tab:orange")
     axes[1].set(xlabel="L2 norm of the activation vector", ylabel="tokens", title="Activation norm per token")
     fig.suptitle(title)
-    fig.set_dpi(80)
+    fig.set_dpi(DPI)
     return fig
 
 
@@ -65,7 +66,7 @@ def plot_firing_density(freqs: dict, band: tuple[float, float] = (1e-3, 3e-2), t
                 label=f"{label}; {int((f == 0).sum())} never fire")
     ax.set(xlabel="log10 share of tokens the latent fires on", ylabel="latents", title=title)
     ax.legend(fontsize=8, loc="upper left")
-    fig.set_dpi(80)
+    fig.set_dpi(DPI)
     return fig
 
 
@@ -87,7 +88,7 @@ def plot_geometry_nulls(geos: dict, bins: int = 12):
            ylabel="mean cosine of decoder directions",
            title="Do pairs that fire together point alike? SAE against nulls")
     ax.legend(fontsize=8)
-    fig.set_dpi(80)
+    fig.set_dpi(DPI)
     return fig
 
 
@@ -146,7 +147,7 @@ def plot_latent_histograms(latent_acts: np.ndarray, latents: Sequence[int]):
         ax.hist(v, bins=30, color="tab:purple", log=True)
         ax.set(title=f"latent {f} ({len(v):,} tokens)", xlabel="activation (when > 0)", ylabel="tokens (log)")
     fig.suptitle("How strongly the latents above fire")
-    fig.set_dpi(80)
+    fig.set_dpi(DPI)
     return fig
 
 
@@ -186,5 +187,5 @@ def plot_expansion(evals: Sequence[SAEEval], mmcs_larger: np.ndarray, d_mlp: int
     axes[2].set(xlabel="dictionary size / MLP width", ylabel="MMCS with larger dictionaries",
                 title="Agreement with larger dictionaries")
     axes[2].legend(fontsize=7)
-    fig.set_dpi(80)
+    fig.set_dpi(DPI)
     return fig

@@ -14,13 +14,7 @@ import numpy as np
 import torch
 
 from helpers.metrics import best_matches
-
-DPI = 80
-"""Figures are stored in the notebooks: modest resolution keeps them small."""
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+from helpers.plotting_toy import DPI, _np
 
 
 # --------------------------------------------------------------------------------------

@@ -16,9 +16,12 @@ from matplotlib.patches import Patch
 from helpers import toy
 
 DPI = 80
-"""Figures are stored in the notebook: modest resolution keeps it small."""
+"""The resolution of every matplotlib figure of the course (``helpers.plotting_*``, the widgets and
+``plotly_figures``' static versions): figures are stored in the notebooks, and a modest one keeps them small."""
+
 
 def _np(t) -> np.ndarray:
+    """A tensor (any device, any float dtype) or array-like as a NumPy array, for plotting."""
     return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from helpers.metrics import best_matches
-from helpers.plotting_sae import DPI, _np
+from helpers.plotting_toy import DPI, _np
 from helpers.sae import TrainLog
 
 

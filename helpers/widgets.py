@@ -11,7 +11,8 @@ import torch
 
 from typing import TYPE_CHECKING
 
-from helpers.plotting_sae import DPI, plot_matched_cosines, plot_max_cosine_histogram
+from helpers.plotting_sae import plot_matched_cosines, plot_max_cosine_histogram
+from helpers.plotting_toy import DPI
 
 if TYPE_CHECKING:
     from helpers import toy
