@@ -1,14 +1,19 @@
 """Helpers for the superposition and sparse autoencoder course.
 
-The ideas, one package each: ``toy`` (toy models of superposition), ``data`` (ground-truth
-sparse features), ``sae`` (stacked sparse autoencoders and their variants), ``metrics``,
-``diagnostics`` (choosing size and L1 without ground truth), ``lm`` (SAEs on a language
-model's MLP), ``beyond`` (notebook 05: modern SAEs and why real data differs).
-The course's plumbing: ``device`` (device, seed, sizes per ``TUTORIAL_SCALE``), ``recipes`` (the
-toy data's SAE recipe and notebook 03's cached grid at each scale), ``paths``
-(caches), ``claims``, ``exercises`` and ``checks`` (the exercises' checks), ``colab``;
-figures in ``plotting_*``, ``plotly_figures`` and ``widgets*``.
-Import the module you need: ``from helpers import sae``.
+The ideas: ``toy`` (toy models of superposition, notebook 01), ``data`` (toy activations with
+ground-truth features), ``sae`` (stacked sparse autoencoders and their variants), ``metrics``
+(MMCS, L0, FVU, CE recovered) and ``recovery`` (one-to-one matching, duplicates, firing:
+recovery beyond MMCS), ``diagnostics`` (choosing size and L1 without ground truth, notebook 03),
+``lm`` (SAEs on a language model's MLP, notebook 04; ``tiny_lm`` builds its offline model),
+``beyond`` (notebooks 05 and 06: modern SAEs, the report's suspects, absorption, choosing L0
+and width).
+The course's plumbing: ``device`` (device, seeds, sizes per ``TUTORIAL_SCALE``), ``optim``
+(the optimizer, learning-rate schedule and finite-loss check every trainer shares), ``recipes``
+(the toy data's SAE recipe and notebook 03's cached grid at each scale), ``paths`` (shipped data,
+caches), ``claims``, ``exercises`` and ``checks`` (the exercises' checks), ``colab`` (the
+notebooks' setup cell); figures in ``plotting_*``, ``plotly_figures`` and ``widgets*``.
+Import the module you need: ``from helpers import sae``. ``device``'s everyday functions are
+importable from the package itself: ``from helpers import get_device, sizes``.
 """
 from helpers.device import course_seed, current_scale, get_device, rng, seed_everything, sizes
 

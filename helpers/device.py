@@ -1,17 +1,17 @@
-"""Where the course runs and how big its runs are.
+"""Where the course runs, where its random numbers come from and how big its runs are.
 
-Four things live here and nowhere else:
-
-* ``get_device()``: the torch device every helper and notebook uses (cuda > mps > cpu,
-  overridable with the ``COURSE_DEVICE`` environment variable or an argument); ``resolve_device()``
+* Devices: ``get_device()`` is the torch device every helper and notebook uses (the argument,
+  else the ``COURSE_DEVICE`` environment variable, else cuda > mps > cpu); ``resolve_device()``
   adds ``"meta"``, and ``parse_device()`` turns a bad name into an error that says what to pass.
-* ``course_seed()``: the ``COURSE_SEED`` environment variable (default 0), which moves every
-  random stream of the course at once (``stream_seed``, ``rng``, ``seed_everything``).
-* ``seed_everything()``: one call that seeds Python, NumPy and torch.
-* ``sizes()``: the run sizes for the current ``TUTORIAL_SCALE`` (``ci``, ``laptop`` or
-  ``full``), one frozen dataclass. Notebooks read their sizes from it instead of
-  hard-coding a second code path. Default: ``full`` on CUDA, else ``laptop``. ``check_int()``
-  checks one size, step count or seed of a config (an int, never a bool, at least a minimum).
+* Randomness: ``course_seed()`` reads ``COURSE_SEED`` (default 0); ``stream_seed()`` derives one
+  seed per named stream from it, so every stream moves at once, and ``rng()`` is a generator for
+  one stream. ``seed_everything()`` seeds Python's, NumPy's and torch's global generators, for a
+  reader's own calls (the helpers never draw from them).
+* Sizes: ``sizes()`` is the frozen ``RunSizes`` of a scale (``ci``, ``laptop`` or ``full``),
+  by default ``current_scale()``: ``TUTORIAL_SCALE``, else ``full`` on CUDA and ``laptop``
+  elsewhere. Notebooks read their sizes from it instead of hard-coding a second code path.
+* Two checks the trainers share: ``check_int()`` (a size, step count or seed of a config is an
+  int, never a bool, at least a minimum) and ``cpu_threads()`` (small CPU work on one thread).
 """
 from __future__ import annotations
 
@@ -167,7 +167,12 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 class RunSizes:
     """How big every run in the course is, for one ``TUTORIAL_SCALE``.
 
-    Each block belongs to one notebook; a helper or notebook reads only its own block.
+    The fields come in blocks, each under the notebook that introduces it. Later
+    notebooks reuse earlier blocks: ``helpers.recipes.toy_recipe``, the SAE recipe notebooks 02,
+    03, 05 and 06 start from, is notebook 02's data and batch (``gt_*``, ``sae_batch``) with
+    notebook 03's grid settings (``grid_*``, ``dead_window``); ``helpers.recipes.toy_grid``, the
+    grid notebooks 02 to 05 read, is ``sae_dict_ratios`` x ``grid_l1_values``; notebook 06
+    harvests notebook 04's ``lm_tokens`` and uses its ``lm_dead_window``.
     """
 
     scale: str
@@ -175,7 +180,8 @@ class RunSizes:
 
     # --- notebook 01: toy models of superposition -------------------------------------
     toy_steps: int
-    """Adam steps for each toy-model sweep."""
+    """Adam steps of notebook 01's toy models (the phase diagrams train for ``phase_steps``, the
+    neuron sweep for at least 3000)."""
     toy_batch: int
     """Samples per step (per instance) for toy models."""
     toy_seeds: int
@@ -215,23 +221,26 @@ class RunSizes:
     gt_dim: int
     """h: dimension of the toy activations (the report uses 256)."""
     sae_steps: int
-    """Adam steps per SAE training run on toy data."""
+    """Adam steps of the tests' L1 Goldilocks-zone check (no notebook reads it: notebook 02's SAEs
+    train for ``grid_steps``)."""
     sae_batch: int
     """Batch size for SAE training (the report uses 256)."""
     sae_dict_ratios: tuple[float, ...]
-    """Dictionary sizes J as multiples of G for the size sweeps."""
+    """Dictionary sizes J as multiples of G: the rows of the (size x L1) grid of notebooks 02 and 03."""
     sae_l1_values: tuple[float, ...]
-    """L1 coefficients (alpha) for the sweeps."""
+    """L1 coefficients (alpha) that only the tests' GPU-memory plan reads (its "02 L1 grid"); the
+    columns of notebook 02's grid are ``grid_l1_values``."""
     sae_alpha: float
-    """alpha for the single SAE and the noise appendix: inside the Goldilocks zone at this scale."""
+    """alpha of notebook 02's single SAE, the grid cell it studies and its later runs at J = G:
+    inside the Goldilocks zone at this scale."""
     sae_noise_levels: tuple[float, ...]
     """Input noise std for the denoising appendix, in units of the data's per-dimension RMS."""
     sae_noise_l1_values: tuple[float, ...]
     """alpha values (one stacked SAE per noise level) of the denoising appendix."""
     sae_noise_steps: int
-    """Adam steps per denoising SAE (at the grid's learning rate, grid_lr)."""
+    """Adam steps per denoising SAE (otherwise the grid's recipe, ``toy_recipe()``)."""
     sae_tuned_steps: int
-    """Adam steps of notebook 02's whole recipe, resampling included (section 6): 2M samples at G = 512."""
+    """Adam steps of notebook 02's whole recipe, resampling included (section 6)."""
 
     # --- notebook 03: hyperparameter diagnostics -----------------------------------------
     grid_steps: int
@@ -243,8 +252,8 @@ class RunSizes:
     grid_lr: float
     """Adam (peak) learning rate of the diagnostic grid (the report uses 1e-3)."""
     grid_schedule: str
-    """Learning-rate schedule of the grid's recipe (``helpers.optim.lr_factor``): ``constant`` at
-    ci; ``warmup_cosine`` where each SAE has to get further per sample (notebook 02, section 6)."""
+    """Learning-rate schedule of the grid's recipe (``helpers.optim.lr_factor``): ``constant``, or
+    ``warmup_cosine`` at a scale whose SAEs have to get further per sample (notebook 02, section 6)."""
     grid_renorm: bool
     """Reset decoder rows to unit length after every step in the grid's recipe (``SAEConfig.renorm_decoder``)."""
     extra_grid_ratios: tuple[float, ...]
