@@ -11,7 +11,8 @@ they go: ours with ``GroundTruthData.sample``, SAELens with its ``sae_lens.synth
 (``ActivationGenerator`` + ``FeatureDictionary``, ``train_toy_sae``) configured like ours: the
 same 512 feature directions, the same marginal firing probabilities and low-rank latent
 correlation, magnitudes with the mean and spread of uniform(0, 1). ``ours_over_saelens`` is
-the ratio of examples per second. Then SAELens loads SAEs that ``save_sae`` wrote (standard with
+the ratio of examples per second (ours with its default bfloat16 products where the CPU has
+them; ``ours_float32_over_saelens`` with float32 throughout, as SAELens trains). Then SAELens loads SAEs that ``save_sae`` wrote (standard with
 and without a decoder bias, TopK, BatchTopK (saved as SAELens saves it, a JumpReLU) and
 JumpReLU) and we load one that SAELens trained and saved; the latents and
 reconstructions must agree. The last line printed is one JSON object.
@@ -55,6 +56,7 @@ from sae_lens.synthetic import ActivationGenerator, FeatureDictionary, train_toy
 
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.sae import SAE, SAEConfig, load_sae, save_sae, train_sae
+from helpers.sae.fused import resolve_matmul_dtype
 
 H, G, J, B, LR = 256, 512, 512, 256, 1e-3
 
@@ -92,8 +94,8 @@ def saelens_examples_per_s(ours: GroundTruthData, steps: int) -> float:
     return B * steps / (time.perf_counter() - t0)
 
 
-def ours_examples_per_s(data: GroundTruthData, steps: int) -> float:
-    cfg = SAEConfig(d_in=H, d_sae=J, l1_coeffs=(0.1,), lr=LR, batch_size=B)
+def ours_examples_per_s(data: GroundTruthData, steps: int, matmul_dtype: str = "auto") -> float:
+    cfg = SAEConfig(d_in=H, d_sae=J, l1_coeffs=(0.1,), lr=LR, batch_size=B, matmul_dtype=matmul_dtype)
     train_sae(SAE(cfg, device="cpu"), data.sample, steps=20, progress=False)  # warm up
     log = train_sae(SAE(cfg, device="cpu"), data.sample, steps=steps, progress=False)
     return log.examples / log.seconds
@@ -155,11 +157,12 @@ def main() -> None:
     steps = 300 if args.quick else 1500
     data = GroundTruthData(GroundTruthConfig(n_features=G, d=H), device="cpu")
     # Alternate the two sides so that a slow spell of a shared machine hits both.
-    ours_runs, theirs_runs = [], []
-    for _ in range(2):
+    ours_runs, fp32_runs, theirs_runs = [], [], []
+    for _ in range(3):
         ours_runs.append(ours_examples_per_s(data, steps))
+        fp32_runs.append(ours_examples_per_s(data, steps, "float32"))
         theirs_runs.append(saelens_examples_per_s(data, steps))
-    ours_rate, theirs_rate = max(ours_runs), max(theirs_runs)
+    ours_rate, fp32_rate, theirs_rate = max(ours_runs), max(fp32_runs), max(theirs_runs)
     summary = {
         "benchmark": "peer_saelens",
         "sae_lens_version": sae_lens.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -167,6 +170,9 @@ def main() -> None:
         "ours_examples_per_s": round(ours_rate),
         "saelens_examples_per_s": round(theirs_rate),
         "ours_over_saelens": round(ours_rate / theirs_rate, 2),
+        # the default matmul_dtype ("auto": bfloat16 products on a CPU that has them), and float32 throughout
+        "ours_matmul_dtype": str(resolve_matmul_dtype("auto", torch.device("cpu"))).removeprefix("torch."),
+        "ours_float32_over_saelens": round(fp32_rate / theirs_rate, 2),
         **saelens_reads_ours(),
         **ours_reads_saelens(data),
     }

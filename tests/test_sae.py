@@ -20,11 +20,11 @@ VARIANTS = {"standard": {}, "topk": dict(k=4), "batchtopk": dict(k=4.0), "jumpre
 
 
 def _random_sae(decoder_bias=False, divide=True, l1=(0.1, 1.0, 3.0), seed=0, batch_size=256,
-                architecture="standard") -> SAE:
+                architecture="standard", matmul_dtype="float32", cls=SAE) -> SAE:
     """A 16 -> 32 SAE with non-trivial weights: decoder rows off unit norm, non-zero biases
-    (and, for the variants, thresholds that differ per latent)."""
-    sae = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=l1, decoder_bias=decoder_bias, l1_divide_by_d_sae=divide,
-                        seed=seed, batch_size=batch_size, architecture=architecture,
+    (and, for the variants, thresholds that differ per latent). float32 products unless asked."""
+    sae = cls(SAEConfig(d_in=16, d_sae=32, l1_coeffs=l1, decoder_bias=decoder_bias, l1_divide_by_d_sae=divide,
+                        seed=seed, batch_size=batch_size, architecture=architecture, matmul_dtype=matmul_dtype,
                         **VARIANTS[architecture]), device="cpu")
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -224,9 +224,105 @@ def test_an_sae_built_on_meta_has_every_tensor_on_meta():
         assert sae.encode(torch.empty(4, 8, device="meta")).shape == (2, 4, 16)
 
 
+class _PlainSAE(SAE):
+    """The standard SAE through autograd and its plain lines: overriding a step turns the fused one off."""
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        return super().activation(pre)
+
+
+@pytest.mark.parametrize("decoder_bias", [False, True])
+@pytest.mark.parametrize("divide", [True, False])
+@pytest.mark.parametrize("stacked_input", [False, True])
+def test_the_fused_step_equals_autograd_through_the_plain_lines(decoder_bias, divide, stacked_input):
+    fused = _random_sae(decoder_bias=decoder_bias, divide=divide, batch_size=64)
+    plain = _random_sae(decoder_bias=decoder_bias, divide=divide, batch_size=64, cls=_PlainSAE)
+    assert plain._fused_step_applies is not None and not plain._fused_step_applies(torch.zeros(1, 16), torch.zeros(1, 16))
+    assert fused._fused_step_applies(torch.zeros(1, 16), torch.zeros(1, 16)), "the standard SAE must train through the fused step"
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(64, 16, generator=g)
+    x = x.expand(3, 64, 16).clone() if stacked_input else x
+    target = x + 0.1 * torch.randn(x.shape, generator=g)                 # a denoising target: x_in != target
+    for sae in (fused, plain):
+        out = sae(x, target)
+        # every output carries gradient, as a reader's own loss on x_hat or c would
+        (out.loss + 0.01 * out.x_hat.pow(2).sum() + 0.001 * out.acts.sum()).backward()
+    for name in ("x_hat", "acts", "recon_loss", "l1_loss"):
+        with torch.no_grad():
+            a, b = getattr(fused(x, target), name), getattr(plain(x, target), name)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), f"{name} of the fused step differs from the plain forward"
+    for name, p in plain.named_parameters():
+        q = getattr(fused, name)
+        if p.grad is None:
+            assert q.grad is None, f"{name}: the fused step gives a gradient the plain path does not"
+            continue
+        rel = float((q.grad - p.grad).abs().max() / p.grad.abs().max())
+        assert rel < 1e-5, f"gradient of {name}: the fused backward differs from autograd by {rel:.1e} (relative to its largest entry)"
+
+
+def test_bfloat16_products_change_the_gradient_little_and_only_in_training():
+    from helpers.sae.fused import step_matmul_dtype
+
+    fp32, bf16 = _random_sae(), _random_sae()
+    x = torch.rand(256, 16, generator=torch.Generator().manual_seed(2))
+    fp32(x).loss.backward()
+    with step_matmul_dtype(torch.bfloat16):
+        bf16(x).loss.backward()
+    for name in ("W_enc", "b_enc", "W_dec"):
+        a, b = getattr(fp32, name).grad, getattr(bf16, name).grad
+        rel = float((a - b).norm() / a.norm())
+        assert 1e-7 < rel < 2e-2, (f"gradient of {name} with bfloat16 products is {rel:.1e} off float32's (relative norm): "
+                                   "expected a small rounding difference (bfloat16 keeps 8 bits), neither none nor large")
+    # outside train_sae's block every forward pass is float32, whatever the config says
+    auto = _random_sae(matmul_dtype="bfloat16")
+    assert torch.equal(fp32(x).x_hat, auto(x).x_hat), "outside training the products must stay float32"
+
+
+@pytest.mark.parametrize("matmul_dtype, want", [("float32", torch.float32), ("bfloat16", torch.bfloat16)])
+def test_train_sae_multiplies_in_the_configured_dtype(monkeypatch, matmul_dtype, want):
+    from helpers.sae import fused
+
+    seen = []
+    real = fused.StandardSAEStep.forward
+
+    def spy(ctx, *args):
+        seen.append(args[-1])
+        return real(ctx, *args)
+
+    monkeypatch.setattr(fused.StandardSAEStep, "forward", staticmethod(spy))
+    train_sae(_random_sae(matmul_dtype=matmul_dtype), lambda n: torch.rand(n, 16), steps=3, progress=False)
+    assert seen == [want] * 3, f"train_sae with matmul_dtype={matmul_dtype!r} multiplied in {seen}, not {want}"
+    assert fused.current_step_dtype() == torch.float32, "train_sae must leave float32 products behind it"
+
+
+def test_auto_matmul_dtype_is_bfloat16_only_on_a_cpu_that_has_it(monkeypatch):
+    from helpers.sae import fused
+
+    for native, want in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(fused, "cpu_has_native_bf16", lambda: native)
+        assert fused.resolve_matmul_dtype("auto", torch.device("cpu")) == want
+        assert fused.resolve_matmul_dtype("auto", torch.device("cuda")) == torch.float32, "GPUs keep float32"
+        assert fused.resolve_matmul_dtype("float32", torch.device("cpu")) == torch.float32
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        SAEConfig(d_in=4, d_sae=8, matmul_dtype="fp16")
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "jumprelu"])
+def test_variants_train_through_autograd_not_the_fused_step(monkeypatch, architecture):
+    from helpers.sae import model
+
+    def refuse(*args):
+        raise AssertionError(f"{architecture} went through the standard SAE's fused step")
+
+    monkeypatch.setattr(model.StandardSAEStep, "apply", refuse)
+    sae = _random_sae(architecture=architecture)
+    sae.loss(torch.rand(8, 16)).sum().backward()
+    assert sae.W_enc.grad is not None
+
+
 def test_one_training_step_equals_an_autograd_adam_step():
     x = GroundTruthData(GroundTruthConfig(n_features=32, d=16), device="cpu").sample(64)
-    ours, ref = (_random_sae(decoder_bias=True, batch_size=64) for _ in range(2))
+    ours, ref = _random_sae(decoder_bias=True, batch_size=64), _random_sae(decoder_bias=True, batch_size=64, cls=_PlainSAE)
     # Reference: the textbook step (autograd, torch's plain Adam); ours: one step of train_sae.
     with torch.no_grad():
         ref.b_dec.copy_(x.mean(0).expand_as(ref.b_dec))  # train_sae starts b_dec at the data mean

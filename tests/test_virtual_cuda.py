@@ -27,6 +27,15 @@ from virtual_cuda import VirtualDeviceMismatch, virtual_cuda  # tests/virtual_cu
 SMALL = GroundTruthConfig(n_features=24, d=12, seed=0)
 
 
+@pytest.fixture(autouse=True)
+def float32_products_on_the_cpu_too(monkeypatch):
+    """A GPU trains with float32 products, a CPU with bfloat16 ones where it has them
+    (``SAEConfig.matmul_dtype="auto"``): compared runs use float32 on both sides."""
+    from helpers.sae import fused
+
+    monkeypatch.setattr(fused, "cpu_has_native_bf16", lambda: False)
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))

@@ -13,6 +13,7 @@ import numpy as np
 
 from helpers.device import check_int
 from helpers.optim import LR_SCHEDULES
+from helpers.sae.fused import MATMUL_DTYPES
 from helpers.sae.registry import sae_class
 from helpers.sae.resample import RESAMPLE_TARGETS
 
@@ -70,6 +71,11 @@ class SAEConfig:
     """No resampling after this fraction of the run (below 1: latents that die late stay dead)."""
     compile: bool = False
     """Train through ``torch.compile(sae.loss)``: faster per step on a GPU, seconds to compile."""
+    matmul_dtype: str = "auto"
+    """Inputs of the matrix products in ``train_sae``'s steps: ``float32``, ``bfloat16`` (float32
+    accumulation; weights and Adam stay float32), or ``auto``: bfloat16 on a CPU that has it in
+    hardware, else float32 (``helpers.sae.fused``). Only the standard SAE uses it, and only in
+    training: evaluations multiply in float32."""
     k: float | None = None
     """Active latents per example: an integer for ``topk``, a batch average for ``batchtopk``."""
     jumprelu_init_threshold: float = 0.01
@@ -89,6 +95,8 @@ class SAEConfig:
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if not (math.isfinite(self.input_noise_std) and self.input_noise_std >= 0):
             raise ValueError(f"input_noise_std must be a finite number >= 0, got {self.input_noise_std!r}")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise ValueError(f"matmul_dtype must be one of {MATMUL_DTYPES}, got {self.matmul_dtype!r}")
         sae_class(self.architecture)  # the registry (a new variant registers there)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")

@@ -23,6 +23,7 @@ from torch import nn
 
 from helpers.device import resolve_device, stream_seed
 from helpers.sae.config import SAEConfig
+from helpers.sae.fused import StandardSAEStep, current_step_dtype
 from helpers.sae.registry import register_sae_class, sae_class
 
 
@@ -40,6 +41,10 @@ class ForwardOutput(NamedTuple):
     loss: torch.Tensor
     """() sum over instances of recon + sparsity (instances do not interact, so the sum's
     gradient trains each instance on its own loss)."""
+
+
+_FUSED_STEPS = ("pre_acts", "activation", "decoder_directions", "decode", "sparsity_loss", "_penalty")
+"""The steps ``StandardSAEStep`` writes out: a subclass that overrides one trains through autograd."""
 
 
 class SAE(nn.Module):
@@ -135,13 +140,25 @@ class SAE(nn.Module):
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> ForwardOutput:
         """Reconstruct ``x``; losses are against ``target`` (default ``x``), per instance."""
+        target = x if target is None else target
+        if self._fused_step_applies(x, target):
+            # The same maths as the lines below, with the backward pass written out (helpers.sae.fused).
+            x_hat, acts, recon, sparsity = StandardSAEStep.apply(
+                self._check_input(x), target, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self._penalty(),
+                self.cfg.decoder_bias, current_step_dtype())
+            return ForwardOutput(x_hat, acts, recon, sparsity, (recon + sparsity).sum())
         pre = self.pre_acts(x)                                        # (I, B, J)
         acts = self.activation(pre)                                   # (I, B, J)
         x_hat = self.decode(acts)                                     # (I, B, h)
-        target = x if target is None else target
         recon = (x_hat - target).pow(2).mean(-1).mean(-1)             # (I,)
         sparsity = self.sparsity_loss(pre, acts)                      # (I,)
         return ForwardOutput(x_hat, acts, recon, sparsity, (recon + sparsity).sum())
+
+    def _fused_step_applies(self, x: torch.Tensor, target: torch.Tensor) -> bool:
+        """Training the plain ReLU + L1 SAE (a variant that changes any step of it takes the plain path)."""
+        cls = type(self)
+        return (torch.is_grad_enabled() and self.W_dec.requires_grad and not x.requires_grad
+                and not target.requires_grad and all(getattr(cls, name) is getattr(SAE, name) for name in _FUSED_STEPS))
 
     def loss(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """(inst,) reconstruction + sparsity loss of each instance: what training minimises."""

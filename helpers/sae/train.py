@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from helpers.device import check_int, stream_seed
 from helpers.optim import NonFiniteLossError, adam, check_finite, scheduler
+from helpers.sae.fused import resolve_matmul_dtype, step_matmul_dtype
 from helpers.sae.model import SAE
 from helpers.sae.resample import redundant, resample_latents_
 
@@ -84,56 +85,58 @@ def train_sae(
     rows: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     buffer, start, t0 = torch.empty(0), 0, time.perf_counter()
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5)
-    for step in bar:
-        if start >= buffer.shape[0]:
-            buffer, start = _draw(sample_fn, B * prefetch, cfg.d_in, dev), 0
-            if step == 0 and cfg.decoder_bias:
-                with torch.no_grad():
-                    sae.b_dec.copy_(buffer.mean(0).expand_as(sae.b_dec))
-        x = buffer[start : start + B]                                          # (B, h)
-        start += B
-        x_in = x + cfg.input_noise_std * torch.randn(x.shape, device=dev, generator=noise_gen) if cfg.input_noise_std else x
+    # bfloat16 products where the CPU has them (SAEConfig.matmul_dtype), in training only
+    with step_matmul_dtype(resolve_matmul_dtype(cfg.matmul_dtype, dev)):
+        for step in bar:
+            if start >= buffer.shape[0]:
+                buffer, start = _draw(sample_fn, B * prefetch, cfg.d_in, dev), 0
+                if step == 0 and cfg.decoder_bias:
+                    with torch.no_grad():
+                        sae.b_dec.copy_(buffer.mean(0).expand_as(sae.b_dec))
+            x = buffer[start : start + B]                                          # (B, h)
+            start += B
+            x_in = x + cfg.input_noise_std * torch.randn(x.shape, device=dev, generator=noise_gen) if cfg.input_noise_std else x
 
-        out = forward(x_in, target=x)        # out.loss = sae.loss(x_in, target=x).sum()
-        out.loss.backward()                  # instances do not interact: each gets its own gradient
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if sched is not None:
-            sched.step()
-        if cfg.renorm_decoder:
-            sae.renormalize_decoder_()       # keep the stored rows at unit length (see SAEConfig)
+            out = forward(x_in, target=x)        # out.loss = sae.loss(x_in, target=x).sum()
+            out.loss.backward()                  # instances do not interact: each gets its own gradient
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if sched is not None:
+                sched.step()
+            if cfg.renorm_decoder:
+                sae.renormalize_decoder_()       # keep the stored rows at unit length (see SAEConfig)
 
-        with torch.no_grad():
-            active = out.acts > 0                                              # (I, B, J)
-            last_fired.masked_fill_(active.any(1), step + 1)
-            l0 = active.sum(-1, dtype=torch.float32).mean(-1)                 # (I,)
-            sums += torch.stack([out.recon_loss.detach(), out.l1_loss.detach(), l0])
-            if cfg.resample_every:
-                fires += active.sum(1)
-                if _resample_due(cfg, step + 1, steps):
-                    bad = ((step + 1 - last_fired) >= cfg.resample_dead_after) | redundant(
-                        sae.W_dec, fires, cfg.resample_duplicate_cos)
-                    if bad.any():  # a pool of fresh samples to aim at (2048: the refit costs 20 passes)
-                        resample_latents_(opt, sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec,
-                                          _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to,
-                                          generator=resample_gen)
-                    fires.zero_()
-            if step == 0:
-                start_loss = (out.recon_loss + out.l1_loss).detach()             # (I,) the loss at initialisation
-            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
-                # The window's sums hold every step since the last row: one NaN anywhere shows.
-                check_finite(sums[0] + sums[1], step + 1, "train_sae", labels)
-                check_not_diverged((sums[0] + sums[1]) / ((step % cfg.log_every) + 1), start_loss, step + 1, labels)
-                window = (step % cfg.log_every) + 1
-                dead = ((step + 1 - last_fired) >= cfg.dead_window).sum(-1)
-                rows.append((step + 1, (sums / window).cpu(), dead.cpu()))
-                sums.zero_()
-                if on_log is not None:
-                    on_log(step + 1, sae)
-                if progress:
-                    r = rows[-1][1]
-                    bar.set_postfix(recon=f"{float(r[0].mean()):.3g}", l0=f"{float(r[2].mean()):.1f}")
-    bar.close()
+            with torch.no_grad():
+                acts = out.acts                                                    # (I, B, J), c >= 0
+                last_fired.masked_fill_(acts.amax(1) > 0, step + 1)                # fired in this batch
+                l0 = torch.count_nonzero(acts, dim=(1, 2)) / acts.shape[1]         # (I,) mean active per example
+                sums += torch.stack([out.recon_loss.detach(), out.l1_loss.detach(), l0])
+                if cfg.resample_every:
+                    fires += (acts > 0).sum(1)
+                    if _resample_due(cfg, step + 1, steps):
+                        bad = ((step + 1 - last_fired) >= cfg.resample_dead_after) | redundant(
+                            sae.W_dec, fires, cfg.resample_duplicate_cos)
+                        if bad.any():  # a pool of fresh samples to aim at (2048: the refit costs 20 passes)
+                            resample_latents_(opt, sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec,
+                                              _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to,
+                                              generator=resample_gen)
+                        fires.zero_()
+                if step == 0:
+                    start_loss = (out.recon_loss + out.l1_loss).detach()             # (I,) the loss at initialisation
+                if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                    # The window's sums hold every step since the last row: one NaN anywhere shows.
+                    check_finite(sums[0] + sums[1], step + 1, "train_sae", labels)
+                    check_not_diverged((sums[0] + sums[1]) / ((step % cfg.log_every) + 1), start_loss, step + 1, labels)
+                    window = (step % cfg.log_every) + 1
+                    dead = ((step + 1 - last_fired) >= cfg.dead_window).sum(-1)
+                    rows.append((step + 1, (sums / window).cpu(), dead.cpu()))
+                    sums.zero_()
+                    if on_log is not None:
+                        on_log(step + 1, sae)
+                    if progress:
+                        r = rows[-1][1]
+                        bar.set_postfix(recon=f"{float(r[0].mean()):.3g}", l0=f"{float(r[2].mean()):.1f}")
+        bar.close()
     log = TrainLog(l1_coeffs=cfg.l1_coeffs, seconds=time.perf_counter() - t0, examples=steps * B)
     if rows:
         log.steps = np.array([r[0] for r in rows])
