@@ -1,6 +1,6 @@
 """The standard SAE's training step with its backward pass written out: the same numbers as
-autograd through ``SAE.forward``'s plain lines (tested equal), about a third less time per step
-on a CPU, because autograd keeps more intermediates and makes more passes over them.
+autograd through ``SAE.forward``'s plain lines (tested equal), with fewer intermediates kept and
+fewer passes over them than autograd makes (``benchmarks/sae_throughput.py`` times it).
 
 For one instance, with x_c = x - b_dec, pre = x_c W_enc + b_enc, c = ReLU(pre),
 D = W_dec / ||W_dec|| (row-wise), x_hat = c D + b_dec, err = x_hat - target and
@@ -17,8 +17,8 @@ loss terms, 1 when training on their sum; k = alpha/J or alpha)::
 Five matrix products in all (two forward, three backward), the least any SAE step can do.
 
 On a CPU with native bfloat16 arithmetic (``avx512_bf16`` or AMX), ``train_sae`` gives the five
-products bfloat16 inputs with float32 accumulation (``SAEConfig.matmul_dtype``): about 1.4x
-faster again. Weights, Adam's state, the losses and every elementwise step stay float32, and so
+products bfloat16 inputs with float32 accumulation (``SAEConfig.matmul_dtype``): about 1.5x
+faster again on the machine it was measured on. Weights, Adam's state, the losses and every elementwise step stay float32, and so
 does every forward pass outside training.
 """
 from __future__ import annotations
@@ -44,10 +44,8 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_matmul_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``SAEConfig.matmul_dtype`` on ``device``: ``auto`` is bfloat16 on a CPU with native bfloat16,
-    else float32 (GPUs keep float32: a free Colab T4 has no bfloat16 units)."""
-    if name not in MATMUL_DTYPES:
-        raise ValueError(f"matmul_dtype must be one of {MATMUL_DTYPES}, got {name!r}")
+    """``SAEConfig.matmul_dtype`` (checked there) on ``device``: ``auto`` is bfloat16 on a CPU with
+    native bfloat16, else float32 (GPUs keep float32: a free Colab T4 has no bfloat16 units)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
     return getattr(torch, name)
@@ -119,7 +117,7 @@ class StandardSAEStep(torch.autograd.Function):
         g_pre = torch.ops.aten.threshold_backward(g_acts, acts, 0.0)           # zero where c = 0
         g_W_enc = _mm(x_c.transpose(1, 2), g_pre, dtype)                       # (I, h, J)
         g_b_enc = g_pre.sum(1)                                                 # (I, J)
-        g_D = _mm(acts_mm.transpose(1, 2), g_xhat_mm, dtype)                      # (I, J, h)
+        g_D = _mm(acts_mm.transpose(1, 2), g_xhat_mm, dtype)                   # (I, J, h)
         g_W_dec = g_D.addcmul_(D, (g_D * D).sum(-1, keepdim=True), value=-1.0).div_(norms)
         g_b_dec = None
         if ctx.decoder_bias:
