@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from helpers.plotting_toy import DPI, _density_label, _np, draw_arrows
+from helpers.plotting_toy import DPI, density_label, draw_arrows, to_numpy
 
 if TYPE_CHECKING:
     from helpers import toy
@@ -25,7 +25,7 @@ def pair_colors(n_pairs: int) -> list:
 
 def plot_pairs(pr: "toy.PairResult"):
     """Arrows of 2-D pair models: one row per kind of pairing, one column per density."""
-    W = _np(pr.W)
+    W = to_numpy(pr.W)
     K, Dn, m, n = W.shape
     if m != 2:
         raise ValueError("plot_pairs draws 2-D models; use pair_experiment with a base ToyConfig of d_hidden=2")
@@ -34,7 +34,7 @@ def plot_pairs(pr: "toy.PairResult"):
     for k in range(K):
         for j in range(Dn):
             ang = ", ".join(f"{a:.0f}" for a in pr.partner_angle[k, j])
-            draw_arrows(axes[k, j], W[k, j], colors=colors, title=f"{_density_label(pr.densities[j])}\npartners at {ang} deg")
+            draw_arrows(axes[k, j], W[k, j], colors=colors, title=f"{density_label(pr.densities[j])}\npartners at {ang} deg")
         axes[k, 0].set_ylabel(f"{pr.kinds[k]} pairs", fontsize=9)
     handles = [Patch(color=colors[i], label=f"pair {i // 2}, feature {i}") for i in range(n)]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
@@ -45,7 +45,7 @@ def plot_pairs(pr: "toy.PairResult"):
 
 def plot_gram_rows(pr: "toy.PairResult", density_index: int):
     """W^T W of every kind of pairing at one density (works for any d_hidden)."""
-    W = _np(pr.W[:, density_index])
+    W = to_numpy(pr.W[:, density_index])
     K, m, n = W.shape
     fig, axes = plt.subplots(1, K, figsize=(3.1 * K + 1, 3.1), dpi=DPI, squeeze=False)
     for k in range(K):
@@ -53,7 +53,7 @@ def plot_gram_rows(pr: "toy.PairResult", density_index: int):
         axes[0, k].set(title=f"{pr.kinds[k]} pairs", xticks=range(n), yticks=range(n), xlabel="feature j",
                        ylabel="feature i")
     fig.colorbar(im, ax=list(axes[0]), fraction=0.03, label="W^T W entry (cosine for unit columns)")
-    fig.suptitle(f"{n} features in {m}-D, {_density_label(pr.densities[density_index])}: pairs are (0,1), (2,3), ...")
+    fig.suptitle(f"{n} features in {m}-D, {density_label(pr.densities[density_index])}: pairs are (0,1), (2,3), ...")
     return fig
 
 
@@ -87,7 +87,7 @@ def plot_polytopes_3d(shapes: dict, title: str = "Feature directions in 3 dimens
     k = len(shapes)
     fig = plt.figure(figsize=(3.0 * k, 3.4), dpi=DPI)
     for n, (name, W) in enumerate(shapes.items()):
-        P = _np(W).astype(float)
+        P = to_numpy(W).astype(float)
         P = P if P.shape[1] == 3 else P.T  # (features, 3)
         norms = np.linalg.norm(P, axis=1)
         rep = norms >= min_norm

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from helpers.metrics import best_matches
-from helpers.plotting_toy import DPI, _np
+from helpers.plotting_toy import DPI, to_numpy
 
 
 # --------------------------------------------------------------------------------------
@@ -23,7 +23,7 @@ from helpers.plotting_toy import DPI, _np
 def plot_data_overview(frequency, expected, active_counts, latent_corr, cooccurrence, n_show: int = 24):
     """Feature frequency by index, the histogram of active features per sample, and the
     latent vs measured co-occurrence correlations of the ``n_show`` commonest features."""
-    frequency, expected, counts = _np(frequency), _np(expected), _np(active_counts)
+    frequency, expected, counts = to_numpy(frequency), to_numpy(expected), to_numpy(active_counts)
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), dpi=DPI, gridspec_kw={"width_ratios": [1.3, 1, 1, 1]})
     ax = axes[0]
     ax.semilogy(frequency, ".", ms=3, label="measured")
@@ -36,12 +36,12 @@ def plot_data_overview(frequency, expected, active_counts, latent_corr, cooccurr
     ax.axvline(counts.mean(), color="tab:red", label=f"mean {counts.mean():.2f}")
     ax.set(title="Active features per sample", xlabel="number of active features", ylabel="samples")
     ax.legend()
-    lim = float(np.abs(_np(cooccurrence)[:n_show, :n_show] - np.eye(n_show)).max())
+    lim = float(np.abs(to_numpy(cooccurrence)[:n_show, :n_show] - np.eye(n_show)).max())
     for ax, m, title, vmax in (
         (axes[2], latent_corr, "Latent correlation (the Gaussian z)", 0.5),
         (axes[3], cooccurrence, "Measured co-occurrence correlation", lim),
     ):
-        m = _np(m)[:n_show, :n_show].copy()
+        m = to_numpy(m)[:n_show, :n_show].copy()
         np.fill_diagonal(m, np.nan)  # the diagonal is 1 and would wash out the colour scale
         im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set(title=title, xlabel="feature", ylabel="feature")
@@ -52,7 +52,7 @@ def plot_data_overview(frequency, expected, active_counts, latent_corr, cooccurr
 
 def plot_sample_decomposition(x, coeffs, features, max_bars: int = 12):
     """One sample: its active features' coefficients, and x next to sum_g c_g F_g."""
-    x, c, F = _np(x), _np(coeffs), _np(features)
+    x, c, F = to_numpy(x), to_numpy(coeffs), to_numpy(features)
     active = np.flatnonzero(c)
     recon = c @ F
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), dpi=DPI, gridspec_kw={"width_ratios": [1, 2]})
@@ -80,7 +80,7 @@ def matched_cosines(learned, truth) -> tuple[np.ndarray, np.ndarray]:
     m = best_matches(learned, truth)
     L = learned / learned.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     T = truth / truth.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return _np(T @ L[m.index].T), _np(m.cosine)
+    return to_numpy(T @ L[m.index].T), to_numpy(m.cosine)
 
 
 def plot_matched_cosines(learned, truth, ax=None, title: str | None = None, colorbar: bool = True):
@@ -122,7 +122,7 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
     ``others``: more curves over the same alphas, ``{label: mmcs_values}``, drawn dashed (e.g. the
     same sweep trained with another learning rate).
     """
-    a, m = np.asarray(l1_values, float), _np(mmcs_values)
+    a, m = np.asarray(l1_values, float), to_numpy(mmcs_values)
     fig, ax = plt.subplots(figsize=(8, 4), dpi=DPI)
     ax.axvspan(*zone, color="gold", alpha=0.25, label=f"report's Goldilocks zone ({zone[0]:g}-{zone[1]:g})")
     good = m >= threshold
@@ -133,13 +133,13 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
         ax.axvspan(lo, hi, color="tab:green", alpha=0.12, label=f"here: MMCS ≥ {threshold} (measured points)")
     ax.semilogx(a, m, "o-", color="tab:blue", label=label)
     for (name, values), col in zip((others or {}).items(), ("tab:purple", "tab:brown", "tab:pink")):
-        ax.semilogx(a, _np(values), "o--", color=col, ms=4, label=name)
+        ax.semilogx(a, to_numpy(values), "o--", color=col, ms=4, label=name)
     ax.axhline(random_baseline, color="tab:gray", ls="--", label=f"random dictionary ({random_baseline:.2f})")
     ax.axhline(threshold, color="tab:green", ls=":", lw=1, label=f"MMCS = {threshold:g} (the zone's threshold)")
     ax.set(xlabel="L1 coefficient alpha (log scale)", ylabel="MMCS", ylim=(0, 1.02), title=title)
     if l0 is not None:
         ax2 = ax.twinx()
-        ax2.semilogx(a, _np(l0), "s:", color="tab:orange", ms=4, label="L0 (right axis)")
+        ax2.semilogx(a, to_numpy(l0), "s:", color="tab:orange", ms=4, label="L0 (right axis)")
         ax2.set_yscale("log")
         ax2.set_ylabel("L0: active latents per example", color="tab:orange")
         ax2.legend(loc="lower right")
@@ -169,7 +169,7 @@ def plot_mmcs_grid(mmcs_grid, size_labels: Sequence[str], l1_values, title: str 
                    mark_best: bool = True, tie: float = 0.005):
     """Heatmap (dictionary size x alpha) of MMCS, the best alpha of each size outlined: where
     several alphas lie within ``tie`` of a row's best MMCS, the middle one (``l1_zone_by_size``'s rule)."""
-    m = _np(mmcs_grid)
+    m = to_numpy(mmcs_grid)
     fig, ax = plt.subplots(figsize=(1.0 * len(l1_values) + 2.5, 0.55 * len(size_labels) + 1.8), dpi=DPI)
     im = _mmcs_image(ax, m)
     for i in range(m.shape[0] if mark_best else 0):
@@ -192,7 +192,7 @@ def l1_zone_by_size(l1_values, mmcs_grid, threshold: float = 0.95,
     Alphas within ``tie`` of a row's best MMCS count as tied (differences that small are
     seed noise); the best alpha is then the middle one of the tied alphas, not the first.
     """
-    m, a = _np(mmcs_grid), np.asarray(l1_values, float)
+    m, a = to_numpy(mmcs_grid), np.asarray(l1_values, float)
     ok = m >= threshold
     lo = np.array([a[row].min() if row.any() else np.nan for row in ok])
     hi = np.array([a[row].max() if row.any() else np.nan for row in ok])
@@ -245,9 +245,9 @@ def plot_mmcs_vs_size(size_ratios, mmcs_at_alpha, alpha: float, best_mmcs=None, 
     comparison, the best MMCS any alpha of the grid reaches at each size)."""
     r = np.asarray(size_ratios, float)
     fig, ax = plt.subplots(figsize=(6.5, 3.6), dpi=DPI)
-    ax.plot(r, _np(mmcs_at_alpha), "o-", color="tab:blue", label=f"alpha = {alpha:g} (report's fig. 2)")
+    ax.plot(r, to_numpy(mmcs_at_alpha), "o-", color="tab:blue", label=f"alpha = {alpha:g} (report's fig. 2)")
     if best_mmcs is not None:
-        ax.plot(r, _np(best_mmcs), "s--", color="tab:green", ms=4, label="best alpha of the grid, per size")
+        ax.plot(r, to_numpy(best_mmcs), "s--", color="tab:green", ms=4, label="best alpha of the grid, per size")
     ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
     ax.axvline(1.0, color="tab:gray", lw=0.8)
     ax.set_xscale("log", base=2)
@@ -262,7 +262,7 @@ def plot_mmcs_vs_size(size_ratios, mmcs_at_alpha, alpha: float, best_mmcs=None, 
 
 def plot_mmcs_noise_grid(noise_levels, l1_values, mmcs_grid, title: str = "Denoising SAEs: MMCS (J = G)"):
     """The report's appendix figure: MMCS as a heatmap over (input noise, alpha)."""
-    m = _np(mmcs_grid)
+    m = to_numpy(mmcs_grid)
     fig, ax = plt.subplots(figsize=(0.9 * len(l1_values) + 2.8, 0.5 * len(noise_levels) + 1.8), dpi=DPI)
     im = _mmcs_image(ax, m)
     ax.set_xticks(range(len(l1_values)), [f"{a:g}" for a in l1_values])
@@ -289,7 +289,7 @@ def plot_firing_frequencies(frequencies: dict, dead: dict, n_samples: int, dead_
     ax.axvline(np.log10(dead_rate), color="tab:red", ls="--", lw=1.2, label="counted dead below about here")
     bins = np.concatenate([[floor - 0.125, floor + 0.125], np.linspace(np.log10(1 / n_samples) - 0.125, 0.125, 41)])
     for (name, f), col in zip(frequencies.items(), ("tab:blue", "tab:orange", "tab:purple")):
-        f = _np(f)
+        f = to_numpy(f)
         x = np.where(f > 0, np.log10(np.maximum(f, 1e-12)), floor)
         ax.hist(x, bins=bins, color=col, alpha=0.6,
                 label=f"{name}: {dead[name]} of {len(f)} counted dead, {(f < feature_range[0]).sum()} rarer than any feature")

@@ -20,7 +20,7 @@ DPI = 80
 ``plotly_figures``' static versions): figures are stored in the notebooks, and a modest one keeps them small."""
 
 
-def _np(t) -> np.ndarray:
+def to_numpy(t) -> np.ndarray:
     """A tensor (any device, any float dtype) or array-like as a NumPy array, for plotting."""
     return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
@@ -30,7 +30,7 @@ def feature_colors(n: int) -> np.ndarray:
     return plt.cm.viridis(np.linspace(0.0, 0.85, n))
 
 
-def _density_label(d: float) -> str:
+def density_label(d: float) -> str:
     return f"density {d:.2g}"
 
 
@@ -43,7 +43,7 @@ def draw_arrows(ax, W, title: str | None = None, colors=None, scale: float | Non
     ``scale``: axis half-width (default: 1.35 x the longest column, at least 1.35), so models
     with large weights (the softmax readout) still fit.
     """
-    W = _np(W)
+    W = to_numpy(W)
     if W.ndim != 2 or W.shape[0] != 2:
         raise ValueError(f"draw_arrows draws a 2-D model, W of shape (2, n); got {W.shape}")
     n = W.shape[1]
@@ -62,7 +62,7 @@ def draw_arrows(ax, W, title: str | None = None, colors=None, scale: float | Non
 def plot_arrow_grid(W_grid, row_labels: Sequence[str], col_labels: Sequence[str], title: str,
                     importance=None, cell: float = 1.9):
     """A grid of arrow plots: ``W_grid`` (rows, cols, 2, n), one small plot per model."""
-    W_grid = _np(W_grid)
+    W_grid = to_numpy(W_grid)
     R, C, _, n = W_grid.shape
     fig, axes = plt.subplots(R, C, figsize=(cell * C + 1.6, cell * R + 0.9), dpi=DPI, squeeze=False)
     colors = feature_colors(n)
@@ -72,7 +72,7 @@ def plot_arrow_grid(W_grid, row_labels: Sequence[str], col_labels: Sequence[str]
             if r == 0:
                 axes[r, c].set_title(col_labels[c], fontsize=9)
         axes[r, 0].set_ylabel(row_labels[r], fontsize=9)
-    imp = _np(importance) if importance is not None else None
+    imp = to_numpy(importance) if importance is not None else None
     handles = [Patch(color=colors[i], label=f"feature {i}" + (f" (I={imp[i]:.2f})" if imp is not None else ""))
                for i in range(n)]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
@@ -88,7 +88,7 @@ def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool =
     """W^T W (n, n) as a heatmap (red: +, blue: -, limits +-1) and the bias (n,) beside it, on its
     own colour scale (``b_lim``, default its largest |b|): a bias of -0.2 would be pale next to the +-1
     of W^T W. Each bias value is written in its cell."""
-    W, b = _np(W), _np(b)
+    W, b = to_numpy(W), to_numpy(b)
     n = W.shape[1]
     G = W.T @ W
     lim = max(1.0, float(np.abs(G).max()))
@@ -111,7 +111,7 @@ def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool =
 
 def plot_wtw_grid(W, b, labels: Sequence[str], title: str):
     """W^T W and bias for a row of models: ``W`` (k, m, n), ``b`` (k, n); the biases share their own scale."""
-    W, b = _np(W), _np(b)
+    W, b = to_numpy(W), to_numpy(b)
     k = W.shape[0]
     fig, axes = plt.subplots(1, 2 * k, figsize=(2.6 * k + 2.4, 2.9), dpi=DPI,
                              gridspec_kw={"width_ratios": [6, 1.3] * k})
@@ -134,7 +134,7 @@ def plot_loss_split(densities, split, title: str):
     names = {"own": "feature on: its own error", "bias": "feature off: its bias alone, ReLU(b_i)^2",
              "one_other": "feature off, ONE other on: what it adds", "several_others": "feature off, 2+ others on: what they add"}
     for (field, label), marker in zip(names.items(), "osv^"):
-        ax.plot(densities, _np(getattr(split, field)), marker=marker, label=label)
+        ax.plot(densities, to_numpy(getattr(split, field)), marker=marker, label=label)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1e-5)
@@ -148,7 +148,7 @@ def plot_loss_split(densities, split, title: str):
 def plot_hidden_scatter(W, x, title: str, n_points: int = 600):
     """The hidden vectors h = W x of a batch x (batch, n) of one 2-D model W (2, n), coloured by the one
     active feature (grey: two or more on), with the columns W_i as arrows."""
-    W, x = _np(W), _np(x)[:n_points]
+    W, x = to_numpy(W), to_numpy(x)[:n_points]
     h = x @ W.T  # (batch, 2)
     on = x > 0
     k = on.sum(1)
@@ -176,7 +176,7 @@ def plot_represented_vs_density(sweeps: dict, d_hidden: int = 2):
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=DPI)
     for (name, sw), marker in zip(sweeps.items(), "osv^"):
-        counts = _np(toy.n_represented(sw.W[0], relative=True))
+        counts = to_numpy(toy.n_represented(sw.W[0], relative=True))
         ax.semilogx(sw.densities, counts, marker=marker, label=f"{name} readout")
     n = sweeps[next(iter(sweeps))].W.shape[-1]
     ax.axhline(d_hidden, ls="--", color="0.5", lw=1)
@@ -209,7 +209,7 @@ def plot_dimensionality(dim: "toy.Dimensionality", n_features: int, d_hidden: in
     xs = np.repeat(x[:, None], fd.shape[1], 1)
     # Only features the model represents (norm > 0.5): dropped ones have D near 0, and in the
     # dense regime the leftovers of a rotated principal subspace would smear the plot.
-    keep = _np(toy.feature_norms(dim.W)) > 0.5
+    keep = to_numpy(toy.feature_norms(dim.W)) > 0.5
     jitter = np.exp(np.random.default_rng(0).normal(0, 0.02, xs.shape))
     if shapes is None:
         ax.scatter((xs * jitter)[keep], fd[keep], s=6, alpha=0.35, color="tab:blue", label="one feature's D_i")
@@ -254,7 +254,7 @@ def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int, note: str = "
 # --------------------------------------------------------------------------------------
 def plot_abs(res: "toy.AbsResult"):
     """W1 of the densest and sparsest |x| models, and what each density computes with its neurons."""
-    W1 = _np(res.W1)
+    W1 = to_numpy(res.W1)
     D, m, n = W1.shape
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.0), dpi=DPI, layout="constrained",
                              gridspec_kw={"width_ratios": [1, 1.2, 1.2]})
@@ -267,7 +267,7 @@ def plot_abs(res: "toy.AbsResult"):
     ax = axes[2]
     worth = np.clip(res.explained, 0, 1).sum(1)
     ax.semilogx(res.densities, worth, "o-", label="features' worth computed (sum of R^2)")
-    ax.semilogx(res.densities, _np(toy.polysemantic_neurons(res.W1)), "s:",
+    ax.semilogx(res.densities, to_numpy(toy.polysemantic_neurons(res.W1)), "s:",
                 label="polysemantic neurons (between the ends: varies by run)")
     ax.axhline(m / 2, ls="--", color="0.5", lw=1)
     ax.text(res.densities[0], m / 2 + 0.15, f" {m // 2} = neurons / 2 (two ReLUs per |x|)", fontsize=8, color="0.4")
@@ -293,8 +293,8 @@ def plot_neurons(models: dict, best: dict, densities, unit_names: dict | None = 
     n = models[rows[0]].W.shape[-1]
     colors = feature_colors(n)
     for r, label in enumerate(rows):
-        W = _np(models[label].W)  # (D, S, m, n)
-        poly = _np(toy.polysemantic_neurons(models[label].W))  # (D, S)
+        W = to_numpy(models[label].W)  # (D, S, m, n)
+        poly = to_numpy(toy.polysemantic_neurons(models[label].W))  # (D, S)
         name = (unit_names or {}).get(label, "polysemantic")
         floor = -4.0
         for j in range(D):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from helpers.metrics import best_matches
-from helpers.plotting_toy import DPI, _np
+from helpers.plotting_toy import DPI, to_numpy
 from helpers.sae import TrainLog
 
 
@@ -38,7 +38,7 @@ def plot_mmcs_vs_samples(curves: dict, threshold: float = 0.95, title: str = "MM
     styles = ("-", "--", "-.", ":")
     colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
     for k, (name, (n, m)) in enumerate(curves.items()):
-        ax.plot(np.asarray(n) / 1e3, _np(m), styles[k % 2], color=colors[k % len(colors)], label=name)
+        ax.plot(np.asarray(n) / 1e3, to_numpy(m), styles[k % 2], color=colors[k % len(colors)], label=name)
     ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
     ax.set(xlabel="training samples (thousands)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
            title=title)
@@ -53,10 +53,10 @@ def plot_recovery_by_frequency(dictionaries: dict, truth, probabilities, thresho
 
     ``dictionaries``: {label: (J, h) learned rows}; ``truth``: (G, h); ``probabilities``: (G,).
     """
-    p, T = _np(probabilities), torch.as_tensor(truth).detach().cpu().float()
+    p, T = to_numpy(probabilities), torch.as_tensor(truth).detach().cpu().float()
     fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=DPI)
     for (name, D), (col, mark) in zip(dictionaries.items(), (("tab:orange", "o"), ("tab:blue", "s"), ("tab:green", "^"))):
-        best = _np(best_matches(torch.as_tensor(D).detach().cpu().float(), T).cosine)   # (G,)
+        best = to_numpy(best_matches(torch.as_tensor(D).detach().cpu().float(), T).cosine)   # (G,)
         ax.scatter(p, best, s=9, marker=mark, color=col, alpha=0.6,
                    label=f"{name}: {(best < threshold).sum()} below {threshold:g}")
     ax.axhline(threshold, color="tab:gray", ls=":", lw=1)

@@ -65,7 +65,7 @@ def latent_activations(sae, acts: np.ndarray, instance: int = 0, batch: int = 81
     return lat if lazy else np.asarray(lat)
 
 
-def _chunks(lat, chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray]]:
+def row_chunks(lat, chunk_rows: int | None) -> Iterator[tuple[int, np.ndarray]]:
     """Chunks of rows of a dense array or a ``LatentActs``."""
     if isinstance(lat, LatentActs):
         yield from lat.chunks(chunk_rows)
@@ -91,7 +91,7 @@ def latent_stats(lat, chunk_rows: int | None = None) -> LatentStats:
     """Density, mean and maximum of every latent, folded over chunks of rows."""
     count = total = peak = None
     n = 0
-    for _, c in _chunks(lat, chunk_rows):                                # c: (rows, d_sae)
+    for _, c in row_chunks(lat, chunk_rows):                                # c: (rows, d_sae)
         on, s, m = (c > 0).sum(0, dtype=np.int64), c.sum(0, dtype=np.float64), c.max(0)
         count, total, peak = (on, s, m) if count is None else (count + on, total + s, np.maximum(peak, m))
         n += len(c)
@@ -104,7 +104,7 @@ def top_rows(lat, latents: np.ndarray, k: int, chunk_rows: int | None = None) ->
     latents = np.asarray(latents, dtype=np.int64)
     best_v = np.full((0, len(latents)), -np.inf, dtype=np.float32)
     best_r = np.zeros((0, len(latents)), dtype=np.int64)
-    for s, c in _chunks(lat, chunk_rows):
+    for s, c in row_chunks(lat, chunk_rows):
         v = c[:, latents]                                                               # (rows, m)
         r = np.broadcast_to(np.arange(s, s + len(c))[:, None], v.shape)
         if len(v) > k:  # the chunk's own top k first: the merge below then sorts 2k rows, not the chunk

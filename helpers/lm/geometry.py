@@ -14,7 +14,7 @@ import torch
 
 from helpers.device import stream_seed
 from helpers.lm.validate import check_fraction, check_instance, check_int, check_model, check_sae
-from helpers.lm.features import _chunks, latent_stats, residual_effects
+from helpers.lm.features import row_chunks, latent_stats, residual_effects
 
 
 class PairGeometry(NamedTuple):
@@ -35,7 +35,7 @@ def co_occurrence_lift(lat, latents: np.ndarray, chunk_rows: int | None = None) 
     latents = np.asarray(latents, dtype=np.int64)
     both = np.zeros((len(latents), len(latents)), dtype=np.float64)
     n = 0
-    for _, c in _chunks(lat, chunk_rows):
+    for _, c in row_chunks(lat, chunk_rows):
         on = (c[:, latents] > 0).astype(np.float32)                    # (rows, m)
         both += on.T @ on                                              # counts: exact in float32 per chunk
         n += len(c)
