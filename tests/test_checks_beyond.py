@@ -1,4 +1,4 @@
-"""The checks of notebook 05's exercises: the references are the course's own classes, and each
+"""The checks of notebook 05's exercises: the references are the course's own code, and each
 likely wrong solution fails with its own message. (The reference and stub cases are in
 tests/test_checks_common.py.)"""
 import pytest
@@ -6,26 +6,13 @@ import torch
 
 from helpers.checks import beyond as checks
 from helpers.exercises import ExerciseError
-from helpers.sae import SAE, SAEConfig
 
 
 def _scatter(pre, idx, values):
     return torch.zeros_like(pre).scatter(-1, idx, values)
 
 
-# --- the references are the course's classes ------------------------------------------------
-def test_topk_reference_is_the_course_topk_sae():
-    pre = checks._pre_case()
-    sae = SAE(SAEConfig(d_in=4, d_sae=pre.shape[-1], k=3, l1_coeffs=(0.1, 0.1), architecture="topk"))
-    assert torch.equal(sae.activation(pre), checks.topk_activation_reference(pre, 3))
-
-
-def test_batchtopk_reference_is_the_course_batchtopk_sae_in_training():
-    pre = checks._pre_case(1)
-    sae = SAE(SAEConfig(d_in=4, d_sae=pre.shape[-1], k=2, l1_coeffs=(0.1, 0.1), architecture="batchtopk")).train()
-    assert torch.equal(sae.activation(pre), checks.batchtopk_activation_reference(pre, 2))
-
-
+# --- JumpReLU: the reference's backward is the paper's formula ----------------------------------
 def test_jumprelu_reference_is_the_rectangle_kernel_formula():
     x, theta, eps, grad_out = checks._jump_case()
     gx, gt = checks.jumprelu_backward_reference(x, theta, eps, grad_out)

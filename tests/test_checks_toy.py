@@ -27,15 +27,6 @@ def test_toy_loss_catches_mistakes(wrong, message):
         checks.toy_loss(wrong)
 
 
-def test_reference_loss_matches_the_model():
-    from helpers import toy
-    cfg = toy.ToyConfig(n_features=5, d_hidden=2, n_instances=2, importance=toy.decay_importance(5, 0.9), device="cpu")
-    model = toy.ToyModel(cfg)
-    x = model.sample(256, torch.Generator().manual_seed(0))
-    got = checks.toy_loss_reference(model.W.detach(), model.b.detach(), x, model.importance)
-    assert torch.allclose(got, model.loss(x).detach(), rtol=1e-5), "the reference must be the loss the course trains"
-
-
 def _neuron_x_hat(W, b, x, hidden_relu=True, out_relu=True):
     h = torch.einsum("imn,ibn->ibm", W, x)
     z = torch.einsum("imn,ibm->ibn", W, torch.relu(h) if hidden_relu else h) + b[:, None]
@@ -241,17 +232,6 @@ def _pairs_sampler(shared_draw=False, independent=False, halves=False, second_fr
 def test_anticorrelated_sampler_catches_mistakes(wrong, message):
     with pytest.raises(ExerciseError, match=message):
         checks.sample_anticorrelated_pairs(wrong)
-
-
-def test_anticorrelated_reference_matches_the_package_statistics():
-    from helpers.toy import FeatureSampler
-    p = torch.tensor([[0.1, 0.3, 0.25, 0.25]])
-    mine = checks.sample_anticorrelated_pairs_reference(p, 100_000, torch.Generator().manual_seed(0)) > 0
-    pkg = FeatureSampler(p, n_anticorrelated_pairs=2)(100_000, torch.Generator().manual_seed(0)) > 0
-    for x in (mine, pkg):
-        assert not (x[..., 0::2] & x[..., 1::2]).any(), "partners were on together"
-    assert torch.allclose(mine.float().mean(1), pkg.float().mean(1), atol=0.01), (
-        "the exercise's sampler and the package's switch features on at different rates")
 
 
 # --- mistakes that give the right values but would not train, or ignore the generator ------------

@@ -14,7 +14,9 @@ from typing import Callable
 import torch
 
 from helpers.exercises import check, expect
-# The package's own activations are the references (TopKSAE and BatchTopKSAE call them).
+# The package's own functions are the references (TopKSAE and BatchTopKSAE call the activations).
+from helpers.beyond.scores import mcc as mcc_reference
+from helpers.sae.variants import JumpReLUFunction
 from helpers.sae.variants import batchtopk_activation as batchtopk_activation_reference
 from helpers.sae.variants import topk_activation as topk_activation_reference
 
@@ -36,8 +38,6 @@ def jumprelu_backward_reference(x: torch.Tensor, theta: torch.Tensor, bandwidth:
     straight-through estimator of Rajamanoharan et al. 2024, the sum over the batch of
     -(theta / bandwidth) 1[|x - theta| < bandwidth / 2] grad_out.
     """
-    from helpers.sae.variants import JumpReLUFunction
-
     x, theta = x.detach().clone().requires_grad_(), theta.detach().clone().requires_grad_()
     with torch.enable_grad():
         out = JumpReLUFunction.apply(x, theta, float(bandwidth))
@@ -46,14 +46,6 @@ def jumprelu_backward_reference(x: torch.Tensor, theta: torch.Tensor, bandwidth:
 
 
 jumprelu_threshold_grad_reference = jumprelu_backward_reference
-
-
-def mcc_reference(learned: torch.Tensor, truth: torch.Tensor) -> float:
-    """MCC (SynthSAEBench): the one-to-one (Hungarian) matching of ``learned`` (J, h) to ``truth``
-    (G, h) that maximises the total |cosine|, and its mean |cosine| over the min(G, J) matched pairs."""
-    from helpers.beyond.scores import mcc as course_mcc
-
-    return course_mcc(learned, truth)
 
 
 # --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from helpers.exercises import check, expect
+from helpers.metrics import mmcs as mmcs_reference  # the course's MMCS is the exercise's reference
 from helpers.sae import SAE, SAEConfig
 
 
@@ -23,7 +24,8 @@ def active_features_reference(z: torch.Tensor, u: torch.Tensor, decay: float, me
 
     Feature g is on when u_g < s * decay**g * Phi(z_g): Phi (the normal CDF) turns z into a
     number in (0, 1) that keeps z's correlations, decay**g makes low indices common, and s is
-    chosen so that on average ``mean_active`` features are on (E[Phi(z)] = 1/2).
+    chosen so that on average ``mean_active`` features are on (E[Phi(z)] = 1/2). (``GroundTruthData``
+    draws this inside its sampler and has no function of its own for it.)
     """
     G = z.shape[-1]
     profile = decay ** torch.arange(G, dtype=z.dtype, device=z.device)  # (G,)
@@ -32,26 +34,11 @@ def active_features_reference(z: torch.Tensor, u: torch.Tensor, decay: float, me
 
 
 def sae_forward_reference(sae: SAE, x: torch.Tensor, target: torch.Tensor):
-    """The report's SAE for every instance of a stack: returns (x_hat, c, recon, l1).
-
-    x, target: (B, h). c = ReLU(x W_enc + b_enc), (I, B, J); x_hat = c D with D the decoder rows
-    scaled to unit norm, (I, B, h); recon = (1/h)||target - x_hat||^2 and l1 = (alpha/J)||c||_1,
-    each averaged over the batch, (I,).
-    """
-    J = sae.W_dec.shape[1]
-    c = torch.relu(torch.einsum("bh,ihj->ibj", x, sae.W_enc) + sae.b_enc[:, None, :])  # (I, B, J)
-    D = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True)  # (I, J, h) unit rows
-    x_hat = torch.einsum("ibj,ijh->ibh", c, D)  # (I, B, h)
-    recon = (x_hat - target).pow(2).mean(-1).mean(-1)  # (I,)
-    l1 = sae.l1_coeffs / J * c.abs().sum(-1).mean(-1)  # (I,)
-    return x_hat, c, recon, l1
-
-
-def mmcs_reference(learned: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Mean over the true features (G, h) of their best cosine with any learned feature (J, h)."""
-    L = learned / learned.norm(dim=-1, keepdim=True)
-    T = truth / truth.norm(dim=-1, keepdim=True)
-    return (T @ L.T).max(dim=1).values.mean()
+    """The report's SAE for every instance of a stack, (x_hat, c, recon, l1): the course's
+    ``SAE.forward`` (called on the class, so that a subclass whose ``forward`` calls this
+    function does not recurse). x, target: (B, h); x_hat (I, B, h), c (I, B, J), recon and l1 (I,)."""
+    out = SAE.forward(sae, x, target)
+    return out.x_hat, out.acts, out.recon_loss, out.l1_loss
 
 
 # --------------------------------------------------------------------------------------

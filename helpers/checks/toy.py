@@ -16,6 +16,8 @@ import torch
 from helpers.checks.toy_geometry import (classify_phase, classify_phase_reference, feature_dimensionality,
                                          feature_dimensionality_reference, tegum_factors, tegum_factors_reference)
 from helpers.exercises import check, expect
+from helpers.toy.data import FeatureSampler
+from helpers.toy.model import toy_loss as package_toy_loss
 
 __all__ = ["toy_loss", "toy_loss_reference", "neuron_loss", "neuron_loss_reference", "sample_features", "sample_features_reference",
            "sample_anticorrelated_pairs", "sample_anticorrelated_pairs_reference",
@@ -24,47 +26,33 @@ __all__ = ["toy_loss", "toy_loss_reference", "neuron_loss", "neuron_loss_referen
 
 
 # --------------------------------------------------------------------------------------
-# References
+# References: the package's loss and sampler where it has them
 # --------------------------------------------------------------------------------------
 def toy_loss_reference(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
-    """Per-instance loss (inst,) of the ReLU toy model: x' = ReLU(W^T W x + b), then
-    sum_i I_i (x_i - x'_i)^2, averaged over the batch.
-
-    W (inst, m, n), b (inst, n), x (inst, batch, n), importance (inst, n).
-    """
-    h = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m): the hidden vectors
-    x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])  # (inst, batch, n)
-    return (importance[:, None, :] * (x - x_hat) ** 2).sum(-1).mean(-1)
+    """Per-instance loss (inst,) of the ReLU toy model: ``helpers.toy.model.toy_loss``, what
+    ``ToyModel.loss`` trains. W (inst, m, n), b (inst, n), x (inst, batch, n), importance (inst, n)."""
+    return package_toy_loss(W, b, x, importance, "relu")
 
 
 def neuron_loss_reference(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
     """Per-instance loss (inst,) of the neuron model: h = ReLU(W x), x' = ReLU(W^T h + b), then
-    sum_i I_i (x_i - x'_i)^2, averaged over the batch. Shapes as in ``toy_loss_reference``."""
+    sum_i I_i (x_i - x'_i)^2, averaged over the batch. Shapes as in ``toy_loss_reference``. (The
+    package has no function for it: ``helpers.toy.neuron_sweep`` trains the model inline.)"""
     h = torch.relu(torch.einsum("imn,ibn->ibm", W, x))  # (inst, batch, m): the neurons
     x_hat = torch.relu(torch.einsum("imn,ibm->ibn", W, h) + b[:, None, :])  # (inst, batch, n)
     return (importance[:, None, :] * (x - x_hat) ** 2).sum(-1).mean(-1)
 
 
 def sample_features_reference(p: torch.Tensor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x (inst, batch, n): feature i is on with probability p[inst, i], and then uniform in [0, 1]."""
-    inst, n = p.shape
-    on = torch.rand(inst, batch, n, generator=generator) < p[:, None, :]
-    return on * torch.rand(inst, batch, n, generator=generator)
+    """x (inst, batch, n) from the course's sampler, ``helpers.toy.FeatureSampler``."""
+    return FeatureSampler(p)(batch, generator)
 
 
 def sample_anticorrelated_pairs_reference(p: torch.Tensor, batch: int,
                                           generator: torch.Generator | None = None) -> torch.Tensor:
-    """x (inst, batch, n) for features in pairs (0, 1), (2, 3), ...: feature i on with probability
-    p[inst, i], partners never on together, pairs independent of each other; values uniform in [0, 1].
-
-    One uniform u per pair decides which partner, if any, is on: the first for u < p_a, the
-    second for p_a <= u < p_a + p_b (so p_a + p_b must be at most 1).
-    """
-    inst, n = p.shape
-    pa, pb = p[:, None, 0::2], p[:, None, 1::2]  # (inst, 1, n/2)
-    u = torch.rand(inst, batch, n // 2, generator=generator)
-    on = torch.stack([u < pa, (u >= pa) & (u < pa + pb)], -1).reshape(inst, batch, n)  # partners side by side
-    return on * torch.rand(inst, batch, n, generator=generator)
+    """x (inst, batch, n) from ``helpers.toy.FeatureSampler`` with the features in anticorrelated
+    pairs (0, 1), (2, 3), ...: one uniform per pair switches on at most one partner."""
+    return FeatureSampler(p, n_anticorrelated_pairs=p.shape[1] // 2)(batch, generator)
 
 
 # --------------------------------------------------------------------------------------
