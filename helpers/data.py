@@ -76,6 +76,9 @@ class GroundTruthConfig:
         for name, lo in (("n_features", 1), ("d", 1), ("corr_rank", 1), ("n_parents", 0), ("children_per_parent", 1),
                          ("seed", None)):
             check_int(name, getattr(self, name), lo)
+        for name in ("correlated", "nonnegative"):
+            if not isinstance(getattr(self, name), bool):  # a string such as "no" would count as True
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}: pass {name}=True or {name}=False")
         for name in ("mean_active", "decay"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), Real):
                 raise TypeError(f"{name} must be a number, got {getattr(self, name)!r}: pass e.g. "
@@ -88,7 +91,7 @@ class GroundTruthConfig:
             raise ValueError(f"frequency must be 'exponential' or 'zipf', got {self.frequency!r}")
         for name in ("corr_strength", "zipf_exponent", "jitter", "noise_std"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v == v and abs(v) != float("inf") and v >= 0):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf") and v >= 0):
                 raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
         if self.n_parents * (1 + self.children_per_parent) > self.n_features:
             raise ValueError(f"a hierarchy of {self.n_parents} parents with {self.children_per_parent} children "
@@ -177,6 +180,7 @@ class GroundTruthData:
         v ~ U(0, 1): u < s_g needs b <= floor(256 s_g), so only those few (sample, feature)
         pairs get a v, a correlated Gaussian z and a CDF. Given that it is on, u / p is U(0, 1).
         """
+        check_int("n", n, 0)  # the number of samples every public sampler passes on
         g, s = self._sample_gen, self._prob_scale  # s: (G,) the probability when Phi(z_g) = 1
         b = self._random_bytes(n)  # (n, G)
         rows, cols = (b <= self._byte_threshold).nonzero(as_tuple=True)  # ~2% of (n, G), row-major

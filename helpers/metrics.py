@@ -29,6 +29,17 @@ def best_matches(learned: torch.Tensor, reference: torch.Tensor) -> Matches:
 
     learned: (..., J, h); reference: (..., G, h). Leading dimensions broadcast.
     """
+    for name, t in (("learned", learned), ("reference", reference)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            got = f"a {t.dtype} tensor" if isinstance(t, torch.Tensor) else f"an object of type {type(t).__name__}"
+            raise TypeError(f"{name} must be a floating-point tensor of feature rows, shape (..., n_features, d), got {got}: "
+                            "convert it with torch.as_tensor(x, dtype=torch.float32)")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must hold one feature per row, shape (..., n_features, d), got shape {tuple(t.shape)}: "
+                             "pass a single feature as x[None]")
+    if learned.dtype != reference.dtype:
+        raise TypeError(f"learned is {learned.dtype} but reference is {reference.dtype}: convert both to one dtype, "
+                        "e.g. with .float()")
     if learned.shape[-1] != reference.shape[-1]:
         raise ValueError(
             f"feature dimensions differ: learned has {learned.shape[-1]}, reference {reference.shape[-1]} "

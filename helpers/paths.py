@@ -31,6 +31,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from helpers.device import course_seed
 
@@ -200,31 +201,25 @@ def cache_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on the cache entry ``path``.
 
     Two notebooks (or a notebook and a test) that ask for the same grid at the same time
-    would otherwise both train it. The operating system releases the lock when its process
-    ends, so a killed run never leaves a lock behind. Where file locks are not available
-    (Windows) this does nothing: the atomic writes still keep the cache consistent.
-    The lock file lives in the system's temporary folder, named by a hash of the entry's
-    absolute path, so the cache folder holds only results.
+    would otherwise both train it. The lock is the ``filelock`` package's (the operating
+    system's file lock, on Windows too), which is released when its process ends, so a killed
+    run never leaves a lock behind. The lock file lives in the system's temporary folder, named
+    by a hash of the entry's absolute path, so the cache folder holds only results.
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
     path = Path(path)
     locks = Path(tempfile.gettempdir()) / "sae-course-locks"
     locks.mkdir(exist_ok=True)
     name = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-    with open(locks / f"{name}.lock", "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"Waiting for another process that is computing {path.name} ...", file=sys.stderr, flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    lock = FileLock(locks / f"{name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"Waiting for another process that is computing {path.name} ...", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------------------

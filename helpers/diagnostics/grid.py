@@ -28,7 +28,7 @@ from helpers.paths import cache_lock, jsonable, source_hash
 from helpers.sae import SAE, SAEConfig, train_sae
 
 class GridDivergedWarning(RuntimeWarning):
-    """Some cells of a grid trained to a NaN or infinite loss; their metrics are NaN."""
+    """Some cells of a grid trained to a NaN, infinite or runaway loss; their metrics are NaN."""
 
 
 warnings.simplefilter("always", GridDivergedWarning)  # show it on every run, not once per session
@@ -204,7 +204,7 @@ def _warn_diverged(result: GridResult, errors: dict[int, str] | None = None) -> 
     if cells:
         why = "".join(f"\n  {result.size_label(i)}: {msg}" for i, msg in (errors or {}).items())
         warnings.warn(
-            f"{len(cells)} of {result.diverged.size} grid cells diverged (NaN or infinite loss), their metrics "
+            f"{len(cells)} of {result.diverged.size} grid cells diverged (a NaN, infinite or runaway loss), their metrics "
             f"are NaN: {'; '.join(cells)}.{why}\nCheck the data for NaN/inf and try a smaller lr.",
             GridDivergedWarning, stacklevel=3)
 

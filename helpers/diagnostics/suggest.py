@@ -61,12 +61,13 @@ def _check_finite(grid: GridResult) -> str:
     return f" [left out {len(cells)} diverged cell(s): {'; '.join(cells)}]" if cells else ""
 
 
-def _extreme_cell(values: np.ndarray, arg, found: str, empty: str) -> tuple[int, int, str]:
+def _extreme_cell(values: np.ndarray, arg, found: str, empty: str, diverged: np.ndarray) -> tuple[int, int, str]:
     """The (size, L1) cell that ``arg`` (np.nanargmin or np.nanargmax) picks in ``values`` and
-    the reason ``found`` with its value filled in; the corner (0, 0) and ``empty`` if every
-    value is NaN."""
+    the reason ``found`` with its value filled in; if every value is NaN, the first cell that did
+    not diverge (the corner (0, 0) of a grid without divergences) and ``empty``."""
     if not np.isfinite(values).any():
-        return 0, 0, empty
+        i, j = np.argwhere(~diverged)[0]  # _check_finite made sure one exists
+        return int(i), int(j), empty
     i, j = np.unravel_index(arg(values), values.shape)
     return int(i), int(j), found.format(values[i, j])
 
@@ -97,9 +98,12 @@ def suggest_hyperparameters(grid: GridResult) -> Suggestions:
 
     # 1. dead latents (a diverged cell ends a dead-free run: nothing says it was dead-free)
     runs = np.array([dead_free_run(grid.dead[i]) for i in range(S)])
-    if runs.max() < 0:
+    if runs.max() < 0 and not grid.diverged.any():
         i1, j1 = 0, 0
         why1 = "(every cell has dead latents: the grid starts too large; fell back to its corner)"
+    elif runs.max() < 0:
+        i1, j1 = (int(v) for v in np.argwhere(~grid.diverged)[0])
+        why1 = "(every size has dead latents or diverged at its smallest L1: fell back to the first cell that trained)"
     else:
         i1 = int(max(range(S), key=lambda i: (runs[i], i)))  # largest alpha first, then the larger size
         j1 = int(runs[i1])
@@ -109,7 +113,9 @@ def suggest_hyperparameters(grid: GridResult) -> Suggestions:
     # 2. loss stickiness (diverged cells are NaN, so are their neighbours' slopes)
     steep = loss_steepness(grid)
     i2, j2, why2 = _extreme_cell(steep, np.nanargmin, "flattest reconstruction loss along L1 ({:.2f} std per decade)",
-                                 "(grid too small to measure stickiness: need 3 L1 values in a row)")
+                                 "(grid too small to measure stickiness: need 3 L1 values in a row)" if L < 3 else
+                                 "(no size has 3 trained L1 values in a row whose L1 loss is still rising: "
+                                 "stickiness not measured)", grid.diverged)
     sticky = Suggestion("loss stickiness", int(Js[i2]), float(alphas[j2]), why2 + left_out)
 
     # 3. MMCS with larger dictionaries
@@ -118,17 +124,22 @@ def suggest_hyperparameters(grid: GridResult) -> Suggestions:
     # leftover directions that no input uses.
     ml = np.where((grid.l0 >= 1.0) & ~grid.diverged, grid.mmcs_larger, np.nan)
     i3, j3, why3 = _extreme_cell(ml, np.nanargmax, "highest agreement with larger dictionaries (MMCS {:.3f})",
-                                 "(one size only: nothing larger to compare with)")
+                                 "(one size only: nothing larger to compare with)" if S == 1 else
+                                 "(nothing to compare: at every L1, each cell diverged, encodes nothing "
+                                 "(L0 < 1) or has no larger dictionary that trained)", grid.diverged)
     larger = Suggestion("MMCS with larger", int(Js[i3]), float(alphas[j3]), why3 + left_out)
 
     # 4. combined: size from MMCS with larger, L1 from stickiness at that size while dead-free
+    picked = np.isfinite(ml).any()
+    size = "size from MMCS with larger" if picked else f"size {grid.size_label(i3)}: MMCS with larger picked none {why3}"
     row = steep[i3].copy()
     row[np.arange(L) > dead_free_run(grid.dead[i3])] = np.nan
     if np.isfinite(row).any():
         j4 = int(np.nanargmin(row))
-        why4 = f"size from MMCS with larger, L1 where that size's loss is stickiest ({row[j4]:.2f} std per decade)"
+        why4 = f"{size}, L1 where that size's loss is stickiest ({row[j4]:.2f} std per decade)"
     else:
         j4 = int(j3)
-        why4 = "size and L1 from MMCS with larger (no sticky, dead-free cell at that size)"
+        why4 = ("size and L1 from MMCS with larger (no sticky, dead-free cell at that size)" if picked
+                else f"{size}; no sticky, dead-free L1 at that size: its first that trained")
     agreed = Suggestion("combined", int(Js[i3]), float(alphas[j4]), why4 + left_out)
     return Suggestions(dead, sticky, larger, agreed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 
@@ -84,11 +85,25 @@ class SAEConfig:
     """Width of the window in which the straight-through estimator passes threshold gradient."""
 
     def __post_init__(self) -> None:
-        coeffs = tuple(float(a) for a in np.atleast_1d(np.asarray(self.l1_coeffs, dtype=float)))
+        try:
+            coeffs = tuple(float(a) for a in np.atleast_1d(np.asarray(self.l1_coeffs, dtype=float)))
+        except (TypeError, ValueError):
+            raise TypeError(f"l1_coeffs must be a number or a sequence of numbers, got {self.l1_coeffs!r}: "
+                            "pass e.g. l1_coeffs=(0.1, 1.0)") from None
         object.__setattr__(self, "l1_coeffs", coeffs)
         for name, lo in (("d_in", 1), ("d_sae", 1), ("batch_size", 1), ("steps", 0), ("dead_window", 1), ("seed", None),
                          ("log_every", 1), ("resample_every", 0), ("resample_dead_after", 1)):
             check_int(name, getattr(self, name), lo)  # a bool is an int to Python: refused here
+        for name in ("lr", "input_noise_std", "resample_duplicate_cos", "resample_until", "jumprelu_init_threshold",
+                     "jumprelu_bandwidth", *(("k",) if self.k is not None else ())):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                example = 32 if name == "k" else SAEConfig.__dataclass_fields__[name].default
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}): pass e.g. {name}={example}")
+        for name in ("decoder_bias", "l1_divide_by_d_sae", "renorm_decoder", "compile"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):  # a string such as "no" would count as True
+                raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__}): pass {name}=True or {name}=False")
         if not coeffs or not all(math.isfinite(a) and a >= 0 for a in coeffs):
             raise ValueError(f"l1_coeffs must be one or more finite, non-negative numbers, got {coeffs}")
         if not (math.isfinite(self.lr) and self.lr > 0):

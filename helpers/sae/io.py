@@ -7,12 +7,14 @@ we load theirs, for the settings we implement; anything else is refused by name.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers.device import check_int
 from helpers.paths import atomic_write
 from helpers.sae.config import SAEConfig
 from helpers.sae.model import SAE
@@ -68,14 +70,31 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name:
             with atomic_write(out / CFG_FILE) as tmp:
                 tmp.write_text(json.dumps(meta, indent=2))
             paths.append(out)
+    # What an earlier save of another stack left in this folder would be read as part of this one.
+    for old in folder.glob("instance_*"):
+        if old.is_dir() and old not in paths:
+            shutil.rmtree(old)
+    if cfg.n_instances > 1:
+        (folder / CFG_FILE).unlink(missing_ok=True)
+        (folder / WEIGHTS_FILE).unlink(missing_ok=True)
     return paths
 
 
 def load_sae(folder: str | Path, device: str | torch.device | None = None) -> SAE:
     """Load one saved SAE (ours, or an SAELens ``standard``/``topk``/``jumprelu``/``batchtopk``
-    SAE) as a one-instance SAE of the matching class."""
+    SAE) as a one-instance SAE of the matching class. A file that cannot be read, or whose
+    ``cfg.json`` holds a value of the wrong type, is a ValueError naming the file."""
     folder = Path(folder)
     meta, tensors = _read(folder)
+    try:
+        return _from_file(folder, meta, tensors, device)
+    except (TypeError, KeyError, AttributeError) as err:  # valid JSON, but a value of the wrong type or shape
+        raise ValueError(f"{folder / CFG_FILE} holds a value of the wrong type ({type(err).__name__}: {err}): "
+                         "save the SAE again with save_sae, or correct the file") from err
+
+
+def _from_file(folder: Path, meta: dict, tensors: dict[str, torch.Tensor], device) -> SAE:
+    """``load_sae`` once the files are read."""
     arch = meta.get("architecture", "standard")
     course = meta.get("course", {})
     if arch not in SAE_CLASSES:
@@ -85,7 +104,9 @@ def load_sae(folder: str | Path, device: str | torch.device | None = None) -> SA
         if meta.get(setting, "none") not in ("none", None):
             raise ValueError(f"{folder}: {setting}={meta[setting]!r} is not implemented here (only 'none'); "
                              "fold the normalisation into the weights first (SAELens: fold_activation_norm_scaling_factor)")
-    d_in, d_sae = int(meta["d_in"]), int(meta["d_sae"])
+    d_in, d_sae = meta["d_in"], meta["d_sae"]
+    for name in ("d_in", "d_sae"):
+        check_int(name, meta[name], 1)  # "4" or 4.5 is a TypeError, which load_sae reports as a damaged file
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
                 **cls.file_shapes(d_sae)}
     for name, shape in expected.items():

@@ -95,6 +95,10 @@ class SAE(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
         I, h = self.cfg.n_instances, self.cfg.d_in
+        if not isinstance(x, torch.Tensor) or x.dtype != self.W_enc.dtype:
+            got = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else f"an object of type {type(x).__name__}"
+            raise TypeError(f"x (the activations) must be a {self.W_enc.dtype} tensor like the SAE's weights, got {got}: "
+                            f"convert it with torch.as_tensor(x).to({self.W_enc.dtype})")
         if x.shape[-1] != h or x.dim() not in (2, 3) or (x.dim() == 3 and x.shape[0] not in (1, I)):
             raise ValueError(
                 f"expected activations of shape (batch, {h}) or ({I}, batch, {h}), got {tuple(x.shape)}"
@@ -141,10 +145,10 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> ForwardOutput:
         """Reconstruct ``x``; losses are against ``target`` (default ``x``), per instance."""
         target = x if target is None else target
-        if self._fused_step_applies(x, target):
+        if self._fused_step_applies(self._check_input(x), target):
             # The same maths as the lines below, with the backward pass written out (helpers.sae.fused).
             x_hat, acts, recon, sparsity = StandardSAEStep.apply(
-                self._check_input(x), target, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self._penalty(),
+                x, target, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self._penalty(),
                 self.cfg.decoder_bias, current_step_dtype())
             return ForwardOutput(x_hat, acts, recon, sparsity, (recon + sparsity).sum())
         pre = self.pre_acts(x)                                        # (I, B, J)
