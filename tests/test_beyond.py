@@ -12,7 +12,7 @@ from helpers.beyond import (PerInstanceTopK, Scores, absorption_scores, at_match
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.diagnostics import run_grid
 from helpers.diagnostics.result import GridResult
-from helpers.sae import SAE, BatchTopKSAE, SAEConfig, TopKSAE
+from helpers.sae import SAE, BatchTopKSAE, SAEConfig, TopKSAE, train_sae
 from helpers.sae.variants import AUXK_COEFF
 
 SMALL = GroundTruthConfig(n_features=64, d=32, seed=0)
@@ -202,7 +202,7 @@ def test_topk_at_the_true_l0_matches_the_best_l1(small_runs):
     # Without AuxK, TopK scored 0.958-0.968 MMCS and 0.91-0.93 one-to-one here against the best L1's
     # 0.980-0.988 and 0.96-0.98: latents that die early never come back, and their features go missing.
     assert final["dead"][0] <= 1, (f"TopK + AuxK ended with {final['dead'][0]} dead latents: AuxK should revive them "
-                                   "(check TopKSAE.forward marks dead latents and adds aux_loss in training)")
+                                   "(check train_sae passes its firing record and TopKSAE.forward adds aux_loss in training)")
     assert tk.mmcs > best.mmcs - 0.02, (f"TopK+AuxK at k = true L0 has MMCS {tk.mmcs:.3f}, more than 0.02 below the best "
                                         f"L1's {best.mmcs:.3f}: look for dead latents (AuxK window, coefficient)")
     assert tk.one_to_one > best.one_to_one - 0.02, (f"TopK+AuxK one-to-one {tk.one_to_one:.3f} vs best L1 "
@@ -210,15 +210,21 @@ def test_topk_at_the_true_l0_matches_the_best_l1(small_runs):
     assert tk.shrinkage > best.shrinkage, "TopK penalises no magnitude, so it must shrink less than L1 at its best MMCS"
 
 
-def _half_dead_topk(aux_coeff, seed=0):
+def _half_dead_topk(aux_coeff, seed=0, cls=TopKSAE, steps=10_000):
     """TopK on 16 latents, k = 8: latents 0-7 always win (b_enc 5), latents 8-15 never do (b_enc 1, still
-    positive) and have not fired for a whole AuxK window."""
-    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0,), architecture="topk", k=8, seed=seed)
-    sae = TopKSAE(cfg, device="cpu", aux_coeff=aux_coeff, aux_k=8)
+    positive); with the firing record of ``_half_dead_record`` they have not fired for a whole AuxK window."""
+    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0,), architecture="topk", k=8, seed=seed, steps=steps, log_every=10)
+    sae = cls(cfg, device="cpu", aux_coeff=aux_coeff, aux_k=8)
     with torch.no_grad():
         sae.b_enc[:, :8], sae.b_enc[:, 8:] = 5.0, 1.0
-        sae.steps_since_fired[:, 8:] = sae.aux_dead_window
     return sae
+
+
+def _half_dead_record(sae):
+    """(1, 16) batches since each latent last fired, as train_sae passes it: 8-15 silent for a window."""
+    record = torch.zeros(1, 16, dtype=torch.long)
+    record[:, 8:] = sae.aux_dead_window
+    return record
 
 
 def test_auxk_trains_dead_latents_only():
@@ -227,7 +233,7 @@ def test_auxk_trains_dead_latents_only():
     for coeff in (0.0, 1.0):
         sae = _half_dead_topk(coeff)
         sae.train()
-        out = sae(x)
+        out = sae(x, steps_since_fired=_half_dead_record(sae))
         assert (out.acts[..., 8:] == 0).all(), "the test needs latents 8-15 to lose every top-k contest"
         out.loss.backward()
         grads.append((sae.W_enc.grad.clone(), sae.W_dec.grad.clone(), sae.b_enc.grad.clone()))
@@ -243,30 +249,60 @@ def test_auxk_trains_dead_latents_only():
 def test_auxk_is_zero_without_dead_latents_and_outside_training():
     x = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
     sae = _half_dead_topk(1.0)
-    sae.steps_since_fired.zero_()  # nothing dead
     sae.train()
-    out = sae(x)
+    record = _half_dead_record(sae)
+    out = sae(x, steps_since_fired=torch.zeros_like(record))  # nothing dead
     assert float(out.l1_loss) == 0.0, f"AuxK with no dead latent must add exactly 0, added {float(out.l1_loss)}"
-    sae = _half_dead_topk(1.0)
-    sae.train()
-    assert float(sae(x).l1_loss) > 0, "with dead latents AuxK must add a positive term in training"
+    assert float(sae(x, steps_since_fired=record).l1_loss) > 0, "with dead latents AuxK must add a positive term in training"
+    assert float(sae(x).l1_loss) == 0.0, "without the trainer's firing record no latent is dead: no AuxK term"
     sae.eval()
-    assert float(sae(x).l1_loss) == 0.0, "AuxK is a training term: eval-mode losses must not include it"
-    dead = sae.dead_mask()
+    assert float(sae(x, steps_since_fired=record).l1_loss) == 0.0, \
+        "AuxK is a training term: eval-mode losses must not include it"
+    dead = sae.dead_mask(record, sae(x).acts)
     pre, resid = sae.pre_acts(x), torch.zeros(1, 32, 8)
     assert float(sae.aux_loss(pre, resid + 1.0, torch.zeros_like(dead))) == 0.0, "no dead latent: no AuxK loss"
 
 
-@torch.no_grad()
-def test_auxk_counts_batches_since_firing():
+def test_dead_mask_counts_this_batch():
     sae = _half_dead_topk(1.0)
-    sae.steps_since_fired.zero_()
-    sae.train()
+    W = sae.aux_dead_window
+    acts = torch.zeros(1, 2, 16)
+    acts[0, 1, 0] = 1.0                                                    # latent 0 fires in this batch
+    record = torch.tensor([[W + 5, W - 1, W - 2] + [0] * 13])
+    assert sae.dead_mask(record, acts)[0, :3].tolist() == [False, True, False], (
+        f"with {W} batches as the window: a latent that fires in this batch is live whatever its record; one "
+        f"silent for {W - 1} batches before this one has now gone {W} and is dead; one silent for {W - 2} is not")
+
+
+class _RecordingTopK(TopKSAE):
+    """A TopK that keeps a copy of every firing record train_sae hands it (in ``seen``, a list)."""
+
+    def forward(self, x, target=None, steps_since_fired=None):
+        if steps_since_fired is not None:
+            self.seen.append(steps_since_fired.clone())
+        return super().forward(x, target, steps_since_fired)
+
+
+def test_train_sae_owns_the_firing_record_and_a_forward_changes_no_state():
+    sae = _half_dead_topk(1.0, cls=_RecordingTopK, steps=30)
+    sae.seen = []
     x = 0.1 * torch.randn(32, 8, generator=torch.Generator().manual_seed(2))
-    for _ in range(sae.aux_dead_window):
-        sae(x)
-    dead = sae.dead_mask()[0]
-    assert not dead[:8].any() and dead[8:].all(), f"after {sae.aux_dead_window} batches only latents 8-15 are dead, got {dead.tolist()}"
+    state = lambda: {**dict(sae.named_parameters()), **dict(sae.named_buffers())}  # noqa: E731 (non-persistent too)
+    before = {k: v.detach().clone() for k, v in state().items()}
+    sae.train()
+    with torch.no_grad():
+        sae(x, steps_since_fired=_half_dead_record(sae))
+    assert before.keys() == state().keys() and all(torch.equal(before[k], v) for k, v in state().items()), \
+        "a TopK forward pass must change no state"
+    sae.seen.clear()
+    gen = torch.Generator().manual_seed(3)
+    log = train_sae(sae, lambda n: 0.1 * torch.randn(n, 8, generator=gen), progress=False)
+    assert len(sae.seen) == 30, f"train_sae must pass its firing record on every step, passed it {len(sae.seen)} times"
+    for step, record in enumerate(sae.seen):
+        assert (record[0, :8] == 0).all() and (record[0, 8:] == step).all(), (
+            f"before step {step} the record should read 0 for the latents that always fire and {step} for those that "
+            f"never do, got {record[0].tolist()}")
+    assert log.steps_since_fired[0].tolist() == [0] * 8 + [30] * 8, "the log's record should end where the steps do"
 
 
 def test_auxk_options_travel():

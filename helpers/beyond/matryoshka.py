@@ -50,9 +50,10 @@ class PerInstanceBatchTopK(BatchTopKSAE):
             self.topk_threshold.copy_(torch.where(seen, moved, self.topk_threshold))
         return acts
 
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None,
+                steps_since_fired: torch.Tensor | None = None):
         """As BatchTopK's; in training with prefixes the sparsity slot carries the prefix losses."""
-        out = super().forward(x, target)
+        out = super().forward(x, target, steps_since_fired)
         if not self.training or not self.widths:
             return out
         inner = matryoshka_loss(out.acts, self.decoder_directions(), self.b_dec, x if target is None else target,

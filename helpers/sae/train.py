@@ -63,6 +63,8 @@ def train_sae(
     All instances see the same batches (so an L1 sweep compares like with like).
     ``prefetch`` batches are drawn per call to ``sample_fn`` to amortise its overhead.
     With ``decoder_bias``, b_dec starts at the mean of the first batches.
+    The trainer keeps the record of when each latent last fired (the log's dead latents and
+    ``steps_since_fired``); a class with ``uses_firing_record`` gets it on every forward pass.
     ``on_log(step, sae)`` is called at every logged step (each ``cfg.log_every`` steps and the
     last), to measure what the log does not (MMCS with the true features, say) as training goes.
     """
@@ -77,6 +79,7 @@ def train_sae(
     noise_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-input-noise"))
     resample_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-resample"))
     labels = [f"alpha={a:g}" for a in cfg.l1_coeffs]
+    record = sae.uses_firing_record  # pass the firing record to the forward pass (TopK's AuxK)
     sae.train()
 
     last_fired = torch.zeros(I, J, dtype=torch.long, device=dev)  # step each latent last fired
@@ -97,7 +100,10 @@ def train_sae(
             start += B
             x_in = x + cfg.input_noise_std * torch.randn(x.shape, device=dev, generator=noise_gen) if cfg.input_noise_std else x
 
-            out = forward(x_in, target=x)        # out.loss = sae.loss(x_in, target=x).sum()
+            if record:                           # batches since each latent last fired, before this one
+                out = forward(x_in, target=x, steps_since_fired=step - last_fired)
+            else:
+                out = forward(x_in, target=x)    # out.loss = sae.loss(x_in, target=x).sum()
             out.loss.backward()                  # instances do not interact: each gets its own gradient
             opt.step()
             opt.zero_grad(set_to_none=True)

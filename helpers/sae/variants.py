@@ -6,8 +6,10 @@
   paper's remedy, the AuxK loss: the ``aux_k`` largest pre-activations among the dead latents
   alone must reconstruct what the live ones left over (the residual), which pulls dead latents
   toward directions the dictionary still misses. It is a training term only: encoding and the
-  reconstruction loss are unchanged. (An option of the class rather than of ``SAEConfig``:
-  ``SAE(cfg, aux_coeff=1/32)`` or ``TopKSAE(cfg, aux_coeff=1/32)``.)
+  reconstruction loss are unchanged. Which latents are dead comes from the trainer's record of
+  when each last fired (``train_sae`` passes it to ``forward``), so a forward pass changes no
+  state. (An option of the class rather than of ``SAEConfig``: ``SAE(cfg, aux_coeff=1/32)`` or
+  ``TopKSAE(cfg, aux_coeff=1/32)``.)
 * ``BatchTopKSAE`` (Bussmann et al. 2024): keep the k x batch largest activations of the whole
   batch, so busy examples get more latents than quiet ones. While training it tracks a
   threshold (a moving average of the smallest kept activation); in ``.eval()`` mode it encodes
@@ -59,6 +61,7 @@ def batchtopk_activation(pre: torch.Tensor, k: float) -> torch.Tensor:
 class TopKSAE(SAE):
     architecture = saved_as = "topk"
     exact_norm_fold = False
+    uses_firing_record = True  # AuxK needs to know which latents are dead
 
     def __init__(self, cfg, device=None, aux_coeff: float = 0.0, aux_k: int | None = None,
                  aux_dead_window: int = AUXK_DEAD_WINDOW):
@@ -68,9 +71,6 @@ class TopKSAE(SAE):
             raise ValueError(f"AuxK needs aux_coeff >= 0, aux_k >= 1 and aux_dead_window >= 1, "
                              f"got {aux_coeff!r}, {aux_k!r}, {aux_dead_window!r}")
         self.aux_coeff, self.aux_k, self.aux_dead_window = float(aux_coeff), aux_k, int(aux_dead_window)
-        # batches since each latent last fired (training only; not saved with the weights)
-        self.register_buffer("steps_since_fired", torch.zeros(cfg.n_instances, cfg.d_sae, dtype=torch.long,
-                                                              device=self.device), persistent=False)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return topk_activation(pre, self.cfg.k)
@@ -85,9 +85,16 @@ class TopKSAE(SAE):
     def sparsity_loss(self, pre: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         return pre.new_zeros(pre.shape[0])  # k sets the sparsity
 
-    def dead_mask(self) -> torch.Tensor:
-        """(inst, d_sae) latents that have not fired for ``aux_dead_window`` training batches."""
-        return self.steps_since_fired >= self.aux_dead_window
+    def dead_mask(self, steps_since_fired: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+        """(inst, d_sae) latents that have now gone ``aux_dead_window`` training batches without firing.
+
+        ``steps_since_fired`` (inst, d_sae): the trainer's count of batches before this one since
+        each latent last fired (0: it fired in the previous batch); ``acts`` (inst, batch, d_sae):
+        this batch's latents. A latent that fires in this batch is live; any other has gone one
+        batch more without firing.
+        """
+        since = (steps_since_fired + 1).masked_fill((acts > 0).any(1), 0)
+        return since >= self.aux_dead_window
 
     def aux_loss(self, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
         """(inst,) AuxK: how badly the dead latents' top ``aux_k`` reconstruct ``residual``.
@@ -107,24 +114,22 @@ class TopKSAE(SAE):
         share = (dead.sum(-1) / self.aux_k).clamp(max=1.0)                           # 0 when none is dead
         return self.aux_coeff * share * normalised
 
-    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> ForwardOutput:
-        """As ``SAE.forward``; in training with ``aux_coeff > 0`` the sparsity slot (``l1_loss``,
-        which TopK leaves at 0) carries the AuxK loss, so ``loss`` trains on it."""
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None,
+                steps_since_fired: torch.Tensor | None = None) -> ForwardOutput:
+        """As ``SAE.forward``; in training with ``aux_coeff > 0`` and the trainer's
+        ``steps_since_fired`` (see ``dead_mask``) the sparsity slot (``l1_loss``, which TopK leaves
+        at 0) carries the AuxK loss, so ``loss`` trains on it. Without that record no latent counts
+        as dead, and there is no AuxK term."""
         out = super().forward(x, target)
-        if not self.training:
-            return out
-        with torch.no_grad():  # every training forward is one batch
-            self.steps_since_fired.add_(1).masked_fill_((out.acts > 0).any(1), 0)
-        if self.aux_coeff == 0:
+        if not self.training or self.aux_coeff == 0 or steps_since_fired is None:
             return out
         residual = ((x if target is None else target) - out.x_hat).detach()
-        aux = self.aux_loss(self.pre_acts(x), residual, self.dead_mask())
+        aux = self.aux_loss(self.pre_acts(x), residual, self.dead_mask(steps_since_fired, out.acts))
         return out._replace(l1_loss=out.l1_loss + aux, loss=out.loss + aux.sum())
 
     def select(self, i: int) -> "TopKSAE":
-        one, i = super().select(i), i % self.cfg.n_instances
+        one = super().select(i)
         one.aux_coeff, one.aux_k, one.aux_dead_window = self.aux_coeff, self.aux_k, self.aux_dead_window
-        one.steps_since_fired.copy_(self.steps_since_fired[i : i + 1])
         return one
 
 
