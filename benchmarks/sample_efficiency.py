@@ -3,7 +3,8 @@
 The setting is the interim report's: G=512 ground-truth features in h=256 dimensions, about
 5 active per sample, an SAE with J=512 latents. Two recipes train one after the other on the
 same stream of samples, each at its best L1 coefficient (alpha; a recipe may list several,
-which then train at once as stacked instances):
+which then train at once as stacked instances). Every run trains through the course's trainer,
+``helpers.sae.train_sae``, with an ``SAEConfig`` made from the recipe (``recipe_config``):
 
 * ``report``: what the report describes. ReLU SAE, no decoder bias, orthogonal decoder with
   unit rows on the forward pass and the encoder starting as its transpose, loss
@@ -23,8 +24,8 @@ the dead latents (silent for the last 500 batches, the report's T) and the MMCS 
 dictionaries as the report and notebook 03 average it (the mean over every larger size), beside
 the same measure for the untrained dictionaries (the control: it must sit at chance) and the
 margin by which 1x agrees more than 0.5x;
-``--course`` trains the same recipe through the course's own trainer (``train_sae`` with its
-resampling settings, as notebook 02, section 6 does) for each of ``--alphas`` and ``--seeds``.
+``--course`` trains OURS for each of ``--alphas`` and ``--seeds`` with the course's log (rows of 50
+steps, dead after 500 batches), as notebook 02, section 6 does.
 """
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import stream_seed
 from helpers.metrics import mmcs, mmcs_between
-from helpers.optim import lr_factor
-from helpers.sae.resample import POOL, redundant, resample_latents_
+from helpers.sae import SAE, SAEConfig, train_sae
 
 TARGET = 0.99
 
@@ -140,82 +140,64 @@ class Run(NamedTuple):
 
 def init_weights(r: Recipe, I: int, h: int, J: int, data: GroundTruthData) -> tuple[torch.Tensor, torch.Tensor]:
     """(W_enc (I, h, J), W_dec (I, J, h) with unit rows) for the recipe's initialisation."""
+    if r.init == "orthogonal_tied":  # the SAE's own initialisation: instance i from seed r.seed + i
+        sae = SAE(SAEConfig(d_in=h, d_sae=J, l1_coeffs=(0.0,) * I, seed=r.seed), device="cpu")
+        return sae.W_enc.detach(), sae.W_dec.detach()
     gen = torch.Generator().manual_seed(r.seed)
-    if r.init == "orthogonal_tied":
-        W_dec = torch.stack([torch.nn.init.orthogonal_(torch.empty(J, h), generator=gen) for _ in range(I)])
-    elif r.init == "kaiming_untied":
+    if r.init == "kaiming_untied":
         # ARENA calls kaiming_uniform_ on the stacked (I, h, J) tensor, whose fan-in is then h*J:
         # the encoder starts tiny (column norm ~0.06) and unrelated to the decoder.
         bound = math.sqrt(6.0 / (h * J))
         W_enc = (torch.rand(I, h, J, generator=gen) * 2 - 1) * bound
         W_dec = (torch.rand(I, J, h, generator=gen) * 2 - 1) * bound
         return W_enc, W_dec / W_dec.norm(dim=-1, keepdim=True)
-    elif r.init == "data_tied":
-        # A fresh generator with the same seed: the first I*J samples of the training stream.
-        W_dec = GroundTruthData(data.cfg).sample(I * J).view(I, J, h)
-    else:
+    if r.init != "data_tied":
         raise ValueError(f"init must be orthogonal_tied, kaiming_untied or data_tied, got {r.init!r}")
+    # A fresh generator with the same seed: the first I*J non-empty samples of the training stream
+    # (a sample with no active feature is a zero row, which has no direction).
+    x = GroundTruthData(data.cfg).sample(2 * I * J)
+    W_dec = x[x.norm(dim=-1) > 0][: I * J].view(I, J, h)
     W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
     return W_dec.transpose(1, 2).contiguous(), W_dec
 
 
-def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig, stop_at_target: bool = False,
+def recipe_config(r: Recipe, h: int, J: int, max_samples: int, check_every: int) -> SAEConfig:
+    """The recipe as the course trainer's ``SAEConfig``: sample counts become steps of ``r.batch``,
+    a log row (and MMCS check) once each ``check_every`` samples have passed and at the end, dead
+    after ``r.dead_after`` samples."""
+    B = r.batch
+    return SAEConfig(d_in=h, d_sae=J, l1_coeffs=r.alphas, lr=r.lr, batch_size=B, steps=max_samples // B,
+                     lr_schedule=r.schedule, renorm_decoder=r.renorm == "step", decoder_bias=r.decoder_bias,
+                     resample_every=r.resample_every // B, resample_dead_after=max(1, r.dead_after // B),
+                     resample_duplicate_cos=r.duplicate_cos, resample_to=r.resample_to,
+                     resample_until=r.resample_until, dead_window=max(1, r.dead_after // B),
+                     log_every=max(1, -(-check_every // B)), seed=r.seed)  # checks where the sample counts pass
+
+
+def train(r: Recipe, max_samples: int, check_every: int, cfg: GroundTruthConfig,
           J: int | None = None, stream: str | None = None) -> Run:
-    """Train len(r.alphas) SAEs of J latents (default G) on one fresh sample stream; MMCS every
-    check_every samples. ``stream`` names a sample stream of its own (same features, other samples)."""
+    """Train len(r.alphas) SAEs of J latents (default G) with ``train_sae`` on one fresh sample stream;
+    MMCS every check_every samples. ``stream`` names a sample stream of its own (same features, other samples)."""
     data = GroundTruthData(cfg)  # same seed, same stream of samples for every recipe
     if stream is not None:  # the local data object keeps this stream for the whole run
         contextlib.ExitStack().enter_context(data.fixed_stream(stream))
-    h, I, B = cfg.d, len(r.alphas), r.batch
     J = cfg.n_features if J is None else J
-    W_enc, W_dec = init_weights(r, I, h, J, data)
-    W_enc, W_dec = W_enc.requires_grad_(), W_dec.requires_grad_()
-    b_enc = torch.zeros(I, J, requires_grad=True)
-    resample_gen = torch.Generator().manual_seed(r.seed + 1)  # its own stream: draws never depend on what ran before
-    b_dec = torch.zeros(I, h, requires_grad=r.decoder_bias)
-    params = [W_enc, W_dec, b_enc] + ([b_dec] if r.decoder_bias else [])
-    opt = torch.optim.Adam(params, lr=r.lr)
-    alpha = torch.tensor(r.alphas)[:, None]  # (I, 1)
-    steps = max_samples // B
-    last_fired = torch.zeros(I, J)  # samples seen when each latent last fired
-    fires = torch.zeros(I, J)  # firing count since the last resampling
-    samples, curve, l0_sum, l0_n, t0 = [], [], torch.zeros(I), 0, time.perf_counter()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = r.lr * lr_factor(r.schedule, step, steps)
-        x = data.sample(B)  # (B, h)
-        D = W_dec / W_dec.norm(dim=-1, keepdim=True)  # (I, J, h) unit rows on the forward pass
-        c = torch.relu(torch.matmul(x - b_dec[:, None], W_enc) + b_enc[:, None])  # (I, B, J)
-        err = torch.baddbmm(b_dec[:, None], c, D) - x  # (I, B, h)
-        loss_i = err.pow(2).mean((1, 2)) + alpha[:, 0] / J * c.sum(-1).mean(-1)  # (I,)
-        loss_i.sum().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        seen = (step + 1) * B
+    sae_cfg = recipe_config(r, cfg.d, J, max_samples, check_every)
+    sae = SAE(sae_cfg, device="cpu")
+    if r.init != "orthogonal_tied":  # what the SAE does not start from itself
         with torch.no_grad():
-            if r.renorm == "step":
-                W_dec /= W_dec.norm(dim=-1, keepdim=True)
-            fired = (c > 0).any(1)  # (I, J)
-            last_fired[fired] = seen
-            fires += (c > 0).sum(1)
-            l0_sum += (c > 0).float().sum(-1).mean(-1)
-            l0_n += 1
-            if (r.resample_every and seen % r.resample_every < B and seen >= r.dead_after
-                    and seen <= r.resample_until * max_samples):
-                bad = (seen - last_fired >= r.dead_after) | redundant(W_dec, fires, r.duplicate_cos)
-                if bad.any():
-                    x_pool = data.sample(POOL[r.resample_to])
-                    resample_latents_(opt, W_enc, W_dec, b_enc, b_dec, x_pool, bad, r.resample_to, generator=resample_gen)
-                fires.zero_()
-            if seen % check_every < B or step == steps - 1:
-                samples.append(seen)
-                curve.append(mmcs(W_dec, data.features).tolist())
-                if stop_at_target and max(curve[-1]) >= TARGET:
-                    break
-    dead = (seen - last_fired >= r.dead_after).sum(-1).tolist()
-    l0 = (l0_sum / max(l0_n, 1)).tolist()
-    D = (W_dec / W_dec.norm(dim=-1, keepdim=True)).detach()
-    return Run(samples, curve, dead, seen - last_fired, l0, time.perf_counter() - t0, D)
+            for param, value in zip((sae.W_enc, sae.W_dec), init_weights(r, len(r.alphas), cfg.d, J, data)):
+                param.copy_(value)
+    samples, curve = [], []
+
+    def check(step: int, sae: SAE) -> None:  # train_sae calls it at every logged step
+        samples.append(step * r.batch)
+        curve.append(mmcs(sae.decoder_directions().detach(), data.features).tolist())
+
+    t0 = time.perf_counter()
+    log = train_sae(sae, data.sample, progress=False, on_log=check)
+    return Run(samples, curve, log.dead[-1].tolist(), torch.as_tensor(log.steps_since_fired) * r.batch,
+               log.l0[-1].tolist(), time.perf_counter() - t0, sae.decoder_directions().detach())
 
 
 def samples_to_target(run: Run, target: float = TARGET) -> int | None:
@@ -283,15 +265,12 @@ def grid_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...] =
 def course_report(budget: int, cfg: GroundTruthConfig, alphas: tuple[float, ...], seeds: tuple[int, ...]) -> dict:
     """``--course``: OURS through ``helpers.sae.train_sae`` (one SAE per alpha and initialisation seed,
     each on the same fresh sample stream); the final ground-truth MMCS of each."""
-    from helpers.sae import SAE, SAEConfig, train_sae
-
-    B, rows, t0 = OURS.batch, [], time.perf_counter()
+    rows, t0 = [], time.perf_counter()
     for alpha in alphas:
         for seed in seeds:
-            sae_cfg = SAEConfig(d_in=cfg.d, d_sae=cfg.n_features, l1_coeffs=(alpha,), lr=OURS.lr, batch_size=B,
-                                steps=budget // B, lr_schedule=OURS.schedule, renorm_decoder=OURS.renorm == "step",
-                                resample_every=OURS.resample_every // B, resample_dead_after=OURS.dead_after // B,
-                                resample_duplicate_cos=OURS.duplicate_cos, resample_to=OURS.resample_to, seed=seed)
+            # the course's log: rows of 50 steps, dead after its T = 500 batches
+            sae_cfg = replace(recipe_config(replace(OURS, alphas=(alpha,), seed=seed), cfg.d, cfg.n_features, budget,
+                                            budget), log_every=50, dead_window=500)
             torch.manual_seed(0)
             sae, data = SAE(sae_cfg, device="cpu"), GroundTruthData(cfg)
             log = train_sae(sae, data.sample, progress=False)

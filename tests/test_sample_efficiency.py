@@ -111,3 +111,21 @@ def test_grid_sizes_start_unrelated_and_agreement_averages_every_larger_size():
     got = se.mean_mmcs_with_larger([a, b, c])
     assert got[2] is None and abs(got[0][0] - (float(mmcs(b, a)[0]) + float(mmcs(c, a)[0])) / 2) < 1e-6, \
         "a size's agreement should be the mean MMCS with every larger size, not with the next one only"
+
+
+def test_recipes_train_through_train_sae_with_mmcs_at_every_check():
+    """The benchmark's recipes run on the course's trainer: its sample counts become steps, and the
+    MMCS is read at every check (each log row) and at the end, per instance."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sample_efficiency as se
+
+    recipe = replace(se.OURS, alphas=(0.1, 0.3), resample_every=1024, dead_after=2048)
+    cfg = se.recipe_config(recipe, 32, 64, 5120, 1280)
+    assert (cfg.steps, cfg.log_every, cfg.resample_every, cfg.resample_dead_after, cfg.dead_window) == (20, 5, 4, 8, 8)
+    assert cfg.renorm_decoder and cfg.lr_schedule == "warmup_cosine" and cfg.l1_coeffs == (0.1, 0.3)
+    run = se.train(recipe, 5120, 1280, GroundTruthConfig(n_features=64, d=32, seed=0))
+    assert run.samples == [1280, 2560, 3840, 5120] and [len(row) for row in run.mmcs] == [2] * 4
+    assert run.silent_for.shape == (2, 64) and run.decoder.shape == (2, 64, 32) and len(run.dead) == len(run.l0) == 2
+    assert torch.allclose(run.decoder.norm(dim=-1), torch.ones(2, 64)), "the run's decoder should have unit rows"
