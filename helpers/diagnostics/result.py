@@ -181,17 +181,6 @@ class GridResult:
         return torch.from_numpy(self.dictionaries[i][j].astype(np.float32))
 
     # ---- tables ----------------------------------------------------------------------
-    def to_rows(self) -> list[dict]:
-        """One dict per cell: size, ratio, alpha, diverged, every metric and the diagnostics."""
-        rows = []
-        for i, J in enumerate(self.d_sae_values):
-            for j, alpha in enumerate(self.l1_values):
-                row = {"d_sae": int(J), "ratio": None if self.reference_size is None else float(J / self.reference_size),
-                       "l1": float(alpha), "diverged": bool(self.diverged[i, j])}
-                row.update({k: float(self.metric(k)[i, j]) for k in METRICS + DERIVED})
-                rows.append(row)
-        return rows
-
     def format_table(self, columns: Sequence[str] = METRICS + ("ssll",)) -> str:
         """A plain-text table of the grid, one line per cell."""
         head = f"{'size':>8} {'alpha':>8} " + " ".join(f"{c[:12]:>12}" for c in columns)

@@ -93,7 +93,3 @@ def _reopen(folder: Path, base, dev):
         shutil.rmtree(folder, ignore_errors=True)
         return None
 
-
-def grid_folders() -> list[Path]:
-    """The stored grids (to inspect or delete them)."""
-    return sorted(p for p in cache_dir(CACHE_AREA).iterdir() if p.is_dir())
