@@ -1,10 +1,13 @@
-"""Beyond the interim report (notebook 05): modern SAEs, metrics beyond MMCS, the report's
-suspects for why language-model heatmaps differ from toy ones, and feature absorption.
+"""Beyond the interim report (notebooks 05 and 06): modern SAEs, metrics beyond MMCS, the report's
+suspects for why language-model heatmaps differ from toy ones, feature absorption, and how to
+choose L0 and width.
 
 Modules, in reading order: ``scores`` (every recovery metric of a stack of SAEs, per instance),
 ``training`` (cached training of stacks, TopK with its own k per instance, the size x k grid),
-``suspects`` (toy data with one suspect switched on, and the language-model signature) and
-``absorption`` (does a parent latent stop firing when its child fires).
+``suspects`` (toy data with one suspect switched on, and the language-model signature),
+``absorption`` (does a parent latent stop firing when its child fires), and for notebook 06
+``matryoshka`` (BatchTopK with its own k per instance, and the Matryoshka loss) and ``choosing``
+(SAELens' synthetic-data measures, the rules for L0 and width, graded on ground truth).
 """
 from helpers.beyond.absorption import AbsorptionScores, absorption_scores
 from helpers.beyond.scores import SCORE_NAMES, Scores, at_matched_l0, format_scores, score_sae
