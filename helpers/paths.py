@@ -10,7 +10,10 @@
 * ``cache_lock()``: one process at a time computes a given cache entry; another process
   asking for it meanwhile waits and then reads it instead of computing it a second time.
 * ``write_npz()`` / ``read_npz()``: the checked file of a cache entry (size, checksum and shapes
-  recorded, a damaged file raises ``CacheCorruptError``; the caller warns with ``CacheWarning``).
+  recorded, a damaged file raises ``CacheCorruptError``).
+* ``cached()``: the one store every slow result goes through: a folder per entry, named by a
+  hash of its config, computed under ``cache_lock``, completed by ``entry.json``; a damaged
+  entry is reported with a ``CacheWarning``, removed and computed again.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ import os
 import re
 import sys
 import tempfile
+import shutil
 import types
 import warnings
+import zipfile
 from pathlib import Path, PurePath
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -223,7 +228,8 @@ def cache_lock(path: str | os.PathLike) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------
-# The checked on-disk format every cache uses: arrays in .npz, their size, checksum and shapes in JSON
+# The checked on-disk format every cache uses: arrays in .npz, their size, checksum and shapes in JSON,
+# and the one store that locks, loads, repairs and saves an entry
 # --------------------------------------------------------------------------------------
 class CacheWarning(UserWarning):
     """A cache entry was damaged and is being computed again."""
@@ -264,3 +270,88 @@ def read_npz(folder: Path, name: str, info: dict) -> dict[str, np.ndarray]:
             found = "missing" if got is None else f"{got.dtype} {list(got.shape)}"
             raise CacheCorruptError(f"{name}: array {k} should be {want['dtype']} {want['shape']}, found {found}")
     return arrays
+
+
+ENTRY = "entry.json"
+"""The file that completes a cache entry: written last, it holds the entry's config and what
+``save`` returned (sizes, checksums and shapes of the files). A folder without it is unfinished."""
+
+# What reading a damaged file raises, besides CacheCorruptError: JSON, zip, numpy, torch and
+# safetensors errors of a file that was cut short, overwritten or half written.
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError, RuntimeError,
+               zipfile.BadZipFile)
+
+T = TypeVar("T")
+
+
+def entry_folder(area: str, name: str, config) -> Path:
+    """The folder of the entry ``name`` with this ``config`` under ``cache_dir(area)``."""
+    name = check_cache_name(name)
+    return cache_dir(area) / f"{name}-{cache_key(config)}"
+
+
+def write_entry(folder: Path, config, meta: dict | None = None) -> None:
+    """Complete the entry in ``folder``: ``entry.json`` with ``config`` and the fields of ``meta``."""
+    meta = dict(meta or {})
+    if "config" in meta:
+        raise ValueError("a cache entry's meta may not have a 'config' field: the entry's own config goes there")
+    with atomic_write(Path(folder) / ENTRY) as tmp:
+        tmp.write_text(json.dumps({"config": jsonable(config), **jsonable(meta, "meta")}, indent=1))
+
+
+def read_entry(folder: Path, config=None) -> dict:
+    """The ``entry.json`` of ``folder`` (its config and meta fields); ``CacheCorruptError`` if it
+    is not an entry description or describes another config than ``config`` (when given)."""
+    entry = json.loads((Path(folder) / ENTRY).read_text())
+    if not isinstance(entry, dict) or "config" not in entry:
+        raise CacheCorruptError(f"{ENTRY} is not an entry description")
+    if config is not None and (json.dumps(entry["config"], sort_keys=True)  # as text: NaN equals NaN
+                               != json.dumps(jsonable(config), sort_keys=True)):
+        raise CacheCorruptError(f"{ENTRY} describes a different config than its folder name says")
+    return entry
+
+
+def load_entry(folder, load: Callable[[Path, dict], T], config=None) -> T:
+    """``load(folder, entry)`` with ``entry`` read from ``folder``'s entry.json (checked against
+    ``config`` when given). Anything wrong with the files ends in ``CacheCorruptError``: the
+    errors that reading a damaged file raises (``OSError``, ``ValueError``, ``KeyError``,
+    ``zipfile.BadZipFile``, a torch or safetensors ``RuntimeError``, ...) become one."""
+    folder = Path(folder)
+    try:
+        return load(folder, read_entry(folder, config))
+    except CacheCorruptError as err:
+        raise CacheCorruptError(f"{folder}: {err}") from None
+    except _UNREADABLE as err:
+        why = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CacheCorruptError(f"{folder}: unreadable ({type(err).__name__}: {why})") from err
+
+
+def cached(area: str, name: str, config, compute: Callable[[], T], save: Callable[[T, Path], dict | None],
+           load: Callable[[Path, dict], T]) -> T:
+    """``compute()``, stored under ``cache_dir(area)`` and loaded from there the next time.
+
+    The entry is the folder ``{name}-{cache_key(config)}``: ``config`` must hold everything the
+    result depends on, the hash of the code that computes it included. One process at a time
+    works on an entry (``cache_lock``): another asking meanwhile waits, then loads it.
+
+    * ``save(result, folder)`` writes the result's files into ``folder`` (with ``write_npz``, or
+      another format that must stay as it is) and returns JSON that describes them (checksums,
+      shapes); ``entry.json`` with ``config`` and those fields is written after it, last.
+    * ``load(folder, entry)`` reads them back (``entry``: the fields of ``entry.json``). A damaged
+      entry must end in ``CacheCorruptError`` (the errors of reading a damaged file count as that
+      too, see ``load_entry``): it is reported with a ``CacheWarning``, removed and computed again.
+    """
+    config = jsonable(config, f"{name} config")
+    folder = entry_folder(area, name, config)
+    with cache_lock(folder):
+        if (folder / ENTRY).is_file():
+            try:
+                return load_entry(folder, load, config)
+            except CacheCorruptError as err:
+                warnings.warn(f"The cached {name} in {folder} is damaged or unreadable and will be computed "
+                              f"again: {err}", CacheWarning, stacklevel=3)
+        result = compute()
+        shutil.rmtree(folder, ignore_errors=True)  # a damaged entry, or files of a run that never finished
+        folder.mkdir(parents=True)
+        write_entry(folder, config, save(result, folder))  # last: its presence means complete
+    return result

@@ -33,34 +33,45 @@ def test_per_instance_topk_leaves_plain_topk_in_the_registry():
     assert type(SAE(cfg, device="cpu")) is TopKSAE, "SAE(cfg) must still build the plain TopKSAE for 'topk'"
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_keys"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_keys", "no_entry"])
 def test_a_damaged_train_cached_file_is_retrained_with_a_warning(tmp_path, monkeypatch, damage):
-    """A truncated .pt file raised EOFError on every rerun: the cache never repaired itself."""
+    """A truncated weights file raised EOFError on every rerun: the cache never repaired itself."""
     from helpers.paths import CacheWarning
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     cfg = SAEConfig(d_in=32, d_sae=16, l1_coeffs=(0.1, 1.0), steps=20, log_every=10, dead_window=10)
     first = train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")
-    (path,) = (tmp_path / "beyond").glob("test-damaged-*.pt")
+    (folder,) = (tmp_path / "beyond").glob("test-damaged-*")
+    path = folder / "stack.npz"
     blob = path.read_bytes()
     if damage == "truncate":
         path.write_bytes(blob[: len(blob) // 2])
     elif damage == "garbage":
-        path.write_bytes(b"not a torch file")
+        path.write_bytes(b"not an npz file")
+    elif damage == "wrong_keys":
+        np.savez(path, weights=np.zeros(3))
     else:
-        torch.save({"weights": {}}, path)
-    with pytest.warns(CacheWarning, match=r"test-damaged-.*\.pt is unreadable .*training again"):
+        (folder / "entry.json").unlink()  # a run killed before it finished: trained again without a warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         again = train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")
+    said = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    if damage == "no_entry":
+        assert not said, f"an unfinished entry is trained again without a warning: {said}"
+    else:
+        assert len(said) == 1 and folder.name in said[0] and "damaged" in said[0], said
     for k, v in first.final.items():
         assert np.array_equal(again.final[k], v), f"retraining must give the first run's numbers ({k} differs)"
     for k, v in first.sae.state_dict().items():
         assert torch.equal(again.sae.state_dict()[k], v), f"retraining must give the first run's weights ({k} differs)"
-    saved = torch.load(path, weights_only=True)
-    assert set(saved) == {"state", "final"} and torch.equal(saved["final"]["l0"], torch.as_tensor(first.final["l0"])), (
-        "the repaired cache file must be written again, in the same format")
+    assert sorted(p.name for p in folder.iterdir()) == ["entry.json", "stack.npz"], (
+        "the repaired entry must be written again, in the same format")
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
-        train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")  # loads, no warning
+        loaded = train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-damaged", device="cpu")  # no warning
+    assert np.array_equal(loaded.final["l0"], first.final["l0"]) and loaded.final["l0"].dtype == first.final["l0"].dtype
+    for k, v in first.sae.state_dict().items():
+        assert torch.equal(loaded.sae.state_dict()[k], v), f"the loaded stack's {k} differs from the trained one"
 
 
 def test_per_instance_topk_refuses_bad_ks():

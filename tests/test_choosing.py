@@ -292,8 +292,8 @@ def test_train_cached_trains_a_matryoshka_stack_once(tmp_path, monkeypatch):
     first = train_cached(cfg, data, "matryoshka-test", [2, 4], cls=PerInstanceBatchTopK, prefixes=(0.25, 0.5))
     assert isinstance(first.sae, PerInstanceBatchTopK) and first.sae.widths == [8, 16], "the options must reach the class"
     assert (first.sae.topk_threshold > 0).all(), "training must have learned a threshold per instance"
-    files = list((tmp_path / "beyond").glob("matryoshka-test-*.pt"))
-    assert len(files) == 1, f"one cache file expected, found {files}"
+    files = list((tmp_path / "beyond").glob("matryoshka-test-*/entry.json"))
+    assert len(files) == 1, f"one cache entry expected, found {files}"
 
     def no_training(*args, **kwargs):
         raise AssertionError("the second call trained again instead of loading the cache")
@@ -315,4 +315,4 @@ def test_train_cached_refuses_a_class_or_options_without_ks(tmp_path, monkeypatc
         train_cached(cfg, data, "no-ks", cls=PerInstanceBatchTopK)
     with pytest.raises(ValueError, match="give ks"):
         train_cached(cfg, data, "no-ks", prefixes=(0.5,))
-    assert not list(tmp_path.rglob("*.pt")), "a refused call must not train or write a cache"
+    assert not list(tmp_path.rglob("*.npz")), "a refused call must not train or write a cache"

@@ -197,8 +197,8 @@ def test_grid_is_cached_and_a_changed_config_is_a_new_entry(tmp_path, monkeypatc
     assert not _tiny(tmp_path, monkeypatch).from_cache, "a change in the training code must be a new cache entry"
     monkeypatch.setattr(grid_module, "training_code", code)
     entries = sorted((tmp_path / "diagnostics").iterdir())
-    meta = json.loads((entries[0] / "grid.json").read_text())
-    assert {"config", "files"} <= meta.keys() and meta["config"]["code"]["sae"], "grid.json must key on the code"
+    meta = json.loads((entries[0] / "entry.json").read_text())
+    assert {"config", "files"} <= meta.keys() and meta["config"]["code"]["sae"], "entry.json must key on the code"
     cfg = SAEConfig(d_in=8, d_sae=4, l1_coeffs=(0.1, 1.0), steps=60, dead_window=20)
     col = column_config(cfg, 4, (0.1, 1.0))
     assert col.seed != cfg.seed and col == replace(cfg, seed=col.seed), (
@@ -258,7 +258,7 @@ def test_index_of_an_impossible_alpha_names_it_and_the_grid(alpha):
 
 # ---- damaged caches are found, reported and rebuilt ------------------------------------------
 def _rewrite_npz(path, change, update_meta=None):
-    """Rewrite the arrays of ``path`` through ``change``; optionally fix grid.json's size and
+    """Rewrite the arrays of ``path`` through ``change``; optionally fix entry.json's size and
     checksum so that only the shape and dtype checks can catch it."""
     import hashlib
 
@@ -267,7 +267,7 @@ def _rewrite_npz(path, change, update_meta=None):
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
     if update_meta:
-        meta_path = path.parent / "grid.json"
+        meta_path = path.parent / "entry.json"
         meta = json.loads(meta_path.read_text())
         blob = path.read_bytes()
         meta["files"][path.name].update(bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
@@ -278,7 +278,7 @@ DAMAGE = {
     "truncated grid.npz": lambda f: f.joinpath("grid.npz").write_bytes(f.joinpath("grid.npz").read_bytes()[:200]),
     "truncated dictionaries.npz": lambda f: f.joinpath("dictionaries.npz").write_bytes(
         f.joinpath("dictionaries.npz").read_bytes()[:-100]),
-    "broken grid.json": lambda f: f.joinpath("grid.json").write_text(f.joinpath("grid.json").read_text()[:50]),
+    "broken entry.json": lambda f: f.joinpath("entry.json").write_text(f.joinpath("entry.json").read_text()[:50]),
     "half the rows": lambda f: _rewrite_npz(f / "grid.npz", lambda a: {**a, "recon_loss": a["recon_loss"][:1]}),
     "half the rows, checksum updated": lambda f: _rewrite_npz(
         f / "grid.npz", lambda a: {**a, "dead": a["dead"][:1]}, update_meta=True),

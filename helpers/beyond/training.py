@@ -4,16 +4,15 @@
   a whole k sweep trains as one stacked model, the way an L1 sweep does. Like ``TopKSAE`` it
   takes the AuxK options (``aux_coeff=...``), which revive dead latents.
 * ``train_cached``: train a stack once and keep its weights under ``cache_dir("beyond")``,
-  keyed by the config, the data's settings and the source code of the training.
+  keyed by the config, the data's settings and the source code of the training (an entry of
+  the course's one store, ``helpers.paths.cached``: ``stack.npz`` with the state_dict's arrays
+  and the last log window, checked against ``entry.json``).
 * ``k_grid``: notebook 03's diagnostic grid with k in place of alpha. TopK has no L1 term, so
   the L1 loss of the grid is the L1 norm of the codes, measured but not penalised: what the
   sparsity penalty would see. SSLL and stickiness then read the same way as for L1 grids.
 """
 from __future__ import annotations
 
-import contextlib
-import pickle
-import warnings
 from dataclasses import asdict, replace
 from typing import NamedTuple, Sequence
 
@@ -25,9 +24,11 @@ from helpers.diagnostics.grid import training_code
 from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
-from helpers.paths import (CacheWarning, atomic_write, cache_dir, cache_key, cache_lock, check_cache_name, jsonable,
-                           source_hash)
+from helpers.paths import cached, check_cache_name, jsonable, read_npz, source_hash, write_npz
 from helpers.sae import SAE, SAEConfig, TopKSAE, train_sae
+
+CACHE_AREA = "beyond"
+"""Sub-folder of the cache where trained stacks live."""
 
 
 class PerInstanceTopK(TopKSAE):
@@ -86,27 +87,28 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
            **({"aux_coeff": float(aux_coeff)} if aux_coeff else {}),
            **({"class": source_hash(cls), "options": jsonable(options)} if cls is not None else {}),
            "code": training_code(data.sample), "here": source_hash(PerInstanceTopK)}
-    path = cache_dir("beyond") / f"{check_cache_name(name)}-{cache_key(key)}.pt"
-    sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
+
+    def train() -> Trained:
+        sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
+        return Trained(sae, train_sae(sae, data.sample, progress=False).final())
+
+    def load(folder, entry) -> Trained:
+        arrays = read_npz(folder, "stack.npz", entry["files"]["stack.npz"])
+        sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
+        sae.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("state.")})
+        return Trained(sae, {k[6:]: v for k, v in arrays.items() if k.startswith("final.")})
+
+    check_cache_name(name)
     # One process trains a stack; another asking for the same one meanwhile (a notebook and its
     # exercise version under the tests) waits for it, then loads it.
-    with cache_lock(path) if cache else contextlib.nullcontext():
-        if cache and path.is_file():
-            try:
-                saved = torch.load(path, map_location=dev, weights_only=True)
-                sae.load_state_dict(saved["state"])
-                return Trained(sae, {k: v.cpu().numpy() for k, v in saved["final"].items()})
-            except (OSError, EOFError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as err:
-                why = (str(err).strip().splitlines() or [""])[0][:200]
-                warnings.warn(f"The cached stack {path} is unreadable ({type(err).__name__}: {why}); "
-                              "deleting it and training again.", CacheWarning, stacklevel=2)
-                path.unlink(missing_ok=True)
-                sae = _build(cfg, ks, dev, aux_coeff, cls, **options)  # a load that failed half-way changed its weights
-        final = train_sae(sae, data.sample, progress=False).final()
-        if cache:
-            with atomic_write(path) as tmp:
-                torch.save({"state": sae.state_dict(), "final": {k: torch.as_tensor(v) for k, v in final.items()}}, tmp)
-    return Trained(sae, final)
+    return cached(CACHE_AREA, name, key, train, _save_stack, load) if cache else train()
+
+
+def _save_stack(trained: Trained, folder) -> dict:
+    """The stack's weights (its state_dict) and last log window to stack.npz; what entry.json records."""
+    arrays = {f"state.{k}": v.detach().cpu().numpy() for k, v in trained.sae.state_dict().items()}
+    arrays.update({f"final.{k}": np.asarray(v) for k, v in trained.final.items()})
+    return {"files": {"stack.npz": write_npz(folder / "stack.npz", arrays, compressed=False)}}
 
 
 def k_grid(data, base: SAEConfig, size_ratios: Sequence[float], ks: Sequence[int], name: str = "k-grid",

@@ -19,12 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from helpers.device import get_device, stream_seed
-from helpers.diagnostics.cache import grid_folder, load_cached, save_grid
+from helpers.diagnostics.cache import CACHE_AREA, read_grid, write_grid
 from helpers.diagnostics.result import GridLog, GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.optim import NonFiniteLossError
-from helpers.paths import cache_lock, jsonable, source_hash
+from helpers.paths import cached, jsonable, source_hash
 from helpers.sae import SAE, SAEConfig, train_sae
 
 class GridDivergedWarning(RuntimeWarning):
@@ -123,14 +123,9 @@ def run_grid(
     if cache_name is None:
         return _train_grid(**train)
     config["code"] = training_code(sample_fn)
-    folder = grid_folder(cache_name, config)
-    with cache_lock(folder):  # a second process asking for this grid waits, then reads it
-        cached = load_cached(folder, config)
-        if cached is not None:
-            _warn_diverged(cached)
-            return cached
-        result = _train_grid(**train)
-        save_grid(result, folder)
+    result = cached(CACHE_AREA, cache_name, config, lambda: _train_grid(**train), write_grid, read_grid)
+    if result.from_cache:
+        _warn_diverged(result)
     return result
 
 
