@@ -4,9 +4,9 @@ The ideas: ``toy`` (toy models of superposition, notebook 01), ``data`` (toy act
 ground-truth features), ``sae`` (stacked sparse autoencoders and their variants), ``metrics``
 (MMCS, L0, FVU, CE recovered) and ``recovery`` (one-to-one matching, duplicates, firing:
 recovery beyond MMCS), ``diagnostics`` (choosing size and L1 without ground truth, notebook 03),
-``lm`` (SAEs on a language model's MLP, notebook 04; ``tiny_lm`` builds its offline model),
-``beyond`` (notebooks 05 and 06: modern SAEs, the report's suspects, absorption, choosing L0
-and width).
+``lm`` (SAEs on a language model's MLP, notebook 04; ``lm.offline``: where its offline model lives
+and the corpus it was trained on; ``scripts/build_tiny_lm.py`` builds that model), ``beyond``
+(notebooks 05 and 06: modern SAEs, the report's suspects, absorption, choosing L0 and width).
 The course's plumbing: ``device`` (device, seeds, sizes per ``TUTORIAL_SCALE``), ``optim``
 (the optimizer, learning-rate schedule and finite-loss check every trainer shares), ``recipes``
 (the toy data's SAE recipe and notebook 03's cached grid at each scale), ``paths`` (shipped data,

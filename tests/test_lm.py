@@ -64,7 +64,7 @@ def test_missing_offline_checkpoint_says_how_to_rebuild(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_DATA", raising=False)
     monkeypatch.setattr(paths, "_repo_root", lambda: tmp_path)  # a clone whose data/ lacks the model
     (tmp_path / "data" / "tiny_lm").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="python -m helpers.tiny_lm"):
+    with pytest.raises(FileNotFoundError, match="python scripts/build_tiny_lm.py"):
         lm.load_model(lm.OFFLINE_MODEL)
 
 
@@ -79,7 +79,7 @@ def test_a_wrong_course_data_says_to_unset_it_not_to_rebuild(tmp_path, monkeypat
     msg = str(err.value)
     assert f"COURSE_DATA points at {wrong}" in msg and "unset COURSE_DATA" in msg, msg
     assert ("does not hold the offline model's files" if exists else "does not exist") in msg, msg
-    assert "python -m helpers.tiny_lm" not in msg, f"a wrong COURSE_DATA is not a reason to rebuild: {msg}"
+    assert "scripts/build_tiny_lm.py" not in msg, f"a wrong COURSE_DATA is not a reason to rebuild: {msg}"
 
 
 def test_unknown_model_name_is_a_clear_error_naming_the_offline_model():
@@ -568,7 +568,7 @@ def test_the_one_layer_online_model_family_loads_through_the_bridge_offline(tmp_
     hub model is loaded: the MLP hooks the course reads must exist and have the MLP's width."""
     from transformers import AutoTokenizer, GPTNeoConfig, GPTNeoForCausalLM
 
-    from helpers.tiny_lm import model_dir
+    from helpers.lm.offline import model_dir
 
     assert lm.ONLINE_MODEL == "roneneldan/TinyStories-1Layer-21M" and lm.ONLINE_MULTILAYER_MODEL.endswith("pythia-70m")
     tok = AutoTokenizer.from_pretrained(str(model_dir()))
@@ -642,7 +642,7 @@ def test_load_model_gives_float32_weights(tmp_path):
     """A checkpoint stored in fp16 (as Pythia's are) is loaded in float32, the dtype of every SAE."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from helpers.tiny_lm import model_dir
+    from helpers.lm.offline import model_dir
 
     tok = AutoTokenizer.from_pretrained(str(model_dir()))
     torch.manual_seed(0)

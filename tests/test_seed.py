@@ -58,11 +58,9 @@ def test_the_scan_finds_global_draws():
 
 
 def test_helpers_never_draw_from_a_global_generator():
-    # tiny_lm.py builds the committed offline model once (python -m helpers.tiny_lm): its
-    # nn.Linear initialisations come from a torch.manual_seed of its own, not from COURSE_SEED.
     offenders = []
     for path in sorted(HELPERS.rglob("*.py")):
-        if path.name == "tiny_lm.py" or path.name == "device.py":  # device.py: seed_everything sets them
+        if path.name == "device.py":  # seed_everything sets them
             continue
         for line, call in _global_draws(ast.parse(path.read_text())):
             offenders.append(f"{path.relative_to(HELPERS.parent)}:{line}: {call}")

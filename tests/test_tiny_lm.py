@@ -1,12 +1,29 @@
-"""The offline model's build: the MLP-structure measure (how much is a token lookup) and the
-pruning of tokenizer merges, on constructed data where the answer is known; and the shipped
-checkpoint's recorded numbers against the targets the course states."""
+"""The offline model's build (scripts/build_tiny_lm.py): the MLP-structure measure (how much is a
+token lookup) and the pruning of tokenizer merges, on constructed data where the answer is known;
+the shipped checkpoint's recorded numbers against the targets the course states, and its README
+against what a rebuild writes."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from helpers.lm.loading import offline_model_info
+from helpers.lm.offline import model_dir
 from helpers.lm.structure import mlp_structure
-from helpers.tiny_lm import model_dir, prune_unused_merges
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_tiny_lm.py"
+
+
+def _build_module():
+    """scripts/build_tiny_lm.py imported as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("build_tiny_lm", BUILD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _lookup_data(rows, vocab, d, noise, seed):
@@ -65,6 +82,7 @@ def test_pruning_removes_only_merges_that_never_fire_and_keeps_the_encoding():
     tok.train_from_iterator(["zebra zebra zebra quokka quokka"] * 20 + ["the cat sat on the mat"] * 50, trainer=trainer)
     corpus = ["the cat sat on the mat"] * 5  # the zebra and quokka merges never fire here
     counts = np.bincount([i for t in corpus for i in tok.encode(t).ids], minlength=tok.get_vocab_size())
+    prune_unused_merges = _build_module().prune_unused_merges
     pruned, n = prune_unused_merges(tok, counts)
     assert n > 0, "merges built only for words absent from the corpus should be pruned"
     assert pruned.get_vocab_size() == tok.get_vocab_size() - n
@@ -80,9 +98,23 @@ def test_pruning_removes_only_merges_that_never_fire_and_keeps_the_encoding():
 
 def test_the_shipped_model_is_more_than_a_token_lookup():
     info = offline_model_info()
-    assert "current_token_r2" in info, "data/tiny_lm/training.json lacks the MLP measure; rebuild: python -m helpers.tiny_lm"
+    assert "current_token_r2" in info, "data/tiny_lm/training.json lacks the MLP measure; rebuild: python scripts/build_tiny_lm.py"
     assert info["current_token_r2"] < 0.5, (
         f"the current token explains {info['current_token_r2']:.0%} of the shipped model's MLP variance; the course "
-        "promises under 50% (a model that is more than a token lookup). Train longer: python -m helpers.tiny_lm")
+        "promises under 50% (a model that is more than a token lookup). Train longer: python scripts/build_tiny_lm.py")
     size = sum(p.stat().st_size for p in model_dir().iterdir())
     assert size < 10e6, f"data/tiny_lm is {size / 1e6:.1f} MB; keep the checkpoint under 10 MB"
+
+
+def test_the_shipped_readme_is_what_a_rebuild_writes():
+    info = json.loads((model_dir() / "training.json").read_text())
+    written = _build_module()._readme(info)
+    assert "python scripts/build_tiny_lm.py --steps" in written, "the README must give the command that rebuilds the model"
+    assert (model_dir() / "README.md").read_text() == written, (
+        "data/tiny_lm/README.md differs from what scripts/build_tiny_lm.py writes for its training.json")
+
+
+def test_the_build_script_runs_from_the_command_line():
+    done = subprocess.run([sys.executable, str(BUILD_SCRIPT), "--help"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--steps" in done.stdout and "--batch" in done.stdout and "--out" in done.stdout, done.stdout

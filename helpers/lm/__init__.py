@@ -3,8 +3,8 @@
 Models load only through TransformerLens' ``TransformerBridge`` (3.9 and 4.x share it and its
 hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
 
-* ``loading``: ``load_model("tiny-offline")`` (the one-layer GPT-2 of ``helpers.tiny_lm``,
-  no network) or a Hugging Face id, moved whole to the course's device; the corpus windows.
+* ``loading``: ``load_model("tiny-offline")`` (the one-layer GPT-2 that ``scripts/build_tiny_lm.py``
+  built, no network) or a Hugging Face id, moved whole to the course's device; the corpus windows.
 * ``harvest``: MLP activations for a token budget into a memory-mapped cache keyed by the
   model's weights, hooks, corpus and budget, checked against its metadata when reopened.
 * ``evaluation``: L0, FVU, dead and dense latents, and CE loss recovered with the SAE spliced
@@ -15,6 +15,8 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
 * ``dashboard`` / ``dashboard_view``: one dashboard per latent or neuron (density, histogram,
   examples by quantile, token identity, logit effect), streamed; HTML and text views.
 * ``intervene``: the latents firing on each token of a prompt; ablating and steering one.
+* ``offline``: where the offline model lives (``data/tiny_lm``) and its corpus, Python's ``pydoc``
+  help topics and standard-library sources, split into training and held-out documents.
 * ``structure``: how much of the MLP is a lookup table of the current token (variance share,
   principal components).
 * ``grid_cache``: the SAE grid trained once and reopened from disk; ``memory``: the sizes of that

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 from helpers.device import resolve_device
+from helpers.lm.offline import corpus_documents, model_dir, split_documents
 
 # Hub requests that hang are worse than ones that fail: give up after these many seconds
 # (huggingface_hub reads them when it is first imported; a reader's own settings win).
@@ -53,8 +54,6 @@ Python source would show its SAEs features of text it has never seen."""
 def _source(name: str) -> str:
     """The folder or hub id ``from_pretrained`` should read for ``name``."""
     if name == OFFLINE_MODEL:
-        from helpers.tiny_lm import model_dir
-
         folder = model_dir()
         missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
         if missing:
@@ -72,7 +71,8 @@ def _missing_model_advice() -> str:
         what = "does not hold the offline model's files" if Path(env).is_dir() else "does not exist"
         return (f"COURSE_DATA points at {env}, which {what}: unset COURSE_DATA to use the course's own "
                 "data/ folder, or point it at the folder that holds tiny_lm/.")
-    return "Rebuild it with `python -m helpers.tiny_lm` (about ten minutes on a CPU)."
+    return ("Rebuild it with `python scripts/build_tiny_lm.py` (44 minutes of training on a 2-core CPU; "
+            "data/tiny_lm/README.md has the details).")
 
 
 def _hub_resolves() -> bool:
@@ -99,11 +99,9 @@ def _hub_answers(timeout: float | None = None) -> bool:
 
 
 def offline_model_info() -> dict:
-    """What ``helpers.tiny_lm`` recorded when it built the offline model (``training.json``):
+    """What ``scripts/build_tiny_lm.py`` recorded when it built the offline model (``training.json``):
     corpus, training, held-out loss and the MLP's structure (``current_token_r2``, ``pcs_90``,
     ``pcs_99``)."""
-    from helpers.tiny_lm import model_dir
-
     path = model_dir() / "training.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing. " + _missing_model_advice())
@@ -204,8 +202,6 @@ def weights_fingerprint(model) -> str:
 @functools.lru_cache(maxsize=1)
 def _documents() -> tuple[list[str], list[str]]:
     """(train, held-out) documents, read once per process (parsing the stdlib takes seconds)."""
-    from helpers.tiny_lm import corpus_documents, split_documents
-
     return split_documents(corpus_documents())
 
 
@@ -240,8 +236,8 @@ def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tens
     """(n_seq, seq_len) token windows from the model's corpus (``corpus_name``), each starting
     with the BOS token.
 
-    For the stdlib corpus the held-out documents of ``helpers.tiny_lm`` come first (text the
-    offline model never trained on), then the training documents if the budget needs more. A
+    For the stdlib corpus the held-out documents of the offline model's corpus
+    (``helpers.lm.offline``) come first (text it never trained on), then the training documents if the budget needs more. A
     dataset of ``CORPORA`` is read from its validation split (text the model never trained on).
     """
     from helpers.lm.validate import check_int

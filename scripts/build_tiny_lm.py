@@ -1,19 +1,20 @@
-"""The course's offline language model: a one-layer GPT-2 trained on Python's own source and docs.
+"""Build the course's offline language model: a one-layer GPT-2 trained on Python's own source and docs.
 
 Notebook 04 needs a real transformer whose MLP activations have structure, and CI has no
 network. Every Python install carries tens of MB of text: the standard library's source files
-(code, comments and docstrings) and the ``pydoc`` help topics. This module turns them into a
-corpus, trains a byte-level BPE tokenizer on it (``tokenizers``), prunes merges the corpus never
-uses, trains a small GPT-2 (``transformers``), measures how much its MLP is more than a lookup
-table of the current token (``helpers.lm.structure``), and saves everything in the Hugging Face
-layout under ``data/tiny_lm/`` (config.json, model.safetensors, tokenizer.json, training.json,
+(code, comments and docstrings) and the ``pydoc`` help topics (``helpers.lm.offline``: the corpus
+and its train / held-out split, which the package reads at run time too). This script trains a
+byte-level BPE tokenizer on that corpus (``tokenizers``), prunes merges the corpus never uses,
+trains a small GPT-2 (``transformers``), measures how much its MLP is more than a lookup table of
+the current token (``helpers.lm.structure``), and saves everything in the Hugging Face layout
+under ``data/tiny_lm/`` (config.json, model.safetensors, tokenizer.json, training.json,
 README.md), so ``helpers.lm.load_model("tiny-offline")`` loads it through the same
 ``TransformerBridge`` path as a model from the hub.
 
 One layer and 512 MLP neurons, the setting of Anthropic's *Towards Monosemanticity*: its MLP is
 followed only by linear maps (unembedding) and the softmax, which is the question notebook 04 asks.
 
-Rebuild (about 45 minutes on two CPU cores, with a progress bar): ``python -m helpers.tiny_lm``
+Rebuild (about 45 minutes on two CPU cores, with a progress bar): ``python scripts/build_tiny_lm.py``
 (``--steps`` / ``--batch`` trade time for a lower loss; ``--out`` writes elsewhere).
 """
 from __future__ import annotations
@@ -22,70 +23,20 @@ import argparse
 import json
 import math
 import sys
-import sysconfig
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's helpers, installed or not
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from helpers.paths import atomic_write, data_dir
+from helpers.lm.offline import corpus_documents, model_dir, split_documents
+from helpers.paths import atomic_write
 
-MODEL_DIR_NAME = "tiny_lm"
 VOCAB_SIZE = 4096
 N_CTX = 128
-HELD_OUT_FRACTION = 0.05
-
-
-def model_dir() -> Path:
-    """``data/tiny_lm``: where the offline model lives."""
-    return data_dir() / MODEL_DIR_NAME
-
-
-# --------------------------------------------------------------------------------------
-# The corpus: text every Python install carries
-# --------------------------------------------------------------------------------------
-SKIP_PARTS = ("site-packages", "__pycache__", "encodings", "pydoc_data")
-"""Folders left out: installed packages, bytecode, the codec tables of ``encodings`` (mostly
-character maps) and ``pydoc_data`` (its help topics are added as prose instead)."""
-MAX_FILE_BYTES = 300_000
-"""Larger files are generated tables, not code anyone wrote."""
-
-
-def _stdlib_sources(max_chars: int) -> list[str]:
-    """The standard library's Python source files (code, comments and docstrings, tests
-    included), in a fixed order, up to ``max_chars`` characters in all."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    out, total = [], 0
-    for path in sorted(root.rglob("*.py")):
-        if any(part in SKIP_PARTS for part in path.relative_to(root).parts) or path.stat().st_size > MAX_FILE_BYTES:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, ValueError, OSError):
-            continue
-        if text.strip():
-            out.append(text)
-            total += len(text)
-        if total >= max_chars:
-            break
-    return out
-
-
-def corpus_documents(max_source_chars: int = 40_000_000) -> list[str]:
-    """The corpus as a list of documents: the ``pydoc`` help topics (Python's documentation as
-    prose), then every standard-library source file (about 29 MB on Python 3.11)."""
-    import pydoc_data.topics as topics
-
-    docs = [topics.topics[k].strip() for k in sorted(topics.topics)]
-    return docs + _stdlib_sources(max_source_chars)
-
-
-def split_documents(docs: list[str]) -> tuple[list[str], list[str]]:
-    """A fixed train / held-out split: every 20th document is held out."""
-    every = round(1 / HELD_OUT_FRACTION)
-    return [d for i, d in enumerate(docs) if i % every], [d for i, d in enumerate(docs) if i % every == 0]
 
 
 # --------------------------------------------------------------------------------------
@@ -288,7 +239,7 @@ def _readme(info: dict) -> str:
     return f"""# tiny_lm: the course's offline language model
 
 A {info['n_layer']}-layer GPT-2 (d_model {info['d_model']}, MLP {info['d_mlp']}, {info['n_ctx']}-token context,
-byte-level BPE vocabulary of {info['vocab_size']}) trained from scratch by `helpers.tiny_lm` on the text every
+byte-level BPE vocabulary of {info['vocab_size']}) trained from scratch by `scripts/build_tiny_lm.py` on the text every
 Python install carries: the standard library's source files (code, comments, docstrings) and the
 `pydoc` help topics ({info['corpus_documents']} documents, {info['corpus_megabytes']} MB, {info['train_tokens']:,} training
 tokens; every 20th document held out; {info['merges_pruned']} unused tokenizer merges pruned).
@@ -308,7 +259,7 @@ loads a model from the hub.
 Rebuild it (the corpus depends on the Python version, so the numbers move slightly):
 
 ```bash
-python -m helpers.tiny_lm --steps {info['steps']} --batch {info['batch']}
+python scripts/build_tiny_lm.py --steps {info['steps']} --batch {info['batch']}
 ```
 """
 
@@ -317,7 +268,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Train the course's offline tiny language model into data/tiny_lm.")
     ap.add_argument("--steps", type=int, default=15_000, help="optimizer steps (default: the shipped model's)")
     ap.add_argument("--batch", type=int, default=32, help="sequences of 128 tokens per step")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="folder to write the model to (default: data/tiny_lm)")
     args = ap.parse_args()
     print(json.dumps(train(steps=args.steps, batch=args.batch, out=args.out)))
 
