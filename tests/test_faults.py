@@ -16,7 +16,7 @@ from helpers.diagnostics import GridResult, suggest_hyperparameters
 from helpers.lm.grid_cache import CACHE_AREA
 from helpers.lm.harvest import Activations
 from helpers.metrics import mmcs
-from helpers.paths import cache_lock
+from helpers.paths import CacheWarning, cache_lock, cached, read_npz, write_npz
 from helpers.sae import SAE, SAEConfig, load_sae, save_sae
 
 
@@ -158,3 +158,44 @@ def test_cache_lock_holds_where_fcntl_cannot_be_imported(tmp_path, monkeypatch, 
     assert order == ["first done", "second"], f"the second holder entered while the first held the lock: {order}"
     assert "Waiting for another process that is computing entry" in capsys.readouterr().err, (
         "a caller that has to wait must be told why")
+
+
+@pytest.mark.parametrize("damage", ["cut short", "broken entry.json"])
+def test_the_cache_store_recomputes_a_damaged_entry_once_and_then_loads_it(tmp_path, monkeypatch, damage):
+    """The one store every cache goes through: a damaged entry is reported, computed again and
+    saved again; the next call loads it without computing; another config is another entry."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(6.0)
+
+    def save(x, folder):
+        return {"files": {"x.npz": write_npz(folder / "x.npz", {"x": x}, compressed=False)}}
+
+    def load(folder, entry):
+        return read_npz(folder, "x.npz", entry["files"]["x.npz"])["x"]
+
+    def ask(code="v1"):
+        return cached("test-area", "store", {"n": 6, "code": code}, compute, save, load)
+
+    first = ask()
+    (folder,) = (tmp_path / "test-area").iterdir()
+    assert folder.name.startswith("store-") and sorted(p.name for p in folder.iterdir()) == ["entry.json", "x.npz"]
+    if damage == "cut short":
+        (folder / "x.npz").write_bytes((folder / "x.npz").read_bytes()[:40])
+    else:
+        (folder / "entry.json").write_text('{"config": {"n": 6')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = ask()
+    said = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(said) == 1 and folder.name in said[0] and "damaged" in said[0], said
+    assert len(calls) == 2 and np.array_equal(first, again), "the damaged entry must be computed again, once"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        loaded = ask()
+    assert len(calls) == 2 and np.array_equal(loaded, first), "the repaired entry must load without computing"
+    ask(code="v2")
+    assert len(calls) == 3, "another code hash is another entry, never the old one"
