@@ -350,8 +350,9 @@ def cached(area: str, name: str, config, compute: Callable[[], T], save: Callabl
             except CacheCorruptError as err:
                 warnings.warn(f"The cached {name} in {folder} is damaged or unreadable and will be computed "
                               f"again: {err}", CacheWarning, stacklevel=3)
+                shutil.rmtree(folder, ignore_errors=True)
         result = compute()
-        shutil.rmtree(folder, ignore_errors=True)  # a damaged entry, or files of a run that never finished
+        shutil.rmtree(folder, ignore_errors=True)  # files of a run that never finished
         folder.mkdir(parents=True)
         write_entry(folder, config, save(result, folder))  # last: its presence means complete
     return result
