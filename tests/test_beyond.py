@@ -12,8 +12,8 @@ from helpers.beyond import (PerInstanceTopK, Scores, absorption_scores, at_match
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.diagnostics import run_grid
 from helpers.diagnostics.result import GridResult
-from helpers.sae import SAE, BatchTopKSAE, SAEConfig, TopKSAE, train_sae
-from helpers.sae.variants import AUXK_COEFF
+from helpers.sae import SAE, AuxKConfig, BatchTopKSAE, SAEConfig, TopKSAE, train_sae
+from helpers.sae.variants import AUXK_COEFF, AUXK_DEAD_WINDOW
 
 SMALL = GroundTruthConfig(n_features=64, d=32, seed=0)
 
@@ -223,9 +223,11 @@ def test_topk_at_the_true_l0_matches_the_best_l1(small_runs):
 
 def _half_dead_topk(aux_coeff, seed=0, cls=TopKSAE, steps=10_000):
     """TopK on 16 latents, k = 8: latents 0-7 always win (b_enc 5), latents 8-15 never do (b_enc 1, still
-    positive); with the firing record of ``_half_dead_record`` they have not fired for a whole AuxK window."""
-    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0,), architecture="topk", k=8, seed=seed, steps=steps, log_every=10)
-    sae = cls(cfg, device="cpu", aux_coeff=aux_coeff, aux_k=8)
+    positive); with the firing record of ``_half_dead_record`` they have not fired for a whole AuxK window.
+    ``aux_coeff`` 0: no AuxK."""
+    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0,), architecture="topk", k=8, seed=seed, steps=steps, log_every=10,
+                    auxk=AuxKConfig(coeff=aux_coeff, k=8) if aux_coeff else None)
+    sae = cls(cfg, device="cpu")
     with torch.no_grad():
         sae.b_enc[:, :8], sae.b_enc[:, 8:] = 5.0, 1.0
     return sae
@@ -234,7 +236,7 @@ def _half_dead_topk(aux_coeff, seed=0, cls=TopKSAE, steps=10_000):
 def _half_dead_record(sae):
     """(1, 16) batches since each latent last fired, as train_sae passes it: 8-15 silent for a window."""
     record = torch.zeros(1, 16, dtype=torch.long)
-    record[:, 8:] = sae.aux_dead_window
+    record[:, 8:] = AUXK_DEAD_WINDOW if sae.cfg.auxk is None else sae.cfg.auxk.dead_window
     return record
 
 
@@ -276,7 +278,7 @@ def test_auxk_is_zero_without_dead_latents_and_outside_training():
 
 def test_dead_mask_counts_this_batch():
     sae = _half_dead_topk(1.0)
-    W = sae.aux_dead_window
+    W = sae.cfg.auxk.dead_window
     acts = torch.zeros(1, 2, 16)
     acts[0, 1, 0] = 1.0                                                    # latent 0 fires in this batch
     record = torch.tensor([[W + 5, W - 1, W - 2] + [0] * 13])
@@ -316,14 +318,34 @@ def test_train_sae_owns_the_firing_record_and_a_forward_changes_no_state():
     assert log.steps_since_fired[0].tolist() == [0] * 8 + [30] * 8, "the log's record should end where the steps do"
 
 
-def test_auxk_options_travel():
-    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0, 0.0), architecture="batchtopk", k=2)
-    btk = SAE(cfg, device="cpu", aux_coeff=0.5, aux_k=3)
-    assert type(btk) is BatchTopKSAE and btk.aux_coeff == 0.5 and btk.aux_k == 3
-    one = PerInstanceTopK(replace(cfg, architecture="topk"), ks=(1, 2), device="cpu", aux_coeff=0.5).select(1)
-    assert one.aux_coeff == 0.5 and one.aux_k == 4, "select must keep the AuxK options (aux_k defaults to d_in / 2)"
-    with pytest.raises(ValueError, match="AuxK"):
-        TopKSAE(replace(cfg, architecture="topk", l1_coeffs=(0.0,)), device="cpu", aux_coeff=-1.0)
+def test_auxk_settings_travel_with_the_config():
+    cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0, 0.0), architecture="batchtopk", k=2,
+                    auxk=AuxKConfig(coeff=0.5, k=3))
+    btk = SAE(cfg, device="cpu")
+    assert type(btk) is BatchTopKSAE and btk.cfg.auxk == AuxKConfig(coeff=0.5, k=3, dead_window=AUXK_DEAD_WINDOW)
+    assert btk.aux_k == 3
+    one = PerInstanceTopK(replace(cfg, architecture="topk", auxk=AuxKConfig(coeff=0.5)), ks=(1, 2), device="cpu").select(1)
+    assert one.cfg.auxk.coeff == 0.5 and one.aux_k == 4, "select must keep the AuxK settings (auxk.k defaults to d_in / 2)"
+    with pytest.raises(TypeError):
+        SAE(cfg, device="cpu", aux_coeff=0.5)  # AuxK is set in the config, not passed to the class
+    for bad, field in ((dict(coeff=-1.0), "auxk.coeff"), (dict(coeff=0.0), "auxk.coeff"), (dict(k=0), "auxk.k"),
+                       (dict(dead_window=0), "auxk.dead_window")):
+        with pytest.raises(ValueError, match=rf"{field} must be .*pass"):
+            AuxKConfig(**bad)
+    for bad, field in ((dict(coeff="big"), "auxk.coeff"), (dict(k=2.5), "auxk.k"), (dict(dead_window=True), "auxk.dead_window")):
+        with pytest.raises(TypeError, match=rf"{field} must be .*pass"):
+            AuxKConfig(**bad)
+
+
+def test_train_cached_aux_coeff_sets_the_configs_auxk():
+    data = GroundTruthData(SMALL, device="cpu")
+    base = SAEConfig(d_in=32, d_sae=64, steps=2, log_every=1, architecture="topk", k=5, l1_coeffs=(0.0,))
+    sae = train_cached(base, data, "test-aux", device="cpu", cache=False, aux_coeff=0.25).sae
+    assert sae.cfg.auxk == AuxKConfig(coeff=0.25), "aux_coeff must set the config's auxk (the paper's k and window)"
+    kept = train_cached(replace(base, auxk=AuxKConfig(k=7)), data, "test-aux", device="cpu", cache=False, aux_coeff=0.25)
+    assert kept.sae.cfg.auxk == AuxKConfig(coeff=0.25, k=7), "aux_coeff replaces only the coefficient of a set auxk"
+    with pytest.raises(ValueError, match="aux_coeff .*not 'standard'"):
+        train_cached(replace(base, architecture="standard"), data, "test-aux", device="cpu", cache=False, aux_coeff=0.25)
 
 
 def test_jitter_noise_and_superposition_lower_the_best_mmcs():

@@ -2,7 +2,7 @@
 training in a stack vs alone, NaN detection, SAELens-layout save/load (and SAELens reading our
 files), and the report's L1 Goldilocks zone."""
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 import math
 import tempfile
 
@@ -13,7 +13,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import sizes
 from helpers.metrics import mmcs
-from helpers.sae import (SAE, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
+from helpers.sae import (SAE, AuxKConfig, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
                          load_sae, save_sae, train_sae)
 
 VARIANTS = {"standard": {}, "topk": dict(k=4), "batchtopk": dict(k=4.0), "jumprelu": dict(jumprelu_init_threshold=0.05)}
@@ -444,6 +444,35 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, decoder_bias, ar
     one = sae.select(0)
     save_sae(one, tmp_path / "one")
     assert (tmp_path / "one" / "cfg.json").is_file(), "a one-instance SAE saves into the folder itself"
+
+
+def test_auxk_is_saved_with_the_config_and_loads_back(tmp_path):
+    auxk = AuxKConfig(coeff=0.25, k=6, dead_window=7)
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=(0.0, 0.0), architecture="topk", k=4, auxk=auxk), device="cpu")
+    assert SAEConfig(**asdict(sae.cfg)) == sae.cfg, "asdict(cfg) (auxk a dict) must build the same config again"
+    paths = save_sae(sae, tmp_path / "topk")
+    assert json.loads((paths[0] / "cfg.json").read_text())["course"]["auxk"] == asdict(auxk)
+    loaded = load_sae(paths[1], device="cpu")
+    assert type(loaded) is TopKSAE and loaded.cfg.auxk == auxk, f"a saved TopK's AuxK settings must load back, got {loaded.cfg.auxk}"
+    assert loaded.cfg == sae.select(1).cfg
+    plain = load_sae(save_sae(SAE(replace(sae.cfg, auxk=None), device="cpu").select(0), tmp_path / "plain")[0])
+    assert plain.cfg.auxk is None, "a TopK without AuxK loads without it"
+    btk = SAE(SAEConfig(d_in=16, d_sae=32, l1_coeffs=(0.0,), architecture="batchtopk", k=4.0, auxk=auxk), device="cpu")
+    as_jumprelu = load_sae(save_sae(btk, tmp_path / "btk")[0], device="cpu")
+    assert type(as_jumprelu) is JumpReLUSAE and as_jumprelu.cfg.auxk is None, \
+        "a BatchTopK loads as the JumpReLU it was saved as, which has no AuxK loss"
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu"])
+def test_auxk_is_refused_where_the_architecture_has_no_auxk_loss(architecture):
+    with pytest.raises(ValueError, match=rf"auxk .*not architecture={architecture!r}: pass auxk=None"):
+        SAEConfig(d_in=8, d_sae=16, architecture=architecture, auxk=AuxKConfig())
+    with pytest.raises(TypeError, match=r"auxk must be an AuxKConfig or None, got 0.03.*pass e.g. auxk=AuxKConfig"):
+        SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2, auxk=0.03)
+    with pytest.raises(TypeError, match=r"auxk has no field 'aux_k'"):
+        SAEConfig(d_in=8, d_sae=16, architecture="topk", k=2, auxk={"aux_k": 3})
+    with pytest.raises(ValueError, match=r"auxk.k defaults to d_in // 2, which is 0 for d_in=1"):
+        SAEConfig(d_in=1, d_sae=16, architecture="topk", k=2, auxk=AuxKConfig())
 
 
 # The fields SAELens 6's inference configs define (sae_lens/saes/sae.py SAEConfig, topk_sae.py

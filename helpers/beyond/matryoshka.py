@@ -23,7 +23,7 @@ class PerInstanceBatchTopK(BatchTopKSAE):
     with ``prefixes`` (fractions of J, ascending, below 1) also the Matryoshka loss."""
 
     def __init__(self, cfg: SAEConfig, ks: Sequence[int] | None = None, device=None,
-                 prefixes: Sequence[float] = (), **aux):
+                 prefixes: Sequence[float] = ()):
         ks = [int(cfg.k)] * cfg.n_instances if ks is None else [int(k) for k in ks]
         if len(ks) != cfg.n_instances or min(ks) < 1 or max(ks) > cfg.d_sae:
             raise ValueError(f"ks must give one k in [1, d_sae={cfg.d_sae}] per instance "
@@ -31,7 +31,7 @@ class PerInstanceBatchTopK(BatchTopKSAE):
         prefixes = tuple(float(p) for p in prefixes)
         if any(not 0 < p < 1 for p in prefixes) or list(prefixes) != sorted(set(prefixes)):
             raise ValueError(f"prefixes must be distinct ascending fractions of d_sae in (0, 1), got {prefixes}")
-        super().__init__(replace(cfg, k=max(ks)), device, **aux)
+        super().__init__(replace(cfg, k=max(ks)), device)
         self.register_buffer("ks", torch.tensor(ks, device=self.device))            # (I,)
         self.widths = sorted({max(1, round(p * cfg.d_sae)) for p in prefixes})       # nested prefix sizes
 

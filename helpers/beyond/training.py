@@ -2,7 +2,7 @@
 
 * ``PerInstanceTopK``: a TopK SAE whose instances each keep their own number k of latents, so
   a whole k sweep trains as one stacked model, the way an L1 sweep does. Like ``TopKSAE`` it
-  takes the AuxK options (``aux_coeff=...``), which revive dead latents.
+  trains with the AuxK loss, which revives dead latents, when its config sets ``auxk``.
 * ``train_cached``: train a stack once and keep its weights under ``cache_dir("beyond")``,
   keyed by the config, the data's settings and the source code of the training (an entry of
   the course's one store, ``helpers.paths.cached``: ``stack.npz`` with the state_dict's arrays
@@ -26,6 +26,7 @@ from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.paths import cached, check_cache_name, jsonable, read_npz, source_hash, write_npz
 from helpers.sae import SAE, SAEConfig, TopKSAE, train_sae
+from helpers.sae.config import AuxKConfig
 
 CACHE_AREA = "beyond"
 """Sub-folder of the cache where trained stacks live."""
@@ -36,12 +37,12 @@ class PerInstanceTopK(TopKSAE):
 
     architecture = "topk"
 
-    def __init__(self, cfg: SAEConfig, ks: Sequence[int] | None = None, device=None, **aux):
+    def __init__(self, cfg: SAEConfig, ks: Sequence[int] | None = None, device=None):
         ks = [int(cfg.k)] * cfg.n_instances if ks is None else [int(k) for k in ks]
         if len(ks) != cfg.n_instances or min(ks) < 1 or max(ks) > cfg.d_sae:
             raise ValueError(f"ks must give one k in [1, d_sae={cfg.d_sae}] per instance "
                              f"({cfg.n_instances}), got {ks}")
-        super().__init__(replace(cfg, k=max(ks)), device, **aux)
+        super().__init__(replace(cfg, k=max(ks)), device)
         self.register_buffer("ks", torch.tensor(ks, device=self.device))  # (I,)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
@@ -51,11 +52,8 @@ class PerInstanceTopK(TopKSAE):
         return torch.zeros_like(pre).scatter(-1, idx, values.relu() * keep)
 
 
-def _build(cfg: SAEConfig, ks, device, aux_coeff: float, cls=None, **options) -> SAE:
-    aux = {"aux_coeff": aux_coeff} if aux_coeff else {}
-    if aux and cfg.architecture not in ("topk", "batchtopk"):
-        raise ValueError(f"aux_coeff (the AuxK loss) is for TopK and BatchTopK, not {cfg.architecture!r}")
-    return (cls or PerInstanceTopK)(cfg, ks, device, **aux, **options) if ks is not None else SAE(cfg, device=device, **aux)
+def _build(cfg: SAEConfig, ks, device, cls=None, **options) -> SAE:
+    return (cls or PerInstanceTopK)(cfg, ks, device, **options) if ks is not None else SAE(cfg, device=device)
 
 
 class Trained(NamedTuple):
@@ -73,8 +71,9 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
 
     ``ks`` makes it a ``PerInstanceTopK`` (cfg.architecture must be ``topk``), or ``cls(cfg, ks, device,
     **options)`` when ``cls`` is given (a class with its own k per instance); ``aux_coeff > 0``
-    trains a TopK or BatchTopK stack with the AuxK loss (``helpers.sae.variants``). The cache key
-    covers the config, ``ks``, ``aux_coeff``, the data's config and the code of the SAE, its training and the
+    trains a TopK or BatchTopK stack with the AuxK loss (``helpers.sae.variants``): it sets
+    ``cfg.auxk``'s coefficient (``AuxKConfig(coeff=aux_coeff)`` when ``cfg.auxk`` is None). The cache
+    key covers the config, ``ks``, the data's config and the code of the SAE, its training and the
     data generator, so a change to any of them trains again.
     """
     needed = (cls or PerInstanceTopK).architecture
@@ -82,19 +81,22 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
         raise ValueError(f"ks (one k per instance) needs cfg.architecture={needed!r}, got {cfg.architecture!r}")
     if (cls is not None or options) and ks is None:
         raise ValueError("cls and its options build a stack with one k per instance: give ks too")
+    if aux_coeff:
+        if cfg.architecture not in ("topk", "batchtopk"):
+            raise ValueError(f"aux_coeff (the AuxK loss) is for TopK and BatchTopK, not {cfg.architecture!r}")
+        cfg = replace(cfg, auxk=replace(cfg.auxk or AuxKConfig(), coeff=aux_coeff))
     dev = get_device(device)
     key = {"sae": asdict(cfg), "ks": None if ks is None else [int(k) for k in ks], "data": jsonable(data.cfg),
-           **({"aux_coeff": float(aux_coeff)} if aux_coeff else {}),
            **({"class": source_hash(cls), "options": jsonable(options)} if cls is not None else {}),
            "code": training_code(data.sample), "here": source_hash(PerInstanceTopK)}
 
     def train() -> Trained:
-        sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
+        sae = _build(cfg, ks, dev, cls, **options)
         return Trained(sae, train_sae(sae, data.sample, progress=False).final())
 
     def load(folder, entry) -> Trained:
         arrays = read_npz(folder, "stack.npz", entry["files"]["stack.npz"])
-        sae = _build(cfg, ks, dev, aux_coeff, cls, **options)
+        sae = _build(cfg, ks, dev, cls, **options)
         sae.load_state_dict({k[6:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("state.")})
         return Trained(sae, {k[6:]: v for k, v in arrays.items() if k.startswith("final.")})
 

@@ -7,8 +7,9 @@ rather than as a NaN a thousand steps into training.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -17,6 +18,48 @@ from helpers.optim import LR_SCHEDULES
 from helpers.sae.fused import MATMUL_DTYPES
 from helpers.sae.registry import sae_class
 from helpers.sae.resample import RESAMPLE_TARGETS
+
+
+AUXK_COEFF = 1 / 32
+"""The AuxK coefficient of Gao et al. 2024 (on the residual-normalised error)."""
+AUXK_DEAD_WINDOW = 20
+"""Batches without firing after which AuxK treats a latent as dead. Much shorter than the course's
+``dead_window`` (which reports dead latents): with 256 examples a batch, a latent that fired for
+even the rarest feature of the toy data (about 2% of examples) would have fired ~100 times in 20
+batches, and a latent revived late has too few steps left to learn its feature."""
+
+
+@dataclass(frozen=True)
+class AuxKConfig:
+    """The AuxK loss of Gao et al. 2024 (``SAEConfig.auxk``), which revives dead TopK latents:
+    the ``k`` largest pre-activations among the dead latents alone must reconstruct what the live
+    ones left over (``helpers.sae.variants.TopKSAE.aux_loss``)."""
+
+    coeff: float = AUXK_COEFF
+    """Weight of the AuxK term in the loss (the paper's 1/32)."""
+    k: int | None = None
+    """Dead latents that take part per example; None: ``d_in // 2``, the paper's k_aux."""
+    dead_window: int = AUXK_DEAD_WINDOW
+    """Training batches without firing after which a latent counts as dead for AuxK."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.coeff, bool) or not isinstance(self.coeff, Real):
+            raise TypeError(f"auxk.coeff must be a number, got {self.coeff!r} ({type(self.coeff).__name__}): "
+                            f"pass e.g. AuxKConfig(coeff={AUXK_COEFF})")
+        if not (math.isfinite(self.coeff) and self.coeff > 0):
+            raise ValueError(f"auxk.coeff must be a positive finite number, got {self.coeff!r}: pass e.g. "
+                             f"AuxKConfig(coeff={AUXK_COEFF}), or auxk=None for no AuxK loss")
+        object.__setattr__(self, "coeff", float(self.coeff))
+        for name, example, or_else in (("k", 16, " (or k=None: d_in // 2)"), ("dead_window", AUXK_DEAD_WINDOW, "")):
+            value = getattr(self, name)
+            if value is None and name == "k":
+                continue
+            message = f"auxk.{name} must be a whole number >= 1, got {value!r}: pass e.g. AuxKConfig({name}={example}){or_else}"
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise TypeError(message)
+            if value < 1:
+                raise ValueError(message)
+            object.__setattr__(self, name, int(value))
 
 
 @dataclass(frozen=True)
@@ -83,6 +126,9 @@ class SAEConfig:
     """Starting threshold of every JumpReLU latent (SAELens' default)."""
     jumprelu_bandwidth: float = 0.05
     """Width of the window in which the straight-through estimator passes threshold gradient."""
+    auxk: AuxKConfig | None = None
+    """The AuxK loss (``AuxKConfig``) for the architectures that have one (``topk``, ``batchtopk``);
+    None: none. A dict of its fields is taken too (what ``asdict`` and a saved cfg.json hold)."""
 
     def __post_init__(self) -> None:
         try:
@@ -135,6 +181,28 @@ class SAEConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        self._check_auxk()
+
+    def _check_auxk(self) -> None:
+        auxk = self.auxk
+        if isinstance(auxk, Mapping):  # asdict(cfg) or a saved cfg.json: the round trip
+            unknown = sorted(set(auxk) - set(AuxKConfig.__dataclass_fields__))
+            if unknown:
+                raise TypeError(f"auxk has no field {unknown[0]!r}: its fields are "
+                                f"{', '.join(AuxKConfig.__dataclass_fields__)}")
+            auxk = AuxKConfig(**auxk)
+            object.__setattr__(self, "auxk", auxk)
+        if auxk is None:
+            return
+        if not isinstance(auxk, AuxKConfig):
+            raise TypeError(f"auxk must be an AuxKConfig or None, got {auxk!r} ({type(auxk).__name__}): "
+                            f"pass e.g. auxk=AuxKConfig(coeff={AUXK_COEFF})")
+        if not getattr(sae_class(self.architecture), "takes_auxk", False):
+            raise ValueError(f"auxk (the AuxK loss) is for the TopK family (topk, batchtopk), not "
+                             f"architecture={self.architecture!r}: pass auxk=None")
+        if auxk.k is None and self.d_in // 2 < 1:
+            raise ValueError(f"auxk.k defaults to d_in // 2, which is 0 for d_in={self.d_in}: pass e.g. "
+                             "auxk=AuxKConfig(k=1)")
 
     @property
     def n_instances(self) -> int:

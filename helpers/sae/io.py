@@ -64,7 +64,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name:
             tensors.update(extra_tensors)
             meta.update(extra_meta)
             meta["metadata"] = {"sae_lens_version": SAE_LENS_VERSION, **meta_extra}
-            meta["course"] = {**asdict(cfg), "l1_coeffs": [alpha], "seed": cfg.seed + i}
+            meta["course"] = {**asdict(cfg), "l1_coeffs": [alpha], "seed": cfg.seed + i}  # auxk: a dict or null
             with atomic_write(out / WEIGHTS_FILE) as tmp:
                 save_file(tensors, str(tmp))
             with atomic_write(out / CFG_FILE) as tmp:
@@ -145,6 +145,8 @@ def _from_file(folder: Path, meta: dict, tensors: dict[str, torch.Tensor], devic
     # JumpReLU it was saved as.
     fields.update(d_in=d_in, d_sae=d_sae, decoder_bias=decoder_bias, architecture=arch)
     fields = cls.config_from_file(meta, fields)
+    if not cls.takes_auxk:  # a training loss (the course block's "auxk", a dict): a saved BatchTopK loads as a JumpReLU
+        fields.pop("auxk", None)
     fields.setdefault("l1_coeffs", (0.0,))
     fields["l1_coeffs"] = tuple(fields["l1_coeffs"])[:1]
     sae = SAE(SAEConfig(**fields), device=device)

@@ -65,6 +65,8 @@ class SAE(nn.Module):
     """Whether ``forward`` takes ``steps_since_fired`` (inst, d_sae), the trainer's count of batches
     since each latent last fired: ``train_sae`` passes it to such a class on every step (TopK's AuxK
     loss reads it to find the dead latents). The model itself keeps no record."""
+    takes_auxk = False
+    """Whether the class has an AuxK loss, so that ``SAEConfig.auxk`` may be set for its architecture."""
 
     def __new__(cls, cfg: SAEConfig | None = None, *args, **kwargs):
         if cls is SAE and cfg is not None:  # (None: copy/pickle)

@@ -2,14 +2,14 @@
 
 * ``TopKSAE`` (Gao et al. 2024): keep the k largest pre-activations of each example (then
   ReLU); sparsity is set by k, so there is no penalty term. A latent that loses every top-k
-  contest gets no gradient and never comes back (it is dead). ``aux_coeff > 0`` switches on the
-  paper's remedy, the AuxK loss: the ``aux_k`` largest pre-activations among the dead latents
-  alone must reconstruct what the live ones left over (the residual), which pulls dead latents
-  toward directions the dictionary still misses. It is a training term only: encoding and the
+  contest gets no gradient and never comes back (it is dead). ``SAEConfig(auxk=AuxKConfig())``
+  switches on the paper's remedy, the AuxK loss: the ``auxk.k`` largest pre-activations among the
+  dead latents alone must reconstruct what the live ones left over (the residual), which pulls
+  dead latents toward directions the dictionary still misses. It is a training term only: encoding and the
   reconstruction loss are unchanged. Which latents are dead comes from the trainer's record of
   when each last fired (``train_sae`` passes it to ``forward``), so a forward pass changes no
-  state. (An option of the class rather than of ``SAEConfig``: ``SAE(cfg, aux_coeff=1/32)`` or
-  ``TopKSAE(cfg, aux_coeff=1/32)``.)
+  state. (A setting of the config like any other, so it is saved, cached and gridded with it:
+  ``SAE(replace(cfg, auxk=AuxKConfig(coeff=1/32)))``.)
 * ``BatchTopKSAE`` (Bussmann et al. 2024): keep the k x batch largest activations of the whole
   batch, so busy examples get more latents than quiet ones. While training it tracks a
   threshold (a moving average of the smallest kept activation); in ``.eval()`` mode it encodes
@@ -25,20 +25,12 @@ import math
 import torch
 from torch import nn
 
+from helpers.sae.config import AUXK_COEFF, AUXK_DEAD_WINDOW, AuxKConfig  # noqa: F401 (notebook 05 imports them from here)
 from helpers.sae.model import SAE, ForwardOutput
 from helpers.sae.registry import register_sae_class
 
 TOPK_THRESHOLD_LR = 0.01
 """Weight of each batch in BatchTopK's moving-average threshold (SAELens' default)."""
-
-
-AUXK_COEFF = 1 / 32
-"""The AuxK coefficient of Gao et al. 2024 (on the residual-normalised error)."""
-AUXK_DEAD_WINDOW = 20
-"""Batches without firing after which AuxK treats a latent as dead. Much shorter than the course's
-``dead_window`` (which reports dead latents): with 256 examples a batch, a latent that fired for
-even the rarest feature of the toy data (about 2% of examples) would have fired ~100 times in 20
-batches, and a latent revived late has too few steps left to learn its feature."""
 
 
 def topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -62,15 +54,13 @@ class TopKSAE(SAE):
     architecture = saved_as = "topk"
     exact_norm_fold = False
     uses_firing_record = True  # AuxK needs to know which latents are dead
+    takes_auxk = True
 
-    def __init__(self, cfg, device=None, aux_coeff: float = 0.0, aux_k: int | None = None,
-                 aux_dead_window: int = AUXK_DEAD_WINDOW):
-        super().__init__(cfg, device)
-        aux_k = cfg.d_in // 2 if aux_k is None else int(aux_k)  # the paper's k_aux = d_in / 2
-        if not (math.isfinite(aux_coeff) and aux_coeff >= 0) or aux_k < 1 or aux_dead_window < 1:
-            raise ValueError(f"AuxK needs aux_coeff >= 0, aux_k >= 1 and aux_dead_window >= 1, "
-                             f"got {aux_coeff!r}, {aux_k!r}, {aux_dead_window!r}")
-        self.aux_coeff, self.aux_k, self.aux_dead_window = float(aux_coeff), aux_k, int(aux_dead_window)
+    @property
+    def aux_k(self) -> int:
+        """Dead latents in AuxK's top k: ``cfg.auxk.k``, or the paper's k_aux = d_in / 2."""
+        auxk = self.cfg.auxk
+        return self.cfg.d_in // 2 if auxk is None or auxk.k is None else auxk.k
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return topk_activation(pre, self.cfg.k)
@@ -86,7 +76,7 @@ class TopKSAE(SAE):
         return pre.new_zeros(pre.shape[0])  # k sets the sparsity
 
     def dead_mask(self, steps_since_fired: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-        """(inst, d_sae) latents that have now gone ``aux_dead_window`` training batches without firing.
+        """(inst, d_sae) latents that have now gone ``cfg.auxk.dead_window`` training batches without firing.
 
         ``steps_since_fired`` (inst, d_sae): the trainer's count of batches before this one since
         each latent last fired (0: it fired in the previous batch); ``acts`` (inst, batch, d_sae):
@@ -94,10 +84,10 @@ class TopKSAE(SAE):
         batch more without firing.
         """
         since = (steps_since_fired + 1).masked_fill((acts > 0).any(1), 0)
-        return since >= self.aux_dead_window
+        return since >= self.cfg.auxk.dead_window
 
     def aux_loss(self, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-        """(inst,) AuxK: how badly the dead latents' top ``aux_k`` reconstruct ``residual``.
+        """(inst,) AuxK: how badly the dead latents' top ``aux_k`` (``cfg.auxk.k``) reconstruct ``residual``.
 
         ``pre`` (inst, batch, d_sae), ``residual`` = target - x_hat (inst, batch, d_in), held fixed,
         ``dead`` (inst, d_sae). The error is divided by the residual's own size (so the term does
@@ -112,25 +102,20 @@ class TopKSAE(SAE):
         err = (aux_hat - residual).pow(2).mean(-1).mean(-1)                          # (I,)
         normalised = err / residual.pow(2).mean(-1).mean(-1).clamp_min(1e-12)
         share = (dead.sum(-1) / self.aux_k).clamp(max=1.0)                           # 0 when none is dead
-        return self.aux_coeff * share * normalised
+        return self.cfg.auxk.coeff * share * normalised
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None,
                 steps_since_fired: torch.Tensor | None = None) -> ForwardOutput:
-        """As ``SAE.forward``; in training with ``aux_coeff > 0`` and the trainer's
+        """As ``SAE.forward``; in training with ``cfg.auxk`` set and the trainer's
         ``steps_since_fired`` (see ``dead_mask``) the sparsity slot (``l1_loss``, which TopK leaves
         at 0) carries the AuxK loss, so ``loss`` trains on it. Without that record no latent counts
         as dead, and there is no AuxK term."""
         out = super().forward(x, target)
-        if not self.training or self.aux_coeff == 0 or steps_since_fired is None:
+        if not self.training or self.cfg.auxk is None or steps_since_fired is None:
             return out
         residual = ((x if target is None else target) - out.x_hat).detach()
         aux = self.aux_loss(self.pre_acts(x), residual, self.dead_mask(steps_since_fired, out.acts))
         return out._replace(l1_loss=out.l1_loss + aux, loss=out.loss + aux.sum())
-
-    def select(self, i: int) -> "TopKSAE":
-        one = super().select(i)
-        one.aux_coeff, one.aux_k, one.aux_dead_window = self.aux_coeff, self.aux_k, self.aux_dead_window
-        return one
 
 
 @register_sae_class
@@ -139,8 +124,8 @@ class BatchTopKSAE(TopKSAE):
     # batch threshold; so do we: a file says "batchtopk" only for SAELens' training checkpoints.
     architecture, saved_as = "batchtopk", "jumprelu"
 
-    def __init__(self, cfg, device=None, **aux):
-        super().__init__(cfg, device, **aux)
+    def __init__(self, cfg, device=None):
+        super().__init__(cfg, device)
         self.register_buffer("topk_threshold", torch.zeros(cfg.n_instances, device=self.device))  # (I,)
 
     def file_extras(self, i):
