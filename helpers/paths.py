@@ -30,7 +30,6 @@ import tempfile
 import shutil
 import types
 import warnings
-import zipfile
 from pathlib import Path, PurePath
 from typing import Callable, Iterator, TypeVar
 
@@ -276,10 +275,9 @@ ENTRY = "entry.json"
 """The file that completes a cache entry: written last, it holds the entry's config and what
 ``save`` returned (sizes, checksums and shapes of the files). A folder without it is unfinished."""
 
-# What reading a damaged file raises, besides CacheCorruptError: JSON, zip, numpy, torch and
-# safetensors errors of a file that was cut short, overwritten or half written.
-_UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError, RuntimeError,
-               zipfile.BadZipFile)
+# What reading a damaged entry.json raises (JSON errors are ValueErrors).
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+
 
 T = TypeVar("T")
 
@@ -290,40 +288,62 @@ def entry_folder(area: str, name: str, config) -> Path:
     return cache_dir(area) / f"{name}-{cache_key(config)}"
 
 
+def _manifest(folder: Path) -> dict[str, list]:
+    """[size, sha256] of every file under ``folder`` but entry.json, by path relative to it."""
+    return {p.relative_to(folder).as_posix(): [p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ENTRY}
+
+
 def write_entry(folder: Path, config, meta: dict | None = None) -> None:
-    """Complete the entry in ``folder``: ``entry.json`` with ``config`` and the fields of ``meta``."""
+    """Complete the entry in ``folder``: ``entry.json`` with ``config``, the fields of ``meta`` and
+    the size and checksum of every file the folder holds (``manifest``)."""
     meta = dict(meta or {})
-    if "config" in meta:
-        raise ValueError("a cache entry's meta may not have a 'config' field: the entry's own config goes there")
-    with atomic_write(Path(folder) / ENTRY) as tmp:
-        tmp.write_text(json.dumps({"config": jsonable(config), **jsonable(meta, "meta")}, indent=1))
+    if "config" in meta or "manifest" in meta:
+        raise ValueError("a cache entry's meta may not have a 'config' or 'manifest' field: the store writes those")
+    folder = Path(folder)
+    entry = {"config": jsonable(config), **jsonable(meta, "meta"), "manifest": _manifest(folder)}
+    entry["sha256"] = _digest(entry)
+    with atomic_write(folder / ENTRY) as tmp:
+        tmp.write_text(json.dumps(entry, indent=1))
+
+
+def _digest(entry: dict) -> str:
+    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
 
 
 def read_entry(folder: Path, config=None) -> dict:
     """The ``entry.json`` of ``folder`` (its config and meta fields); ``CacheCorruptError`` if it
     is not an entry description or describes another config than ``config`` (when given)."""
     entry = json.loads((Path(folder) / ENTRY).read_text())
-    if not isinstance(entry, dict) or "config" not in entry:
-        raise CacheCorruptError(f"{ENTRY} is not an entry description")
+    if not isinstance(entry, dict) or "config" not in entry or entry.pop("sha256", None) != _digest(entry):
+        raise CacheCorruptError(f"{ENTRY} is not the entry description the store wrote (edited or damaged)")
     if config is not None and (json.dumps(entry["config"], sort_keys=True)  # as text: NaN equals NaN
                                != json.dumps(jsonable(config), sort_keys=True)):
         raise CacheCorruptError(f"{ENTRY} describes a different config than its folder name says")
+    if _manifest(Path(folder)) != entry.get("manifest"):
+        raise CacheCorruptError("its files differ from those entry.json lists (missing, extra, cut short or changed)")
     return entry
 
 
 def load_entry(folder, load: Callable[[Path, dict], T], config=None) -> T:
     """``load(folder, entry)`` with ``entry`` read from ``folder``'s entry.json (checked against
-    ``config`` when given). Anything wrong with the files ends in ``CacheCorruptError``: the
-    errors that reading a damaged file raises (``OSError``, ``ValueError``, ``KeyError``,
-    ``zipfile.BadZipFile``, a torch or safetensors ``RuntimeError``, ...) become one."""
+    ``config`` when given). Before ``load`` runs, entry.json is checked against its own checksum
+    and every file against the size and checksum entry.json lists, so anything damaged ends in
+    ``CacheCorruptError`` here, and ``load`` only ever reads what was written: an error it raises
+    on those files (other than its own ``CacheCorruptError``) is a bug, or on a GPU an
+    out-of-memory error, and propagates rather than deleting a good entry."""
     folder = Path(folder)
     try:
-        return load(folder, read_entry(folder, config))
+        entry = read_entry(folder, config)
     except CacheCorruptError as err:
         raise CacheCorruptError(f"{folder}: {err}") from None
     except _UNREADABLE as err:
         why = (str(err).strip().splitlines() or [""])[0][:200]
-        raise CacheCorruptError(f"{folder}: unreadable ({type(err).__name__}: {why})") from err
+        raise CacheCorruptError(f"{folder}: {ENTRY} is unreadable ({type(err).__name__}: {why})") from err
+    try:
+        return load(folder, entry)
+    except CacheCorruptError as err:
+        raise CacheCorruptError(f"{folder}: {err}") from None
 
 
 def cached(area: str, name: str, config, compute: Callable[[], T], save: Callable[[T, Path], dict | None],
@@ -338,8 +358,9 @@ def cached(area: str, name: str, config, compute: Callable[[], T], save: Callabl
       another format that must stay as it is) and returns JSON that describes them (checksums,
       shapes); ``entry.json`` with ``config`` and those fields is written after it, last.
     * ``load(folder, entry)`` reads them back (``entry``: the fields of ``entry.json``). A damaged
-      entry must end in ``CacheCorruptError`` (the errors of reading a damaged file count as that
-      too, see ``load_entry``): it is reported with a ``CacheWarning``, removed and computed again.
+      entry (a file missing, cut short or changed, or one ``load`` finds wrong and reports with
+      ``CacheCorruptError``) is reported with a ``CacheWarning``, removed and computed again; any
+      other error of ``load`` propagates (see ``load_entry``).
     """
     config = jsonable(config, f"{name} config")
     folder = entry_folder(area, name, config)
@@ -353,6 +374,6 @@ def cached(area: str, name: str, config, compute: Callable[[], T], save: Callabl
                 shutil.rmtree(folder, ignore_errors=True)
         result = compute()
         shutil.rmtree(folder, ignore_errors=True)  # files of a run that never finished
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         write_entry(folder, config, save(result, folder))  # last: its presence means complete
     return result

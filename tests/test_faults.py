@@ -199,3 +199,37 @@ def test_the_cache_store_recomputes_a_damaged_entry_once_and_then_loads_it(tmp_p
     assert len(calls) == 2 and np.array_equal(loaded, first), "the repaired entry must load without computing"
     ask(code="v2")
     assert len(calls) == 3, "another code hash is another entry, never the old one"
+
+
+def test_a_load_that_fails_on_intact_files_propagates_and_keeps_the_entry(tmp_path, monkeypatch):
+    """Files that match their checksums but fail to load point at a bug (or, on a GPU, at memory):
+    the store must raise it, not delete a good entry and recompute it on every call."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(4.0)
+
+    def save(x, folder):
+        return {"files": {"x.npz": write_npz(folder / "x.npz", {"x": x}, compressed=False)}}
+
+    def buggy_load(folder, entry):
+        return read_npz(folder, "x.npz", entry["files"]["x.npz"])["no such array"]
+
+    cached("test-area", "bug", {"n": 4}, compute, save, buggy_load)
+    for _ in range(2):
+        with pytest.raises(KeyError, match="no such array"):
+            cached("test-area", "bug", {"n": 4}, compute, save, buggy_load)
+    assert len(calls) == 1, "a load bug must not make the store compute again"
+    assert any((tmp_path / "test-area").glob("bug-*/entry.json")), "the intact entry must stay"
+
+
+def test_an_lm_grid_of_a_model_loaded_from_a_local_folder_is_cached(tmp_path, monkeypatch):
+    """load_model("./gpt2") names its harvest "._gpt2"-like; the grid's cache name must still be valid."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    acts = _fake_activations(tmp_path / "._home_me_gpt2")
+    base = SAEConfig(d_in=8, d_sae=8, steps=20, dead_window=10, batch_size=32, log_every=10)
+    lm.sae_grid(acts, base, (1,), (0.3,), reference_size=8, progress=False)
+    assert lm.sae_grid(acts, base, (1,), (0.3,), reference_size=8, progress=False).from_cache

@@ -52,7 +52,9 @@ def sae_grid(acts: Activations, base, sizes: Sequence[float], l1_values: Sequenc
         return run_grid(acts.sampler(name, holdout=holdout, seed=seed), base, sizes, l1_values,
                         reference_size=reference_size, keep_saes=True, progress=progress)
 
-    return cached(CACHE_AREA, f"{acts.folder.name}-{name}", config, train, _save,
+    # A model loaded from a local folder ("./gpt2") gives its harvest a name that starts with "." or "_"
+    prefix = acts.folder.name.lstrip("._-").replace("..", "_") or "model"
+    return cached(CACHE_AREA, f"{prefix}-{name}", config, train, _save,
                   lambda folder, entry: _reopen(folder, entry, base, dev))
 
 
