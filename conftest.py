@@ -50,17 +50,19 @@ def pytest_xdist_auto_num_workers(config):
 # thread), which tests/test_diagnostics.py trains and notebooks 02, 03, 04 and 05 reuse. So that
 # module goes first, and the notebooks that do not wait for the grid go before those that do:
 # 01 and its exercise version never use it, and 04 needs it only in its last section, after its
-# own language-model grid. Each exercise version stays well behind its solution, so it reopens
-# the solution's caches instead of waiting on them.
+# own language-model grid. Notebook 06 is the longest (its toy grids, about 7 minutes at ci) and
+# needs neither grid, so it starts second: the run no longer ends with it alone on one worker
+# while its exercise version waits for its caches on the other. Each exercise version stays well
+# behind its solution, so it reopens the solution's caches instead of waiting on them.
 _FIRST_MODULES = ("tests/test_diagnostics.py",)
 _NOTEBOOK_ORDER = (
     "notebooks/01_toy_superposition.ipynb",
+    "notebooks/06_choosing_l0_and_width.ipynb",
     "notebooks/exercises/01_toy_superposition.ipynb",
     "notebooks/04_lm_mlp_features.ipynb",
     "notebooks/02_sae_ground_truth.ipynb",
     "notebooks/03_hyperparameter_diagnostics.ipynb",
     "notebooks/05_beyond_the_report.ipynb",
-    "notebooks/06_choosing_l0_and_width.ipynb",
     "notebooks/exercises/04_lm_mlp_features.ipynb",
     "notebooks/exercises/02_sae_ground_truth.ipynb",
     "notebooks/exercises/03_hyperparameter_diagnostics.ipynb",
