@@ -164,13 +164,15 @@ def init_weights(r: Recipe, I: int, h: int, J: int, data: GroundTruthData) -> tu
 def recipe_config(r: Recipe, h: int, J: int, max_samples: int, check_every: int) -> SAEConfig:
     """The recipe as the course trainer's ``SAEConfig``: sample counts become steps of ``r.batch``,
     a log row (and MMCS check) once each ``check_every`` samples have passed and at the end, dead
-    after ``r.dead_after`` samples."""
+    after ``r.dead_after`` samples (rounded up to whole batches), products in float32 (as the
+    measurements in the README were made, on any CPU)."""
     B = r.batch
+    dead = max(1, -(-r.dead_after // B))
     return SAEConfig(d_in=h, d_sae=J, l1_coeffs=r.alphas, lr=r.lr, batch_size=B, steps=max_samples // B,
                      lr_schedule=r.schedule, renorm_decoder=r.renorm == "step", decoder_bias=r.decoder_bias,
-                     resample_every=r.resample_every // B, resample_dead_after=max(1, r.dead_after // B),
+                     resample_every=r.resample_every // B, resample_dead_after=dead,
                      resample_duplicate_cos=r.duplicate_cos, resample_to=r.resample_to,
-                     resample_until=r.resample_until, dead_window=max(1, r.dead_after // B),
+                     resample_until=r.resample_until, dead_window=dead, matmul_dtype="float32",
                      log_every=max(1, -(-check_every // B)), seed=r.seed)  # checks where the sample counts pass
 
 
