@@ -160,19 +160,26 @@ def test_cache_lock_holds_where_fcntl_cannot_be_imported(tmp_path, monkeypatch, 
         "a caller that has to wait must be told why")
 
 
+def _store_parts(n: int):
+    """A counted ``compute`` of np.arange(n) and a ``save`` to one checked npz, for the store's tests."""
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(float(n))
+
+    def save(x, folder):
+        return {"files": {"x.npz": write_npz(folder / "x.npz", {"x": x}, compressed=False)}}
+
+    return calls, compute, save
+
+
 @pytest.mark.parametrize("damage", ["cut short", "broken entry.json"])
 def test_the_cache_store_recomputes_a_damaged_entry_once_and_then_loads_it(tmp_path, monkeypatch, damage):
     """The one store every cache goes through: a damaged entry is reported, computed again and
     saved again; the next call loads it without computing; another config is another entry."""
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return np.arange(6.0)
-
-    def save(x, folder):
-        return {"files": {"x.npz": write_npz(folder / "x.npz", {"x": x}, compressed=False)}}
+    calls, compute, save = _store_parts(6)
 
     def load(folder, entry):
         return read_npz(folder, "x.npz", entry["files"]["x.npz"])["x"]
@@ -205,14 +212,7 @@ def test_a_load_that_fails_on_intact_files_propagates_and_keeps_the_entry(tmp_pa
     """Files that match their checksums but fail to load point at a bug (or, on a GPU, at memory):
     the store must raise it, not delete a good entry and recompute it on every call."""
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
-    calls = []
-
-    def compute():
-        calls.append(1)
-        return np.arange(4.0)
-
-    def save(x, folder):
-        return {"files": {"x.npz": write_npz(folder / "x.npz", {"x": x}, compressed=False)}}
+    calls, compute, save = _store_parts(4)
 
     def buggy_load(folder, entry):
         return read_npz(folder, "x.npz", entry["files"]["x.npz"])["no such array"]
