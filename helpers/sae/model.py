@@ -61,12 +61,11 @@ class SAE(nn.Module):
     exact_norm_fold = True
     """Whether a saved decoder with non-unit rows loads exactly by moving each row's norm into its
     latent (true for ReLU and JumpReLU; a TopK ranking would change)."""
-    uses_firing_record = False
-    """Whether ``forward`` takes ``steps_since_fired`` (inst, d_sae), the trainer's count of batches
-    since each latent last fired: ``train_sae`` passes it to such a class on every step (TopK's AuxK
-    loss reads it to find the dead latents). The model itself keeps no record."""
     takes_auxk = False
-    """Whether the class has an AuxK loss, so that ``SAEConfig.auxk`` may be set for its architecture."""
+    """Whether the class has an AuxK loss, so that ``SAEConfig.auxk`` may be set for its architecture.
+    Its ``forward`` then takes ``steps_since_fired`` (inst, d_sae), the trainer's count of batches since
+    each latent last fired, which ``train_sae`` passes on every step while ``cfg.auxk`` is set (the
+    AuxK loss reads it to find the dead latents). The model itself keeps no record."""
 
     def __new__(cls, cfg: SAEConfig | None = None, *args, **kwargs):
         if cls is SAE and cfg is not None:  # (None: copy/pickle)

@@ -64,7 +64,7 @@ def train_sae(
     ``prefetch`` batches are drawn per call to ``sample_fn`` to amortise its overhead.
     With ``decoder_bias``, b_dec starts at the mean of the first batches.
     The trainer keeps the record of when each latent last fired (the log's dead latents and
-    ``steps_since_fired``); a class with ``uses_firing_record`` gets it on every forward pass.
+    ``steps_since_fired``); with ``cfg.auxk`` set, the forward pass gets it on every step.
     ``on_log(step, sae)`` is called at every logged step (each ``cfg.log_every`` steps and the
     last), to measure what the log does not (MMCS with the true features, say) as training goes.
     """
@@ -79,7 +79,7 @@ def train_sae(
     noise_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-input-noise"))
     resample_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-resample"))
     labels = [f"alpha={a:g}" for a in cfg.l1_coeffs]
-    record = sae.uses_firing_record  # pass the firing record to the forward pass (TopK's AuxK)
+    record = cfg.auxk is not None  # AuxK reads the firing record (SAEConfig allows auxk only where a class takes it)
     sae.train()
 
     last_fired = torch.zeros(I, J, dtype=torch.long, device=dev)  # step each latent last fired

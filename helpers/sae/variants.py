@@ -53,7 +53,6 @@ def batchtopk_activation(pre: torch.Tensor, k: float) -> torch.Tensor:
 class TopKSAE(SAE):
     architecture = saved_as = "topk"
     exact_norm_fold = False
-    uses_firing_record = True  # AuxK needs to know which latents are dead
     takes_auxk = True
 
     @property
