@@ -98,12 +98,11 @@ def suggest_hyperparameters(grid: GridResult) -> Suggestions:
 
     # 1. dead latents (a diverged cell ends a dead-free run: nothing says it was dead-free)
     runs = np.array([dead_free_run(grid.dead[i]) for i in range(S)])
-    if runs.max() < 0 and not grid.diverged.any():
-        i1, j1 = 0, 0
-        why1 = "(every cell has dead latents: the grid starts too large; fell back to its corner)"
-    elif runs.max() < 0:
+    if runs.max() < 0:  # the first cell that trained: the corner (0, 0) where nothing diverged
         i1, j1 = (int(v) for v in np.argwhere(~grid.diverged)[0])
-        why1 = "(every size has dead latents or diverged at its smallest L1: fell back to the first cell that trained)"
+        why1 = ("(every size has dead latents or diverged at its smallest L1: fell back to the first cell that trained)"
+                if grid.diverged.any() else
+                "(every cell has dead latents: the grid starts too large; fell back to its corner)")
     else:
         i1 = int(max(range(S), key=lambda i: (runs[i], i)))  # largest alpha first, then the larger size
         j1 = int(runs[i1])
