@@ -9,8 +9,8 @@
   interrupted run never leaves a half-written cache that a later run would trust.
 * ``cache_lock()``: one process at a time computes a given cache entry; another process
   asking for it meanwhile waits and then reads it instead of computing it a second time.
-* ``write_npz()`` / ``read_npz()``: the checked file of a cache entry (size, checksum and shapes
-  recorded, a damaged file raises ``CacheCorruptError``).
+* ``write_npz()`` / ``read_npz()``: arrays of a cache entry, their shapes and dtypes recorded and
+  checked (``CacheCorruptError``); the entry's manifest holds every file's size and checksum.
 * ``cached()``: the one store every slow result goes through: a folder per entry, named by a
   hash of its config, computed under ``cache_lock``, completed by ``entry.json``; a damaged
   entry is reported with a ``CacheWarning``, removed and computed again.
@@ -242,26 +242,19 @@ warnings.simplefilter("always", CacheWarning)
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray], compressed: bool) -> dict:
-    """Write ``arrays`` atomically; return what the entry's JSON records about the file (size, checksum, shapes)."""
+    """Write ``arrays`` atomically; return what the entry's JSON records about them (shapes and
+    dtypes; the file's size and checksum go into the entry's manifest, see ``write_entry``)."""
     with atomic_write(path) as tmp:
         with open(tmp, "wb") as fh:
             (np.savez_compressed if compressed else np.savez)(fh, **arrays)
-        blob = tmp.read_bytes()
-    return {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
-            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}}
+    return {"arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()}}
 
 
 def read_npz(folder: Path, name: str, info: dict) -> dict[str, np.ndarray]:
-    """The arrays of ``folder / name``, checked against ``info`` (what ``write_npz`` returned): a
-    missing, cut-short, changed or reshaped file raises ``CacheCorruptError``."""
-    path = folder / name
-    if not path.is_file():
-        raise CacheCorruptError(f"{name} is missing")
-    blob = path.read_bytes()
-    if len(blob) != info["bytes"] or hashlib.sha256(blob).hexdigest() != info["sha256"]:
-        raise CacheCorruptError(f"{name} has {len(blob)} bytes and a checksum that differ from the entry's "
-                                f"{info['bytes']} bytes: it was cut short or changed")
-    with np.load(path, allow_pickle=False) as z:
+    """The arrays of ``folder / name``, checked against ``info`` (what ``write_npz`` returned): an
+    array missing, reshaped or of another dtype raises ``CacheCorruptError``. (A file cut short or
+    changed never gets here: ``load_entry`` checks every file against the entry's manifest first.)"""
+    with np.load(folder / name, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     for k, want in info["arrays"].items():
         got = arrays.get(k)
@@ -272,8 +265,9 @@ def read_npz(folder: Path, name: str, info: dict) -> dict[str, np.ndarray]:
 
 
 ENTRY = "entry.json"
-"""The file that completes a cache entry: written last, it holds the entry's config and what
-``save`` returned (sizes, checksums and shapes of the files). A folder without it is unfinished."""
+"""The file that completes a cache entry: written last, it holds the entry's config, what
+``save`` returned (the arrays' shapes, say) and the size and checksum of every file (its
+manifest), with a checksum of its own. A folder without it is unfinished."""
 
 # What reading a damaged entry.json raises (JSON errors are ValueErrors).
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError)
@@ -298,8 +292,8 @@ def write_entry(folder: Path, config, meta: dict | None = None) -> None:
     """Complete the entry in ``folder``: ``entry.json`` with ``config``, the fields of ``meta`` and
     the size and checksum of every file the folder holds (``manifest``)."""
     meta = dict(meta or {})
-    if "config" in meta or "manifest" in meta:
-        raise ValueError("a cache entry's meta may not have a 'config' or 'manifest' field: the store writes those")
+    if {"config", "manifest", "sha256"} & meta.keys():
+        raise ValueError("a cache entry's meta may not have a 'config', 'manifest' or 'sha256' field: the store writes those")
     folder = Path(folder)
     entry = {"config": jsonable(config), **jsonable(meta, "meta"), "manifest": _manifest(folder)}
     entry["sha256"] = _digest(entry)
@@ -355,8 +349,8 @@ def cached(area: str, name: str, config, compute: Callable[[], T], save: Callabl
     works on an entry (``cache_lock``): another asking meanwhile waits, then loads it.
 
     * ``save(result, folder)`` writes the result's files into ``folder`` (with ``write_npz``, or
-      another format that must stay as it is) and returns JSON that describes them (checksums,
-      shapes); ``entry.json`` with ``config`` and those fields is written after it, last.
+      another format that must stay as it is) and returns JSON that describes them (the
+      arrays' shapes, say); ``entry.json`` with ``config`` and those fields is written after it, last.
     * ``load(folder, entry)`` reads them back (``entry``: the fields of ``entry.json``). A damaged
       entry (a file missing, cut short or changed, or one ``load`` finds wrong and reports with
       ``CacheCorruptError``) is reported with a ``CacheWarning``, removed and computed again; any

@@ -258,20 +258,19 @@ def test_index_of_an_impossible_alpha_names_it_and_the_grid(alpha):
 
 # ---- damaged caches are found, reported and rebuilt ------------------------------------------
 def _rewrite_npz(path, change, update_meta=None):
-    """Rewrite the arrays of ``path`` through ``change``; optionally fix entry.json's size and
-    checksum so that only the shape and dtype checks can catch it."""
-    import hashlib
+    """Rewrite the arrays of ``path`` through ``change``; optionally seal entry.json again (its
+    manifest of sizes and checksums) so that only the shape and dtype checks can catch it."""
+    from helpers.paths import write_entry
 
     with np.load(path) as z:
         arrays = change({k: z[k] for k in z.files})
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
     if update_meta:
-        meta_path = path.parent / "entry.json"
-        meta = json.loads(meta_path.read_text())
-        blob = path.read_bytes()
-        meta["files"][path.name].update(bytes=len(blob), sha256=hashlib.sha256(blob).hexdigest())
-        meta_path.write_text(json.dumps(meta))
+        entry = json.loads((path.parent / "entry.json").read_text())
+        config = entry.pop("config")
+        entry.pop("manifest"), entry.pop("sha256")
+        write_entry(path.parent, config, entry)
 
 
 DAMAGE = {

@@ -44,7 +44,7 @@ def cache_config(name: str, base, settings: dict) -> dict:
 
 
 def save_result(result: NamedTuple, folder: Path) -> dict:
-    """Tensors and arrays to result.npz; what entry.json records: the other fields and the file's checksum."""
+    """Tensors and arrays to result.npz; what entry.json records: the other fields and the arrays' shapes."""
     arrays, fields = {}, {}
     for k, v in result._asdict().items():
         if isinstance(v, (torch.Tensor, np.ndarray)):
