@@ -35,7 +35,7 @@ def pytest_xdist_auto_num_workers(config):
     Each worker runs one test module or one notebook at a time (``--dist loadscope`` keeps
     a notebook's cells together, in order) with one thread, so on a 2-core machine two
     notebooks run side by side. A grid or an activation cache that two workers need at the
-    same time is computed by one of them while the other waits (``helpers.paths.cache_lock``).
+    same time is computed by one of them while the other waits (``helpers.store.cache_lock``).
     """
     try:
         cores = len(os.sched_getaffinity(0))

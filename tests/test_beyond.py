@@ -36,7 +36,7 @@ def test_per_instance_topk_leaves_plain_topk_in_the_registry():
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_keys", "no_entry"])
 def test_a_damaged_train_cached_file_is_retrained_with_a_warning(tmp_path, monkeypatch, damage):
     """A truncated weights file raised EOFError on every rerun: the cache never repaired itself."""
-    from helpers.paths import CacheWarning
+    from helpers.store import CacheWarning
 
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
     cfg = SAEConfig(d_in=32, d_sae=16, l1_coeffs=(0.1, 1.0), steps=20, log_every=10, dead_window=10)

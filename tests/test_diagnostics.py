@@ -260,7 +260,7 @@ def test_index_of_an_impossible_alpha_names_it_and_the_grid(alpha):
 def _rewrite_npz(path, change, update_meta=None):
     """Rewrite the arrays of ``path`` through ``change``; optionally seal entry.json again (its
     manifest of sizes and checksums) so that only the shape and dtype checks can catch it."""
-    from helpers.paths import write_entry
+    from helpers.store import write_entry
 
     with np.load(path) as z:
         arrays = change({k: z[k] for k in z.files})

@@ -16,7 +16,7 @@ from helpers.diagnostics import GridResult, suggest_hyperparameters
 from helpers.lm.grid_cache import CACHE_AREA
 from helpers.lm.harvest import Activations
 from helpers.metrics import mmcs
-from helpers.paths import CacheWarning, cache_lock, cached, read_npz, write_npz
+from helpers.store import CacheWarning, cache_lock, cached, read_npz, write_npz
 from helpers.sae import SAE, SAEConfig, load_sae, save_sae
 
 

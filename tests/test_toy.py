@@ -426,7 +426,7 @@ def test_a_changed_setting_trains_again(trainings, base, grid):
 
 
 def test_a_damaged_cache_entry_is_reported_and_trained_again(trainings, tmp_path):
-    from helpers.paths import CacheWarning
+    from helpers.store import CacheWarning
 
     first = toy.phase_diagram(TINY, grid=2, n_seeds=1, progress=False)
     (npz,) = tmp_path.glob("toy/phase-diagram-*/result.npz")

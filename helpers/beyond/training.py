@@ -5,7 +5,7 @@
   trains with the AuxK loss, which revives dead latents, when its config sets ``auxk``.
 * ``train_cached``: train a stack once and keep its weights under ``cache_dir("beyond")``,
   keyed by the config, the data's settings and the source code of the training (an entry of
-  the course's one store, ``helpers.paths.cached``: ``stack.npz`` with the state_dict's arrays
+  the course's one store, ``helpers.store.cached``: ``stack.npz`` with the state_dict's arrays
   and the last log window, checked against ``entry.json``).
 * ``k_grid``: notebook 03's diagnostic grid with k in place of alpha. TopK has no L1 term, so
   the L1 loss of the grid is the L1 norm of the codes, measured but not penalised: what the
@@ -24,7 +24,8 @@ from helpers.diagnostics.grid import training_code
 from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
-from helpers.paths import cached, check_cache_name, jsonable, read_npz, source_hash, write_npz
+from helpers.paths import check_cache_name, jsonable, source_hash
+from helpers.store import cached, read_npz, write_npz
 from helpers.sae import SAE, SAEConfig, TopKSAE, train_sae
 from helpers.sae.config import AuxKConfig
 

@@ -28,7 +28,7 @@ from helpers.diagnostics.rules import (
     dead_free_run, loss_steepness, mmcs_with_larger, random_baseline_with_larger, ssll, standardized_log,
 )
 from helpers.diagnostics.suggest import Suggestion, Suggestions, suggest_hyperparameters
-from helpers.paths import CacheCorruptError, CacheWarning
+from helpers.store import CacheCorruptError, CacheWarning
 from helpers.recipes import toy_grid, toy_recipe
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Grids on disk: ``save_grid`` / ``load_grid`` (the recipe of notebook 03's grid is in ``helpers.recipes``).
 
-A grid is an entry of the course's one store (``helpers.paths.cached``): ``grid.npz`` (every
+A grid is an entry of the course's one store (``helpers.store.cached``): ``grid.npz`` (every
 number and log), ``dictionaries.npz`` (the learned dictionaries, float16) and ``entry.json``
 (the config, and the size, checksum, shapes and dtypes of every array), written last, so its
 presence means the folder is complete. A folder whose files do not match ``entry.json`` (cut
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.diagnostics.result import LOG_ARRAYS, METRICS, GridLog, GridResult
-from helpers.paths import CacheCorruptError, load_entry, read_npz, write_entry, write_npz
+from helpers.store import CacheCorruptError, load_entry, read_npz, write_entry, write_npz
 
 CACHE_AREA = "diagnostics"
 """Sub-folder of the cache where grids live."""

@@ -24,7 +24,8 @@ from helpers.diagnostics.result import GridLog, GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.optim import NonFiniteLossError
-from helpers.paths import cached, jsonable, source_hash
+from helpers.paths import jsonable, source_hash
+from helpers.store import cached
 from helpers.sae import SAE, SAEConfig, train_sae
 
 class GridDivergedWarning(RuntimeWarning):

@@ -1,7 +1,7 @@
 """A diagnostic grid of SAEs on harvested activations, trained once and reopened from disk.
 
 ``run_grid(..., keep_saes=True)`` returns the trained models, which its own cache does not
-store. ``sae_grid`` stores both, as an entry of the course's one store (``helpers.paths.cached``):
+store. ``sae_grid`` stores both, as an entry of the course's one store (``helpers.store.cached``):
 the grid's arrays as ``helpers.diagnostics.write_grid`` writes them and every SAE in the SAELens
 layout of ``helpers.sae.save_sae`` (one folder per size, one sub-folder per L1 value), under a
 key made of the training settings, the activations' cache folder (itself a hash of the model's
@@ -19,7 +19,8 @@ import torch
 
 from helpers.device import get_device
 from helpers.lm.harvest import Activations
-from helpers.paths import cached, source_hash
+from helpers.paths import source_hash
+from helpers.store import cached
 
 CACHE_AREA = "lm-grids"
 """Sub-folder of the cache where these grids live."""
@@ -73,7 +74,7 @@ def _reopen(folder: Path, entry: dict, base, dev):
     """The stored grid with its SAEs (a damaged folder raises, and the store trains it again)."""
     from helpers.diagnostics import column_config
     from helpers.diagnostics.cache import read_grid
-    from helpers.paths import CacheCorruptError
+    from helpers.store import CacheCorruptError
     from helpers.sae import SAE, load_sae
 
     grid = read_grid(folder, entry)

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from helpers.device import get_device, stream_seed
 from helpers.lm.validate import check_fraction, check_int, check_kinds, check_layer, check_model
 from helpers.lm.loading import corpus_name, corpus_token_windows, mlp_hooks, model_device, weights_fingerprint
-from helpers.paths import atomic_write, cache_dir, cache_key, cache_lock
+from helpers.paths import atomic_write, cache_dir, cache_key
+from helpers.store import cache_lock
 
 CACHE_VERSION = 2
 """Bumped when the cache layout changes (2: weights-hash key, per-file metadata)."""

@@ -4,7 +4,7 @@ An entry is a folder under ``cache_dir("toy")`` named by the experiment and a ha
 everything its numbers depend on: the base ``ToyConfig``, the swept settings, the device
 kind, the torch version and the source of the toy package and the optimizer (so an edit to
 the model, data or training retrains). It is an entry of the course's one store
-(``helpers.paths.cached``): ``result.npz`` (tensors and arrays), then ``entry.json`` (the config,
+(``helpers.store.cached``): ``result.npz`` (tensors and arrays), then ``entry.json`` (the config,
 the other fields, the file's size, checksum and array shapes), last, so its presence means the
 entry is complete. A damaged entry is reported with a ``CacheWarning`` and trained again.
 """
@@ -16,8 +16,9 @@ from typing import Callable, NamedTuple, TypeVar
 import numpy as np
 import torch
 
-from helpers import paths
-from helpers.paths import CacheCorruptError, jsonable, read_npz, source_hash, write_npz
+from helpers import store
+from helpers.paths import jsonable, source_hash
+from helpers.store import CacheCorruptError, read_npz, write_npz
 
 CACHE_AREA = "toy"
 """Sub-folder of the cache where toy sweeps live."""
@@ -76,5 +77,5 @@ def cached(name: str, base, settings: dict, result_type: type[R], compute: Calla
     loaded from there the next time; ``enabled=False`` always computes and stores nothing."""
     if not enabled:
         return compute()
-    return paths.cached(CACHE_AREA, name, cache_config(name, base, settings), compute, save_result,
+    return store.cached(CACHE_AREA, name, cache_config(name, base, settings), compute, save_result,
                         lambda folder, entry: load_result(folder, entry, result_type))
