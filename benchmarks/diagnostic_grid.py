@@ -19,7 +19,8 @@ import time
 import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
-from helpers.device import get_device, sizes
+from helpers.course.sizes import sizes
+from helpers.device import get_device
 from helpers.diagnostics import run_grid, toy_recipe
 
 
@@ -29,12 +30,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="train this many steps and extrapolate")
     args = ap.parse_args()
     s = sizes(args.scale)
-    steps = s.grid_steps if args.steps is None else args.steps
-    data = GroundTruthData(GroundTruthConfig(n_features=s.gt_features, d=s.gt_dim, seed=0))
+    steps = s.grid.steps if args.steps is None else args.steps
+    data = GroundTruthData(GroundTruthConfig(n_features=s.sae.gt_features, d=s.sae.gt_dim, seed=0))
     dev = get_device()
     t0 = time.perf_counter()
-    base = toy_recipe(s.scale, steps=steps, dead_window=min(s.dead_window, steps - 1))
-    grid = run_grid(data.sample, base, s.sae_dict_ratios, s.grid_l1_values, reference_size=s.gt_features,
+    base = toy_recipe(s.scale, steps=steps, dead_window=min(s.grid.dead_window, steps - 1))
+    grid = run_grid(data.sample, base, s.sae.dict_ratios, s.grid.l1_values, reference_size=s.sae.gt_features,
                     ground_truth=data.features, keep_dictionaries=True, progress=True)
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -42,12 +43,12 @@ def main() -> None:
     out = {
         "benchmark": "diagnostic_grid", "scale": s.scale, "device": str(dev),
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "sizes": [int(J) for J in grid.d_sae_values], "n_l1": len(s.grid_l1_values),
-        "G": s.gt_features, "h": s.gt_dim, "steps_run": steps, "seconds": round(seconds, 1),
+        "sizes": [int(J) for J in grid.d_sae_values], "n_l1": len(s.grid.l1_values),
+        "G": s.sae.gt_features, "h": s.sae.gt_dim, "steps_run": steps, "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / steps, 4),
     }
-    if steps != s.grid_steps:
-        out.update(extrapolated=True, full_steps=s.grid_steps, seconds_full_estimate=round(seconds / steps * s.grid_steps, 1))
+    if steps != s.grid.steps:
+        out.update(extrapolated=True, full_steps=s.grid.steps, seconds_full_estimate=round(seconds / steps * s.grid.steps, 1))
     print(json.dumps(out))
 
 

@@ -48,7 +48,8 @@ import sae_lens  # noqa: E402
 from sae_lens import SAE as SaeLensSAE  # noqa: E402
 from sae_lens.synthetic.evals import eval_sae_on_synthetic_data  # noqa: E402
 
-from helpers.beyond.choosing import PerInstanceBatchTopK, synthetic_eval  # noqa: E402
+from helpers.beyond.choosing import synthetic_eval  # noqa: E402
+from helpers.beyond.matryoshka import PerInstanceBatchTopK  # noqa: E402
 from helpers.data import GroundTruthConfig, GroundTruthData  # noqa: E402
 from helpers.sae import SAE, SAEConfig, save_sae, train_sae  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Stacked toy models vs a plain per-model loop, on notebook 01's phase-diagram sweep.
 
 The sweep is both phase diagrams of notebook 01 (2 features in 1-D and 3 features in 2-D),
-``phase_grid**2`` cells x ``phase_seeds`` seeds each, ``phase_steps`` Adam steps, batch 256:
+``toy.phase_grid**2`` cells x ``toy.phase_seeds`` seeds each, ``toy.phase_steps`` Adam steps (``sizes()``), batch 256:
 exactly what ``helpers.toy.phase_diagram`` trains, timed as it runs. Both sides use the
 trainer's CPU thread policy (one thread for small stacks; see ``toy.cpu_threads``).
 
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from helpers import toy
-from helpers.device import get_device, sizes
+from helpers.course.sizes import sizes
+from helpers.device import get_device
 
 BATCH = 256  # the batch size of notebook 01's phase diagrams
 
@@ -64,8 +65,8 @@ def main() -> None:
     stacked, n_models, per_diagram = 0.0, 0, {}
     for m in (1, 2):
         t0 = time.perf_counter()
-        base = toy.ToyConfig(n_features=m + 1, d_hidden=m, steps=s.phase_steps, batch_size=BATCH, lr=lr)
-        pd = toy.phase_diagram(base, grid=s.phase_grid, n_seeds=s.phase_seeds, progress=True, cache=False)
+        base = toy.ToyConfig(n_features=m + 1, d_hidden=m, steps=s.toy.phase_steps, batch_size=BATCH, lr=lr)
+        pd = toy.phase_diagram(base, grid=s.toy.phase_grid, n_seeds=s.toy.phase_seeds, progress=True, cache=False)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         sec = time.perf_counter() - t0
@@ -78,15 +79,15 @@ def main() -> None:
     loop_est, timed = 0.0, 0
     for m, (pd, _) in per_diagram.items():
         k = max(1, args.loop_models // 2)
-        cells = rng.choice(s.phase_grid**2, size=k, replace=False)
+        cells = rng.choice(s.toy.phase_grid**2, size=k, replace=False)
         t0 = time.perf_counter()
         # the same thread policy as the stacked trainer (one CPU thread for small tensors)
         with toy.cpu_threads(dev, BATCH * (m + 1)):
             for c in cells:
-                i, j = divmod(int(c), s.phase_grid)
+                i, j = divmod(int(c), s.toy.phase_grid)
                 imp = torch.ones(m + 1)
                 imp[-1] = float(pd.rel_importance[i])
-                plain_loop_one(m + 1, m, float(pd.densities[j]), imp, s.phase_steps, lr, seed=int(c), device=dev)
+                plain_loop_one(m + 1, m, float(pd.densities[j]), imp, s.toy.phase_steps, lr, seed=int(c), device=dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         per_model = (time.perf_counter() - t0) / k
@@ -96,7 +97,8 @@ def main() -> None:
     out = {
         "benchmark": "toy_stack", "scale": s.scale, "device": str(dev),
         "cpu": platform.processor() or platform.machine(), "threads_available": torch.get_num_threads(),
-        "n_models": n_models, "grid": s.phase_grid, "seeds": s.phase_seeds, "steps": s.phase_steps, "batch": BATCH,
+        "n_models": n_models, "grid": s.toy.phase_grid, "seeds": s.toy.phase_seeds, "steps": s.toy.phase_steps,
+        "batch": BATCH,
         "diagram_seconds": {f"{m + 1}_in_{m}d": round(sec, 2) for m, (_, sec) in per_diagram.items()},
         "stacked_seconds": round(stacked, 2),
         "loop_seconds": round(loop_est, 1), "loop_models_timed": timed,

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from helpers.device import SCALES, current_scale
+from helpers.course.sizes import SCALES, current_scale
 
 HELD, FAILED, SKIPPED = "✔", "✘", "–"
 

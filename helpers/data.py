@@ -26,14 +26,13 @@ Everything is generated on the chosen device, seeded, in whatever batch size is 
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 from numbers import Real
 
 import torch
 from torch import nn
 
-from helpers.device import check_int, get_device, stream_seed  # noqa: F401  (stream_seed re-exported)
+from helpers.device import check_int, get_device, stream_seed
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class GroundTruthData:
             decay = decay.masked_fill(self._child_mask(), 0.0)
         # E[Phi(z)] = 1/2, so this constant makes the expected number of active features mean_active.
         self._prob_scale = (decay * (cfg.mean_active / (0.5 * decay.sum()))).to(self.device)  # (G,)
-        if float(self._prob_scale.max()) * 1.0 > 1.0:
+        if float(self._prob_scale.max()) > 1.0:
             raise ValueError("mean_active is too large for this frequency profile: the commonest feature's probability "
                              "would exceed 1. Lower mean_active, raise decay, or lower zipf_exponent (e.g. 0.7).")
         # Byte b of a two-part uniform u = (b + v) / 256 can only give u < s_g if b <= 256 s_g.
@@ -148,11 +147,8 @@ class GroundTruthData:
 
     def _child_mask(self) -> torch.Tensor:
         """(G,) True for the child features of the hierarchy (none without one)."""
-        k, P = self.cfg.children_per_parent, self.cfg.n_parents
-        mask = torch.zeros(self.cfg.n_features, dtype=torch.bool)
-        idx = torch.arange(P * (1 + k))
-        mask[: P * (1 + k)] = idx % (1 + k) != 0
-        return mask
+        group, n_grouped = 1 + self.cfg.children_per_parent, self.cfg.n_parents * (1 + self.cfg.children_per_parent)
+        return (torch.arange(self.cfg.n_features) % group != 0) & (torch.arange(self.cfg.n_features) < n_grouped)
 
     @property
     def parents(self) -> torch.Tensor:
@@ -224,9 +220,7 @@ class GroundTruthData:
     def sample_coefficients(self, n: int) -> torch.Tensor:
         """Sparse ground-truth coefficients c, shape (n, G): Bernoulli(p) * uniform(0, 1)."""
         rows, cols, vals = self._active(n)
-        c = torch.zeros(n, self.cfg.n_features, device=self.device)
-        c[rows, cols] = vals
-        return c
+        return torch.zeros(n, self.cfg.n_features, device=self.device).index_put_((rows, cols), vals)
 
     def sample(self, n: int) -> torch.Tensor:
         """n toy activations x = c @ F, shape (n, h) (summed sparsely: ~5 features per row)."""
@@ -262,8 +256,7 @@ class GroundTruthData:
         With jitter or noise, x also carries those perturbations (c is what was planted).
         """
         rows, cols, vals = self._active(n)
-        c = torch.zeros(n, self.cfg.n_features, device=self.device)
-        c[rows, cols] = vals
+        c = torch.zeros(n, self.cfg.n_features, device=self.device).index_put_((rows, cols), vals)
         if self.cfg.jitter or self.cfg.noise_std:
             return self._sample_perturbed(n, rows, cols, vals), c
         return c @ self.features, c

@@ -94,9 +94,6 @@ def ce_loss_recovered(clean: float | torch.Tensor, with_sae: float | torch.Tenso
     the layer's output altogether.
     """
     gap = zero_ablated - clean
-    if isinstance(gap, torch.Tensor):
-        if (gap.abs() < 1e-12).any():
-            raise ValueError("zero-ablation does not change the loss: CE recovered is undefined")
-    elif abs(gap) < 1e-12:
+    if bool((torch.as_tensor(gap).abs() < 1e-12).any()):
         raise ValueError("zero-ablation does not change the loss: CE recovered is undefined")
     return (zero_ablated - with_sae) / gap

@@ -1,4 +1,4 @@
-"""The course's training recipes, beside the sizes they read (``helpers.device.sizes``).
+"""The course's training recipes, beside the sizes they read (``helpers.course.sizes``).
 
 * ``toy_recipe()``: the one SAE recipe for the toy data at this ``TUTORIAL_SCALE`` (notebooks
   02, 03, 05 and 06 start from it);
@@ -22,13 +22,13 @@ def toy_recipe(scale: str | None = None, **changes) -> "SAEConfig":
     lr, schedule, decoder reset, steps, batch and dead window); ``changes`` replace fields."""
     from dataclasses import replace
 
-    from helpers.device import sizes
+    from helpers.course.sizes import sizes
     from helpers.sae import SAEConfig
 
     s = sizes(scale)
-    base = SAEConfig(d_in=s.gt_dim, d_sae=s.gt_features, lr=s.grid_lr, lr_schedule=s.grid_schedule,
-                     renorm_decoder=s.grid_renorm, batch_size=s.sae_batch, steps=s.grid_steps,
-                     dead_window=s.dead_window)
+    base = SAEConfig(d_in=s.sae.gt_dim, d_sae=s.sae.gt_features, lr=s.grid.lr, lr_schedule=s.grid.schedule,
+                     renorm_decoder=s.grid.renorm, batch_size=s.sae.batch, steps=s.grid.steps,
+                     dead_window=s.grid.dead_window)
     return replace(base, **changes)
 
 
@@ -42,16 +42,16 @@ def toy_grid(correlated: bool = True, decay: float = 0.99, scale: str | None = N
     new cache entry, so every variant is trained once per machine.
     """
     from helpers.data import GroundTruthConfig, GroundTruthData
-    from helpers.device import sizes
+    from helpers.course.sizes import sizes
     from helpers.diagnostics.grid import run_grid
 
     s = sizes(scale)
-    cfg = GroundTruthConfig(n_features=s.gt_features, d=s.gt_dim, correlated=correlated, decay=decay, seed=0)
+    cfg = GroundTruthConfig(n_features=s.sae.gt_features, d=s.sae.gt_dim, correlated=correlated, decay=decay, seed=0)
     data = GroundTruthData(cfg)
     base = toy_recipe(scale)
     grid = run_grid(
-        data.sample, base, s.sae_dict_ratios if size_ratios is None else size_ratios,
-        s.grid_l1_values if l1_values is None else l1_values, reference_size=s.gt_features,
+        data.sample, base, s.sae.dict_ratios if size_ratios is None else size_ratios,
+        s.grid.l1_values if l1_values is None else l1_values, reference_size=s.sae.gt_features,
         ground_truth=data.features, cache_name=f"toy-{s.scale}", cache_description=cfg, progress=progress,
     )
     return grid, data

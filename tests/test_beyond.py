@@ -13,7 +13,7 @@ from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.diagnostics import run_grid
 from helpers.diagnostics.result import GridResult
 from helpers.sae import SAE, AuxKConfig, BatchTopKSAE, SAEConfig, TopKSAE, train_sae
-from helpers.sae.variants import AUXK_COEFF, AUXK_DEAD_WINDOW
+from helpers.sae.config import AUXK_COEFF, AUXK_DEAD_WINDOW
 
 SMALL = GroundTruthConfig(n_features=64, d=32, seed=0)
 

@@ -9,8 +9,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 import helpers.beyond.training as training
-from helpers.beyond.choosing import (PerInstanceBatchTopK, elbow, matryoshka_loss, nth_decoder_projection,
-                                     synthetic_eval)
+from helpers.beyond.choosing import elbow, nth_decoder_projection, synthetic_eval
+from helpers.beyond.matryoshka import PerInstanceBatchTopK, matryoshka_loss
 from helpers.beyond.training import train_cached
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.sae import SAE, SAEConfig

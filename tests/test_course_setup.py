@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 import types
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
 import torch
 
 from helpers import colab
-from helpers.device import SCALES, current_scale, get_device, seed_everything, sizes
+from helpers.course.sizes import SCALES, current_scale, sizes
+from helpers.device import get_device, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -190,9 +192,10 @@ def test_unknown_scale_is_a_clear_error(monkeypatch):
 
 # The problem each notebook poses grows from ci to full (training budgets and learning rates do
 # not: ci trains its small grid longer at a lower rate than laptop's warmup-cosine recipe).
-_PROBLEM_SIZES = ("toy_densities", "phase_grid", "dim_features", "dim_hidden", "dim_densities", "abs_features",
-                  "abs_hidden", "softmax_features", "gt_features", "gt_dim", "lm_tokens", "suspect_features")
-_GRID_AXES = ("sae_dict_ratios", "lm_expansions", "lm_l1_values", "beyond_sizes", "suspect_sizes")
+_PROBLEM_SIZES = ("toy.densities", "toy.phase_grid", "toy.dim_features", "toy.dim_hidden", "toy.dim_densities",
+                  "toy.abs_features", "toy.abs_hidden", "toy.softmax_features", "sae.gt_features", "sae.gt_dim",
+                  "lm.tokens", "beyond.suspect_features")
+_GRID_AXES = ("sae.dict_ratios", "lm.expansions", "lm.l1_values", "beyond.sizes", "beyond.suspect_sizes")
 
 
 def test_every_scale_poses_a_larger_problem_than_the_one_before():
@@ -200,12 +203,12 @@ def test_every_scale_poses_a_larger_problem_than_the_one_before():
         assert sizes(scale).scale == scale
     ci, laptop, full = (sizes(s) for s in ("ci", "laptop", "full"))
     for name in _PROBLEM_SIZES:
-        a, b, c = getattr(ci, name), getattr(laptop, name), getattr(full, name)
+        a, b, c = (attrgetter(name)(s) for s in (ci, laptop, full))
         assert a <= b <= c, f"{name}: ci {a}, laptop {b}, full {c}; a larger scale must not pose a smaller problem"
     for name in _GRID_AXES:
-        assert len(getattr(full, name)) >= len(getattr(laptop, name)), (
-            f"{name}: full's grid axis {getattr(full, name)} is shorter than laptop's {getattr(laptop, name)}")
-    assert (laptop.gt_features, laptop.gt_dim) == (512, 256), "laptop is the report's G = 512 in h = 256"
+        big, small = attrgetter(name)(full), attrgetter(name)(laptop)
+        assert len(big) >= len(small), f"{name}: full's grid axis {big} is shorter than laptop's {small}"
+    assert (laptop.sae.gt_features, laptop.sae.gt_dim) == (512, 256), "laptop is the report's G = 512 in h = 256"
 
 
 def test_device_choice(monkeypatch):

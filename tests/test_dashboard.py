@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from helpers import lm
-from helpers import plotly_figures as pf
+from helpers.figures import interactive as pf
 from helpers.lm.dashboard import dashboards, latent_units, neuron_units
-from helpers.lm.dashboard_view import DashboardView
+from helpers.figures.lm import DashboardView
 from helpers.lm.intervene import ablate_hook, next_token_change, prompt_latents, steer_hook
 from helpers.sae import SAE, SAEConfig
 
@@ -287,7 +287,7 @@ def test_no_checked_notebook_cell_holds_an_interactive_figure():
             for o in cell.get("outputs", []):
                 page = "".join(o.get("data", {}).get("text/html", ""))
                 assert len(page) < 1_000_000, f"{path.name}: an HTML output of {len(page):,} characters " \
-                                              "(plotly.js embedded?): display figures with plotly_figures.show"
+                                              "(plotly.js embedded?): display figures with interactive.show"
 
 
 def test_no_example_is_shown_in_two_quantile_bands(data):

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from helpers.data import GroundTruthConfig, GroundTruthData, stream_seed
+from helpers.data import GroundTruthConfig, GroundTruthData
+from helpers.device import stream_seed
 
 SMALL = GroundTruthConfig(n_features=128, d=64)
 

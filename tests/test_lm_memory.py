@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import lm
-from helpers.device import sizes
+from helpers.course.sizes import sizes
 from helpers.diagnostics import run_grid
 from helpers.diagnostics.grid import column_config
 from helpers.lm.memory import HEADROOM, T4_BYTES, fit_sizes, grid_memory, sae_parameters
@@ -70,24 +70,25 @@ MODELS = {lm.OFFLINE_MODEL: (512, 788_736), lm.ONLINE_MODEL: (4096, 70_000_000),
 def test_full_fits_a_free_colab_t4_for_every_named_model(name):
     d_mlp, params = MODELS[name]
     S = sizes("full")
-    rows = int(S.lm_tokens * 0.9 * 127 / 128)
-    kept, memory, dropped = fit_sizes(d_mlp, S.lm_expansions, len(S.lm_l1_values), rows, 256, params, T4_BYTES)
+    rows = int(S.lm.tokens * 0.9 * 127 / 128)
+    kept, memory, dropped = fit_sizes(d_mlp, S.lm.expansions, len(S.lm.l1_values), rows, 256, params, T4_BYTES)
     assert memory.total <= HEADROOM * T4_BYTES, f"{name}: {memory.describe()} exceeds the T4 plan"
-    assert kept and kept[0] == min(S.lm_expansions) and 1.0 in kept, (
+    assert kept and kept[0] == min(S.lm.expansions) and 1.0 in kept, (
         f"{name}: at full the grid keeps {kept}; a grid without 1x cannot show the report's size comparison")
-    everything = grid_memory(d_mlp, [int(e * d_mlp) for e in S.lm_expansions], len(S.lm_l1_values), rows, 256, params)
+    everything = grid_memory(d_mlp, [int(e * d_mlp) for e in S.lm.expansions], len(S.lm.l1_values), rows, 256, params)
     if everything.total > HEADROOM * T4_BYTES:
         assert dropped, f"{name}: the whole grid needs {everything.describe()} yet nothing was dropped"
 
 
 # The stacked SAE grids of notebooks 02, 03, 05 and 06 at full: (what, d_in, sizes in latents, stacked instances).
 def _toy_grids(S):
-    G, h = S.gt_features, S.gt_dim
-    return [("02-03 diagnostic grid", h, [int(r * G) for r in S.sae_dict_ratios], len(S.grid_l1_values)),
-            ("02 L1 grid", h, [int(r * G) for r in S.sae_dict_ratios], len(S.sae_l1_values)),
-            ("05 k grid", h, [int(r * G) for r in S.beyond_sizes], len(S.beyond_ks)),
-            ("05 suspects", h, [int(r * S.suspect_features) for r in S.suspect_sizes], len(S.suspect_l1_values)),
-            ("06 toy grid", h, [int(r * S.choose_features) for r in S.choose_sizes], len(S.choose_ks) * S.choose_seeds)]
+    G, h = S.sae.gt_features, S.sae.gt_dim
+    return [("02-03 diagnostic grid", h, [int(r * G) for r in S.sae.dict_ratios], len(S.grid.l1_values)),
+            ("02 L1 grid", h, [int(r * G) for r in S.sae.dict_ratios], len(S.sae.l1_values)),
+            ("05 k grid", h, [int(r * G) for r in S.beyond.sizes], len(S.beyond.ks)),
+            ("05 suspects", h, [int(r * S.beyond.suspect_features) for r in S.beyond.suspect_sizes],
+             len(S.beyond.suspect_l1_values)),
+            ("06 toy grid", h, [int(r * S.choose.features) for r in S.choose.sizes], len(S.choose.ks) * S.choose.seeds)]
 
 
 @pytest.mark.parametrize("index", range(5))
@@ -95,7 +96,7 @@ def test_full_toy_grids_fit_a_free_colab_t4(index):
     """The toy grids draw their samples on the device and hold no model: weights, gradients, Adam and one
     step of the largest size, plus the finished sizes (their dictionaries stay on the device until the end)."""
     what, d_in, Js, n = _toy_grids(sizes("full"))[index]
-    memory = grid_memory(d_in, Js, n, 1, sizes("full").sae_batch)
+    memory = grid_memory(d_in, Js, n, 1, sizes("full").sae.batch)
     assert memory.total <= HEADROOM * T4_BYTES, f"notebook {what} at full: {memory.describe()} exceeds the T4 plan"
 
 

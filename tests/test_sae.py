@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
-from helpers.device import sizes
+from helpers.course.sizes import sizes
 from helpers.metrics import mmcs
 from helpers.sae import (SAE, AuxKConfig, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
                          load_sae, save_sae, train_sae)
@@ -591,10 +591,10 @@ def test_l1_goldilocks_zone_recovers_the_ground_truth():
     0.72 at 0.1, 0.98 at 0.3, 0.94 at 1, 0.38 at 10. 0.1 needs ~10k steps to pass 0.95.
     """
     s = sizes("ci")
-    data = GroundTruthData(GroundTruthConfig(n_features=s.gt_features, d=s.gt_dim), device="cpu")
+    data = GroundTruthData(GroundTruthConfig(n_features=s.sae.gt_features, d=s.sae.gt_dim), device="cpu")
     l1 = (0.001, 0.3, 10.0)
-    sae = SAE(SAEConfig(d_in=s.gt_dim, d_sae=s.gt_features, l1_coeffs=l1, batch_size=s.sae_batch,
-                        steps=s.sae_steps), device="cpu")
+    sae = SAE(SAEConfig(d_in=s.sae.gt_dim, d_sae=s.sae.gt_features, l1_coeffs=l1, batch_size=s.sae.batch,
+                        steps=s.sae.steps), device="cpu")
     train_sae(sae, data.sample, progress=False)
     low, good, high = mmcs(sae.decoder_directions().detach(), data.features).tolist()
     assert good >= 0.95, f"MMCS at alpha=0.3 (inside the Goldilocks zone) is {good:.3f}, the report gets >= 0.95"

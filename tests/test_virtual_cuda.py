@@ -168,7 +168,9 @@ def test_the_diagnostic_grid_runs_on_the_gpu_path(cache):
 
 def test_notebook_05_and_06_stacks_train_and_reload_on_the_gpu_path(cache):
     from helpers.beyond import score_sae, train_cached
-    from helpers.beyond.choosing import PerInstanceBatchTopK, choice_grid, synthetic_eval
+    from helpers.beyond.choice_grid import choice_grid
+    from helpers.beyond.choosing import synthetic_eval
+    from helpers.beyond.matryoshka import PerInstanceBatchTopK
 
     cfg = SAEConfig(d_in=12, d_sae=24, l1_coeffs=(0.0, 0.0), architecture="topk", k=3, steps=40, batch_size=64,
                     log_every=10, dead_window=10)

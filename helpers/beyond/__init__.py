@@ -6,8 +6,9 @@ Modules, in reading order: ``scores`` (every recovery metric of a stack of SAEs,
 ``training`` (cached training of stacks, TopK with its own k per instance, the size x k grid),
 ``suspects`` (toy data with one suspect switched on, and the language-model signature),
 ``absorption`` (does a parent latent stop firing when its child fires), and for notebook 06
-``matryoshka`` (BatchTopK with its own k per instance, and the Matryoshka loss) and ``choosing``
-(SAELens' synthetic-data measures, the rules for L0 and width, graded on ground truth).
+``matryoshka`` (BatchTopK with its own k per instance, and the Matryoshka loss), ``choosing``
+(SAELens' synthetic-data measures and those the rules for L0 and width read) and ``choice_grid``
+(the width x setting grid, and those rules graded on ground truth).
 """
 from helpers.beyond.absorption import AbsorptionScores, absorption_scores
 from helpers.beyond.scores import SCORE_NAMES, Scores, at_matched_l0, format_scores, score_sae

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from helpers.beyond.scores import eval_mode
+
 
 class AbsorptionScores(NamedTuple):
     """Absorption in one SAE (one instance of a stack)."""
@@ -50,16 +52,12 @@ def absorption_scores(sae, data, n: int = 16384) -> list[AbsorptionScores]:
     cfg = data.cfg
     if cfg.n_parents < 1:
         raise ValueError("data has no hierarchy: build it with GroundTruthConfig(n_parents=...) >= 1")
-    was_training = sae.training
-    sae.eval()
-    try:
+    with eval_mode(sae):
         with data.fixed_stream("absorption"):
             x, c = data.sample_with_coefficients(n)                 # (n, h), (n, G)
         acts = sae.encode(x.to(sae.device))                         # (I, n, J)
         D = sae.decoder_directions().float()                        # (I, J, h)
         recon = torch.bmm(acts.float(), D)                          # (I, n, h) x_hat without b_dec
-    finally:
-        sae.train(was_training)
     F = data.features.to(D.device).float()
     k = cfg.children_per_parent
     parents = data.parents.to(D.device)                             # (P,)

@@ -11,6 +11,7 @@ applies them to held-out samples and to each instance of a stack.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -55,18 +56,25 @@ class Scores(NamedTuple):
     """Mean active true features per sample."""
 
 
-@torch.no_grad()
-def score_sae(sae, data, labels: Sequence[str] | None = None, n: int = 8192, threshold: float = 0.9) -> list[Scores]:
-    """``Scores`` of each instance of ``sae`` on ``n`` fresh samples of ``data`` (a GroundTruthData).
-
-    The SAE is put in eval mode (BatchTopK then encodes with its learned threshold, as it
-    would be used) and left in the mode it came in.
-    """
-    if n < 1:
-        raise ValueError(f"n must be a positive number of samples, got {n}")
+@contextmanager
+def eval_mode(sae):
+    """``sae`` in eval mode (BatchTopK then encodes with its learned threshold, as it would be
+    used), put back in the mode it came in afterwards."""
     was_training = sae.training
     sae.eval()
     try:
+        yield sae
+    finally:
+        sae.train(was_training)
+
+
+@torch.no_grad()
+def score_sae(sae, data, labels: Sequence[str] | None = None, n: int = 8192, threshold: float = 0.9) -> list[Scores]:
+    """``Scores`` of each instance of ``sae`` on ``n`` fresh samples of ``data`` (a GroundTruthData),
+    in ``eval_mode``."""
+    if n < 1:
+        raise ValueError(f"n must be a positive number of samples, got {n}")
+    with eval_mode(sae):
         x, c = data.sample_with_coefficients(n)                   # (n, h), (n, G)
         x, c = x.to(sae.device), c.to(sae.device)
         acts = sae.encode(x)                                      # (I, n, J)
@@ -74,8 +82,6 @@ def score_sae(sae, data, labels: Sequence[str] | None = None, n: int = 8192, thr
         D = sae.decoder_directions().float()                      # (I, J, h)
         F = data.features.to(sae.device).float()                  # (G, h)
         mm, dup, fv = mmcs(D, F), duplicates(D, F, threshold), fvu(x, x_hat)
-    finally:
-        sae.train(was_training)
     I = D.shape[0]
     labels = list(labels) if labels is not None else [f"instance {i}" for i in range(I)]
     if len(labels) != I:

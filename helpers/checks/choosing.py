@@ -1,63 +1,31 @@
 """Checks for notebook 06's exercises (choosing L0 and width): the Matryoshka loss, the nth
 decoder projection s_n of "Sparse but Wrong", the cross-seed consistency of two dictionaries and
-the elbow of a curve.
+the elbow of a curve (the consistency check lives in ``helpers.checks.matching`` beside MCC's, and
+is re-exported here).
 
-The references are the course's own code in ``helpers.beyond.choosing``: ``matryoshka_loss``
-(the loss ``PerInstanceBatchTopK`` trains with), ``nth_decoder_projection``, ``consistency`` and
-``elbow`` (with its default ``log_x=True``). Each check runs the reader's function on several small
+The references are the course's own code: ``helpers.beyond.matryoshka.matryoshka_loss`` (the loss
+``PerInstanceBatchTopK`` trains with) and, in ``helpers.beyond.choosing``, ``nth_decoder_projection``,
+``consistency`` and ``elbow`` (with its default ``log_x=True``). Each check runs the reader's function on several small
 random cases, names the likely mistake when the answer differs, and returns the function the
 notebook goes on with (see ``helpers.exercises.check``).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
-from helpers.beyond.choosing import consistency as seed_consistency_reference
 from helpers.beyond.choosing import elbow as elbow_reference
-from helpers.beyond.choosing import matryoshka_loss as matryoshka_loss_reference
+from helpers.beyond.matryoshka import matryoshka_loss as matryoshka_loss_reference
 from helpers.beyond.choosing import nth_decoder_projection as nth_decoder_projection_reference
-from helpers.checks.beyond import matching_parts
+from helpers.checks.matching import seed_consistency, seed_consistency_reference  # notebook 06 finds all its checks here
+from helpers.checks.common import as_tensor, expect_same_gradients, reject, same, shape_of, unit_rows
 from helpers.exercises import check, expect
 
 __all__ = ["matryoshka_loss", "matryoshka_loss_reference", "nth_decoder_projection",
            "nth_decoder_projection_reference", "seed_consistency", "seed_consistency_reference",
            "elbow", "elbow_reference"]
-
-
-# --------------------------------------------------------------------------------------
-# Shared pieces
-# --------------------------------------------------------------------------------------
-def _shape(x) -> str:
-    return str(tuple(x.shape)) if hasattr(x, "shape") else type(x).__name__
-
-
-def _as_tensor(got, shape: tuple, what: str) -> torch.Tensor:
-    """The learner's ``got`` as a float tensor of ``shape``, or a failure that says what to return."""
-    try:
-        t = got.detach().float() if isinstance(got, torch.Tensor) else torch.as_tensor(np.asarray(got, dtype=float)).float()
-    except (TypeError, ValueError, RuntimeError):
-        t = None
-    expect(t is not None and tuple(t.shape) == tuple(shape),
-           f"return {what}, a tensor of shape {tuple(shape)}; got {type(got).__name__} {_shape(got)}")
-    return t
-
-
-def _same(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
-
-
-def _unit_rows(g: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.nn.functional.normalize(torch.randn(*shape, generator=g), dim=-1)
-
-
-def _as_float(got, what: str) -> float:
-    try:
-        return float(got)
-    except (TypeError, ValueError, RuntimeError):
-        expect(False, f"return {what} (a float or a one-element tensor); got {type(got).__name__} {_shape(got)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -68,7 +36,7 @@ def _matryoshka_case(I: int, B: int, J: int, h: int, seed: int):
     target (B, h) roughly what the SAE would rebuild, so every prefix's error differs."""
     g = torch.Generator().manual_seed(seed)
     acts = (torch.randn(I, B, J, generator=g) - 0.3).relu() * torch.rand(I, B, J, generator=g).mul(2)
-    D = _unit_rows(g, I, J, h)
+    D = unit_rows(g, I, J, h)
     b_dec = 0.5 + torch.randn(I, h, generator=g)
     target = torch.randn(B, h, generator=g) + b_dec.mean(0)
     return acts, D, b_dec, target
@@ -109,24 +77,9 @@ _MATRYOSHKA_MISTAKES = [
 ]
 
 
-def _expect_matryoshka_gradient(got, ins: Sequence[torch.Tensor], target: torch.Tensor, widths) -> None:
-    """Right values: the loss is trained through, so it must carry the reference's gradient with
-    respect to acts, D and b_dec (``ins``, the leaves the learner was given)."""
-    expect(isinstance(got, torch.Tensor) and got.requires_grad and got.grad_fn is not None,
-           "your loss has the right values but no gradient: it is trained through, so build it from acts, D and b_dec "
-           "with torch operations (no .item(), .tolist(), numpy or torch.no_grad())")
-    leaves = [t.detach().clone().requires_grad_() for t in ins]
-    weights = torch.arange(1.0, got.shape[0] + 1)                    # a different weight per instance
-    ref = torch.autograd.grad((matryoshka_loss_reference(*leaves, target, widths) * weights).sum(), leaves)
-    mine = torch.autograd.grad((got * weights).sum(), list(ins), allow_unused=True)
-    expect(all(m is not None and torch.allclose(m, r, atol=1e-5) for m, r in zip(mine, ref)),
-           "your loss has the right values but the wrong gradient (a detached piece?): keep every prefix's "
-           "reconstruction connected to acts, D and b_dec")
-
-
 def matryoshka_loss(learner: Callable) -> Callable:
     """Check ``matryoshka_loss(acts, D, b_dec, target, widths) -> (inst,)`` against the course's
-    ``helpers.beyond.choosing.matryoshka_loss``."""
+    ``helpers.beyond.matryoshka.matryoshka_loss``."""
 
     def test(fn):
         cases = [((3, 6, 10, 5), [3, 7], 0),          # J = 10 is no multiple of the widths
@@ -142,22 +95,26 @@ def matryoshka_loss(learner: Callable) -> Callable:
                 expect(torch.equal(now.detach(), before),
                        f"your function changed {name} in place (an in-place += on a view of it?): build the "
                        "reconstruction as a new tensor, e.g. x_hat = x_hat + ..., so the SAE's own tensors are untouched")
-            got = _as_tensor(raw, (I,), "one loss per instance")
+            got = as_tensor(raw, (I,), "one loss per instance")
             want = matryoshka_loss_reference(acts, D, b_dec, target, widths)
-            if _same(got, want):
-                _expect_matryoshka_gradient(raw, ins, target, widths)
+            if same(got, want):
+                expect_same_gradients(
+                    raw, matryoshka_loss_reference(*ins, target, widths), dict(zip(("acts", "D", "b_dec"), ins)),
+                    "your loss has the right values but no gradient: it is trained through, so build it from acts, D "
+                    "and b_dec with torch operations (no .item(), .tolist(), numpy or torch.no_grad())",
+                    lambda _: "your loss has the right values but the wrong gradient (a detached piece?): keep every "
+                              "prefix's reconstruction connected to acts, D and b_dec",
+                    weights=torch.arange(1.0, I + 1))                  # a different weight per instance
                 continue
-            for kwargs, message in _MATRYOSHKA_MISTAKES:
-                wrong = _matryoshka_variant(acts, D, b_dec, target, widths, **kwargs)
-                expect(not _same(got, wrong), message)
-            pooled = torch.full_like(want, float(want.sum()))
-            expect(not _same(got, pooled) and not _same(got, want.mean().expand_as(want)),
-                   "you mixed the instances: each instance is its own SAE with its own loss, so keep the instance "
-                   "axis first and reduce only over the batch and h")
-            expect(False, f"with {I} instances, batch {B}, J = {J}, h = {h} and widths {widths} the loss is "
-                          f"{[round(v, 4) for v in want.tolist()]}, you got {[round(v, 4) for v in got.tolist()]}: "
-                          "for each width m, rebuild the target as b_dec + acts[..., :m] @ D[:, :m], take the squared "
-                          "error averaged over h and over the batch, and add these up over the widths")
+            mixed = ("you mixed the instances: each instance is its own SAE with its own loss, so keep the instance "
+                     "axis first and reduce only over the batch and h")
+            reject(got, [(_matryoshka_variant(acts, D, b_dec, target, widths, **kwargs), message)
+                         for kwargs, message in _MATRYOSHKA_MISTAKES]
+                   + [(torch.full_like(want, float(want.sum())), mixed), (want.mean().expand_as(want), mixed)],
+                   otherwise=f"with {I} instances, batch {B}, J = {J}, h = {h} and widths {widths} the loss is "
+                             f"{[round(v, 4) for v in want.tolist()]}, you got {[round(v, 4) for v in got.tolist()]}: "
+                             "for each width m, rebuild the target as b_dec + acts[..., :m] @ D[:, :m], take the "
+                             "squared error averaged over h and over the batch, and add these up over the widths")
 
     return check("matryoshka_loss", learner, matryoshka_loss_reference, test,
                  hint="a Matryoshka SAE asks every nested prefix of its dictionary (the first m latents, for each "
@@ -177,7 +134,7 @@ def matryoshka_loss(learner: Callable) -> Callable:
 def _nth_case(I: int, B: int, J: int, h: int, seed: int):
     """x (B, h), D (I, J, h) unit rows, b_dec (I, h) far from 0 and different per instance."""
     g = torch.Generator().manual_seed(seed)
-    D = _unit_rows(g, I, J, h)
+    D = unit_rows(g, I, J, h)
     b_dec = 1.0 + 0.8 * torch.randn(I, h, generator=g)
     x = torch.randn(B, h, generator=g) + b_dec[0] + 0.3 * torch.randn(h, generator=g)
     return x, D, b_dec
@@ -243,16 +200,15 @@ def nth_decoder_projection(learner: Callable) -> Callable:
                  ((4, 9, 12, 5), 5, 3), ((2, 1, 6, 3), 2, 4)]                          # batch of one
         for (I, B, J, h), n, seed in cases:
             x, D, b_dec = _nth_case(I, B, J, h, seed)
-            got = _as_tensor(fn(x.clone(), D.clone(), b_dec.clone(), n), (I,), "one s_n per instance")
+            got = as_tensor(fn(x.clone(), D.clone(), b_dec.clone(), n), (I,), "one s_n per instance")
             want = nth_decoder_projection_reference(x, D, b_dec, n)
-            if _same(got, want):
+            if same(got, want):
                 continue
-            for wrong, message in _nth_variants(x, D, b_dec, n):
-                expect(not _same(got, wrong), message)
-            expect(False, f"with {I} instances, batch {B}, J = {J} and n = {n}, s_n is "
-                          f"{[round(v, 4) for v in want.tolist()]}, you got {[round(v, 4) for v in got.tolist()]}: "
-                          "per instance, project every x - b_dec on every decoder row, pool the batch x J numbers and "
-                          "take the one ranked n x batch from the top (counting from 0)")
+            reject(got, _nth_variants(x, D, b_dec, n),
+                   otherwise=f"with {I} instances, batch {B}, J = {J} and n = {n}, s_n is "
+                             f"{[round(v, 4) for v in want.tolist()]}, you got {[round(v, 4) for v in got.tolist()]}: "
+                             "per instance, project every x - b_dec on every decoder row, pool the batch x J numbers "
+                             "and take the one ranked n x batch from the top (counting from 0)")
 
     return check("nth_decoder_projection", learner, nth_decoder_projection_reference, test,
                  hint="s_n measures how strongly an input points along its (n+1)-th best decoder direction: if the "
@@ -263,80 +219,6 @@ def nth_decoder_projection(learner: Callable) -> Callable:
                      "centred input with each of its decoder rows (batch times J numbers per instance); lay those out "
                      "as one row per instance and read the value ranked n times batch from the top, counting the "
                      "largest as rank 0")
-
-
-# --------------------------------------------------------------------------------------
-# Cross-seed consistency
-# --------------------------------------------------------------------------------------
-def _seed_case(Ja: int, Jb: int, seed: int):
-    """Two dictionaries from two 'seeds' (rows of any length): noisy copies of shared features, some
-    flipped, the first found twice by seed b, the rest the seed's own."""
-    g = torch.Generator().manual_seed(seed)
-    h = 12
-    F = _unit_rows(g, max(Ja, Jb) + 2, h)
-    m = min(Ja, Jb) - 2                                                     # features both seeds found
-
-    def found(sign_every: int, noise: float):
-        sign = torch.tensor([-1.0 if i % sign_every == 0 else 1.0 for i in range(m)])[:, None]
-        scale = 0.3 + 2.5 * torch.rand(m, 1, generator=g)
-        return sign * scale * (F[:m] + noise * torch.randn(m, h, generator=g))
-
-    a = torch.cat([found(3, 0.25), torch.randn(Ja - m, h, generator=g)])
-    b = torch.cat([found(2, 0.35), 0.7 * (F[:1] + 0.4 * torch.randn(1, h, generator=g)),
-                   torch.randn(Jb - m - 1, h, generator=g) * 1.7])
-    return a[torch.randperm(Ja, generator=g)], b[torch.randperm(Jb, generator=g)]
-
-
-def _wrong_consistencies(a: torch.Tensor, b: torch.Tensor) -> list[tuple[float, str]]:
-    """What the likely mistakes compute on this pair, with their messages."""
-    cos, (r, c), (rs, cs), unnormalised = matching_parts(b, a)              # cos: (Ja, Jb)
-    Ja, Jb = cos.shape
-    mmcs = "that is MMCS (each latent's best match, a latent of the other seed may be used many times): consistency " \
-           "matches one to one, each latent at most once (Hungarian matching, scipy.optimize.linear_sum_assignment " \
-           "with maximize=True)"
-    return [
-        (float(abs(cos).max(1).mean()), mmcs),
-        (float(abs(cos).max(0).mean()), mmcs),
-        (float(cos.max(1).mean()), mmcs),
-        (float(cos.max(0).mean()), mmcs),
-        (float(cos[rs, cs].mean()), "you matched on the signed cosine: a latent whose decoder row points the other way "
-                                    "still reads the same direction, so take |cosine| before matching"),
-        (float(abs(cos[rs, cs]).mean()), "you matched on the signed cosine and took |cosine| only afterwards: take the "
-                                         "absolute value before the matching, so the matching maximises |cosine|"),
-        (float(cos[r, c].mean()), "you took |cosine| for the matching but averaged the signed cosines: average the "
-                                  "matched |cosine| values"),
-        (float(abs(cos[r, c]).sum() / max(Ja, Jb)), "you averaged over the larger dictionary (its unmatched latents "
-                                                    "counting 0): average over the min(J_a, J_b) matched pairs"),
-        (float(abs(cos[r, c]).sum() / (Ja + Jb) * 2), "average over the min(J_a, J_b) matched pairs"),
-    ] + [(v, "normalise both dictionaries' rows to unit length first: a learned dictionary's rows need not have "
-             "length 1, and a cosine ignores length") for v in unnormalised]
-
-
-def seed_consistency(learner: Callable) -> Callable:
-    """Check ``seed_consistency(dict_a, dict_b) -> float`` against ``helpers.beyond.choosing.consistency``."""
-
-    def test(fn):
-        for Ja, Jb, seed in ((8, 12, 0), (12, 8, 1), (10, 10, 2), (6, 15, 3)):
-            a, b = _seed_case(Ja, Jb, seed)
-            got = _as_float(fn(a.clone(), b.clone()), "one number")
-            want = seed_consistency_reference(a, b)
-            if abs(got - want) < 1e-5:
-                continue
-            for wrong, message in _wrong_consistencies(a, b):
-                expect(abs(got - wrong) > 1e-6, message)
-            expect(False, f"the consistency of these dictionaries ({Ja} and {Jb} latents) is {want:.4f}, you got "
-                          f"{got:.4f}: normalise the rows, take |cosine| for every pair of latents, find the one-to-one "
-                          "matching with the largest total and average its min(J_a, J_b) values")
-
-    return check("seed_consistency", learner, seed_consistency_reference, test,
-                 hint="two SAEs trained alike from different seeds should find the same latents if the setting is "
-                      "right; pair the latents of one with those of the other one to one so that the paired decoder "
-                      "directions agree as well as possible, and report the mean agreement (absolute cosine) of the "
-                      "pairs: the MCC of the two dictionaries",
-                 how="normalise both sets of rows to unit length, form the matrix of absolute cosines between every "
-                     "latent of one and every latent of the other, give it to the Hungarian algorithm (SciPy's "
-                     "linear sum assignment, maximising) and average the matched entries, as many as the smaller "
-                     "dictionary has rows")
 
 
 # --------------------------------------------------------------------------------------
@@ -412,7 +294,7 @@ def elbow(learner: Callable) -> Callable:
             try:
                 value = float(got)
             except (TypeError, ValueError, RuntimeError):
-                expect(False, f"return the index of the elbow point, one int; got {type(got).__name__} {_shape(got)}")
+                expect(False, f"return the index of the elbow point, one int; got {type(got).__name__} {shape_of(got)}")
             expect(not (value == x[want] and value != want),
                    f"you returned the elbow's x value ({value:g}): return its index ({want}), an int")
             expect(value.is_integer(), f"return the index of the elbow point, an int; got {got!r}")

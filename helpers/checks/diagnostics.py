@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from helpers.checks.common import reject, unit_rows
 from helpers.exercises import check, expect
 from helpers.diagnostics import rules
 
@@ -27,7 +28,6 @@ def dead_latents_reference(steps_since_fired: np.ndarray, T: int) -> np.ndarray:
     return (np.asarray(steps_since_fired) >= T).sum(-1)
 
 
-standardized_log_reference = rules.standardized_log
 ssll_reference = rules.ssll
 
 
@@ -115,17 +115,13 @@ def ssll(learner: Callable) -> Callable:
                      "loss and the L1 loss; add the two standardised grids")
 
 
-def _unit(g: torch.Generator, J: int, d: int) -> torch.Tensor:
-    return torch.nn.functional.normalize(torch.randn(J, d, generator=g), dim=-1)
-
-
 def _nested_grid() -> list[torch.Tensor]:
     """Three sizes (3, 6, 12 rows in 8-D) at two alphas; at each alpha every dictionary holds the
     smaller ones and adds random rows (the larger one's extra rows must not lower the score)."""
     g = torch.Generator().manual_seed(0)
     out = [[], [], []]
     for _ in range(2):
-        base, extra = _unit(g, 3, 8), _unit(g, 9, 8)
+        base, extra = unit_rows(g, 3, 8), unit_rows(g, 9, 8)
         for i, D in enumerate((base, torch.cat([base, extra[:3]]), torch.cat([base, extra]))):
             out[i].append(D)
     return [torch.stack(d) for d in out]
@@ -137,7 +133,7 @@ def _differing_grid() -> tuple[list[torch.Tensor], np.ndarray]:
     another answer here. At alpha 2 the smallest dictionary sits inside every larger one (agreement
     1, the grid's highest) but its L0 is 0.5: the rule must pass it by (and the first alpha's too)."""
     g = torch.Generator().manual_seed(3)
-    dicts = [torch.stack([_unit(g, J, 6) for _ in range(3)]) for J in (3, 5, 8, 12)]
+    dicts = [torch.stack([unit_rows(g, J, 6) for _ in range(3)]) for J in (3, 5, 8, 12)]
     dicts[2][0, :2] = -dicts[0][0, :2]            # two rows of the smallest reappear, flipped, in the third
     for k in (1, 2, 3):
         dicts[k][2, :3] = dicts[0][2]             # alpha 2: the smallest inside every larger one
@@ -205,8 +201,8 @@ def _expect_table(fn: Callable, dicts: Sequence[torch.Tensor], l0: np.ndarray, a
     want = rules.mmcs_with_larger(dicts)
     if np.allclose(got[:-1], want[:-1], atol=1e-5):
         return pick
-    for name, values in _table_variants(dicts).items():
-        expect(not np.allclose(got[:-1], values[:-1], atol=1e-5), _TABLE_MESSAGES[name])
+    reject(got[:-1], [(values[:-1], _TABLE_MESSAGES[name]) for name, values in _table_variants(dicts).items()],
+           lambda a, b: np.allclose(a, b, atol=1e-5))
     expect(False, f"expected the table\n{np.round(want, 4)}\ngot\n{np.round(got, 4)}\ncell (i, j): the mean over every "
                   "larger size k of (the mean over the rows of dictionary (i, j) of their best cosine with the rows "
                   "of dictionary (k, j))")

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from helpers.checks.common import shape_of
 from helpers.exercises import check, expect
 from helpers.metrics import mmcs as mmcs_reference  # the course's MMCS is the exercise's reference
 from helpers.sae import SAE, SAEConfig
@@ -53,8 +54,7 @@ def active_features(learner: Callable) -> Callable:
         z, u = torch.randn(n, G, generator=g), torch.rand(n, G, generator=g)
         got = fn(z, u, decay, k)
         expect(isinstance(got, torch.Tensor) and got.shape == (n, G),
-               f"return one True/False per sample and feature, shape ({n}, {G}); got "
-               f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
+               f"return one True/False per sample and feature, shape ({n}, {G}); got {shape_of(got)}")
         got = got.bool()
         want = active_features_reference(z, u, decay, k)
         if float((got != want).float().mean()) < 1e-4:  # equal up to rounding (a mean over the batch for s is fine)
@@ -165,7 +165,7 @@ def sae_forward(learner: Callable) -> Callable:
                      "alpha divided by the number of latents")
 
 
-def mmcs_check(learner: Callable) -> Callable:
+def mmcs(learner: Callable) -> Callable:
     """Check ``mmcs(learned, truth)`` on dictionaries with a known answer."""
 
     def test(fn):
@@ -195,6 +195,3 @@ def mmcs_check(learner: Callable) -> Callable:
                  how="normalise both sets of rows to unit length, form every cosine between a true and a learned "
                      "feature, take the maximum over the learned ones (not over the true ones), then the mean")
 
-
-mmcs = mmcs_check
-"""``checks.sae.mmcs(my_mmcs)``: the check of the MMCS exercise."""

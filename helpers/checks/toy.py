@@ -9,12 +9,14 @@ the reference) and returns the function the notebook goes on with (see
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
 from helpers.checks.toy_geometry import (classify_phase, classify_phase_reference, feature_dimensionality,
                                          feature_dimensionality_reference, tegum_factors, tegum_factors_reference)
+from helpers.checks.common import expect_reproducible, expect_same_gradients, reject, same, shape_of
 from helpers.exercises import check, expect
 from helpers.toy.data import FeatureSampler
 from helpers.toy.model import toy_loss as package_toy_loss
@@ -58,8 +60,8 @@ def sample_anticorrelated_pairs_reference(p: torch.Tensor, batch: int,
 # --------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------
-def _close(a, b, tol=1e-4) -> bool:
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and bool(torch.allclose(a.float(), b.float(), rtol=tol, atol=tol))
+_close = partial(same, tol=1e-4)
+"""The loss checks' comparison: the losses sum many squared errors, so a looser tolerance."""
 
 
 def _draw(fn: Callable, p: torch.Tensor, batch: int = 40_000) -> torch.Tensor:
@@ -68,32 +70,32 @@ def _draw(fn: Callable, p: torch.Tensor, batch: int = 40_000) -> torch.Tensor:
     x = fn(p, batch, torch.Generator().manual_seed(0))
     want = (p.shape[0], batch, p.shape[1])
     expect(isinstance(x, torch.Tensor) and x.shape == want,
-           f"return x of shape (inst, batch, n) = {want}; got "
-           f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+           f"return x of shape (inst, batch, n) = {want}; got {shape_of(x)}")
     x = x.float()
     expect(bool((x >= 0).all() and (x <= 1).all()), "feature values must lie in [0, 1]")
     return x
 
 
-def _expect_own_values(x: torch.Tensor) -> None:
-    """Active features of one sample take their own values, not one value shared by the sample."""
+def _expect_sampler(fn: Callable, p: torch.Tensor, x: torch.Tensor, inst: int, i: int, j: int, both: float,
+                    independent: str) -> None:
+    """What every sampler must do beyond its rates (``x``: its draw on ``p``): active features take
+    uniform values; features i and j of instance ``inst`` are on together at the rate ``both`` of
+    independent features (else fail with ``independent``); active features of one sample take
+    their own values, not one value shared by the sample; and every draw goes through
+    ``generator`` (same seed, same batch; another seed, another; the global generator untouched)."""
+    _expect_uniform_values(x[x > 0])
+    a, c = (x[inst, :, i] > 0).float(), (x[inst, :, j] > 0).float()
+    expect(abs(float((a * c).mean()) - both) < 0.01, independent)
     several = (x > 0).sum(-1) >= 2                                         # (inst, batch)
     top = x.max(-1).values
     low = torch.where(x > 0, x, torch.full_like(x, 2.0)).min(-1).values
     shared = float(((top - low).abs() < 1e-7)[several].float().mean())
     expect(shared < 0.01, f"in {shared:.0%} of the samples with several active features they all have the same value: "
            "draw one value per feature (a uniform tensor of shape (inst, batch, n)), not one per sample")
-
-
-def _expect_generator_used(fn: Callable, p: torch.Tensor) -> None:
-    """Same seed, same batch; the global generator untouched: every draw goes through ``generator``."""
-    state = torch.get_rng_state()
-    one, two = (fn(p, 64, torch.Generator().manual_seed(7)) for _ in range(2))
-    moved = not torch.equal(state, torch.get_rng_state())
-    torch.set_rng_state(state)
-    expect(torch.equal(one, two) and not moved,
-           "use the generator you are given for every draw (pass generator=generator to each torch.rand): two calls "
-           "with the same seed gave different samples, or the global random state moved")
+    one = expect_reproducible(lambda: fn(p, 64, torch.Generator().manual_seed(7)),
+                              "use the generator you are given for every draw (pass generator=generator to each "
+                              "torch.rand): two calls with the same seed gave different samples, or the global random "
+                              "state moved")
     other = fn(p, 64, torch.Generator().manual_seed(8))
     expect(not torch.equal(one, other), "another seed must give another batch: draw from the generator, not a constant")
 
@@ -106,27 +108,17 @@ def _expect_uniform_values(active: torch.Tensor) -> None:
            f"{float(active.mean()):.3f}, variance {float(active.var()):.4f}")
 
 
-def _expect_same_gradients(got: torch.Tensor, want: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
-    """The learner's loss must train: the same gradient for every parameter as the reference's."""
-    expect(got.requires_grad and got.grad_fn is not None,
-           "your loss has the right values but no gradient: it must be computed from W and b with torch "
-           "operations (no torch.tensor(...) of numbers, no .item()/.tolist(), no torch.no_grad())")
-    mine = torch.autograd.grad(got.sum(), list(params.values()), allow_unused=True, retain_graph=True)
-    ref = torch.autograd.grad(want.sum(), list(params.values()), retain_graph=True)
-    for (name, _), g, r in zip(params.items(), mine, ref):
-        expect(g is not None and torch.allclose(g, r, rtol=1e-4, atol=1e-6),
-               f"your loss has the right values but the wrong gradient with respect to {name}: part of the "
-               f"computation is cut from the graph ({name}.detach(), {name}.data or a copy made with numbers), "
-               "so training would follow the wrong direction")
+def _weighted(x: torch.Tensor, x_hat: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:
+    """The toy models' loss of a reconstruction: sum_i I_i (x_i - x_hat_i)^2, averaged over the batch."""
+    return (importance[:, None] * (x - x_hat) ** 2).sum(-1).mean(-1)
 
 
-def _loss_case(fn: Callable, reference: Callable, seed: int, m: int, n: int, density: float, decay: float):
-    """Run a learner's toy-model loss on a small case with three instances of different importance.
-
-    None when it matches the reference in values and gradients; otherwise (got, want, W, b, x,
-    importance) with W and b detached, for the caller to name the mistake. The sums over the wrong
-    axis are named here, since every such loss can make them.
-    """
+def _expect_loss(fn: Callable, reference: Callable, seed: int, m: int, n: int, density: float, decay: float,
+                 mistakes: Callable[..., list], otherwise: str) -> None:
+    """Run a learner's toy-model loss on a small case with three instances of different importance:
+    it passes with the reference's values and gradients; otherwise it fails with the first mistake
+    it matches, the sums over the wrong axis (every such loss can make them) and then the model's own
+    ``mistakes(W, b, x, importance)``, or else with ``otherwise``."""
     g = torch.Generator().manual_seed(seed)
     I, B = 3, 64
     W, b = torch.randn(I, m, n, generator=g), 0.3 * torch.randn(I, n, generator=g)  # mixed signs
@@ -136,35 +128,36 @@ def _loss_case(fn: Callable, reference: Callable, seed: int, m: int, n: int, den
     got = fn(W, b, x, imp)
     want = reference(W, b, x, imp)
     expect(isinstance(got, torch.Tensor) and got.shape == (I,),
-           f"return one loss per instance, shape ({I},); got "
-           f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
-    if _close(got, want):
-        _expect_same_gradients(got, want, {"W": W, "b": b})
-        return None
-    expect(not _close(got, reference(W.detach(), b.detach(), x, torch.ones_like(imp))),
-           "your loss is not weighted by importance: multiply feature i's squared error by importance[:, i]")
-    expect(not _close(got, want / n), "average over the batch, but sum over the features (not .mean() over both)")
-    expect(not _close(got, want * B), "average over the batch rather than summing over it")
-    return got, want.detach(), W.detach(), b.detach(), x, imp
+           f"return one loss per instance, shape ({I},); got {shape_of(got)}")
+    if same(got, want, 1e-4):
+        expect_same_gradients(got, want, {"W": W, "b": b}, "your loss has the right values but no gradient: it must be "
+                              "computed from W and b with torch operations (no torch.tensor(...) of numbers, no "
+                              ".item()/.tolist(), no torch.no_grad())", lambda name: (
+                                  f"your loss has the right values but the wrong gradient with respect to {name}: part "
+                                  f"of the computation is cut from the graph ({name}.detach(), {name}.data or a copy "
+                                  "made with numbers), so training would follow the wrong direction"), rtol=1e-4, atol=1e-6)
+        return
+    W, b = W.detach(), b.detach()
+    reject(got, [(reference(W, b, x, torch.ones_like(imp)), "your loss is not weighted by importance: multiply "
+                  "feature i's squared error by importance[:, i]"),
+                 (want / n, "average over the batch, but sum over the features (not .mean() over both)"),
+                 (want * B, "average over the batch rather than summing over it")] + mistakes(W, b, x, imp),
+           _close, otherwise)
+
+
+def _toy_mistakes(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor) -> list:
+    z = torch.einsum("imn,ibm->ibn", W, torch.einsum("imn,ibn->ibm", W, x))  # W^T W x
+    return [(_weighted(x, z + b[:, None], imp), "apply the ReLU to W^T W x + b: without it the model is linear and "
+                                                "cannot filter interference"),
+            (_weighted(x, torch.relu(z), imp), "add the bias b inside the ReLU: x' = ReLU(W^T W x + b)")]
 
 
 def toy_loss(learner: Callable) -> Callable:
     """Check ``toy_loss(W, b, x, importance) -> (inst,)`` against the reference."""
-
-    def test(fn):
-        case = _loss_case(fn, toy_loss_reference, seed=0, m=2, n=5, density=0.4, decay=0.7)
-        if case is None:
-            return
-        got, want, W, b, x, imp = case
-        z = torch.einsum("imn,ibm->ibn", W, torch.einsum("imn,ibn->ibm", W, x))
-        expect(not _close(got, (imp[:, None] * (x - z - b[:, None]) ** 2).sum(-1).mean(-1)),
-               "apply the ReLU to W^T W x + b: without it the model is linear and cannot filter interference")
-        expect(not _close(got, (imp[:, None] * (x - torch.relu(z)) ** 2).sum(-1).mean(-1)),
-               "add the bias b inside the ReLU: x' = ReLU(W^T W x + b)")
-        expect(False, "the loss differs from sum_i I_i (x_i - ReLU(W^T W x + b)_i)^2 averaged over the batch; "
-               "check h = W x (shape (inst, batch, m)) and x' = W^T h + b")
-
-    return check("toy_loss", learner, toy_loss_reference, test,
+    return check("toy_loss", learner, toy_loss_reference, lambda fn: _expect_loss(
+                     fn, toy_loss_reference, 0, 2, 5, 0.4, 0.7, _toy_mistakes, "the loss differs from sum_i I_i (x_i - "
+                     "ReLU(W^T W x + b)_i)^2 averaged over the batch; check h = W x (shape (inst, batch, m)) and "
+                     "x' = W^T h + b"),
                  "the loss is the importance-weighted squared error of the reconstruction ReLU(W^T W x + b), summed over "
                  "features and averaged over the batch, for each instance separately",
                  how="map each sample into the hidden space with W and back with W's transpose, add the bias, apply the "
@@ -173,34 +166,25 @@ def toy_loss(learner: Callable) -> Callable:
                      "differentiable: no detaching and no conversion to Python numbers, or training sees no gradient")
 
 
+def _neuron_mistakes(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor) -> list:
+    pre = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m) before the neurons' ReLU
+    back = lambda h: torch.einsum("imn,ibm->ibn", W, h)  # noqa: E731  (inst, batch, n): W^T h
+    return [(_weighted(x, torch.relu(back(pre) + b[:, None]), imp), "put a ReLU on the neurons, h = ReLU(W x): "
+             "without it this is exercise 1's model, whose hidden space has no privileged directions"),
+            (_weighted(x, back(torch.relu(pre)) + b[:, None], imp), "keep the ReLU on the output too: "
+             "x' = ReLU(W^T h + b)"),
+            (_weighted(x, torch.relu(back(torch.relu(pre))) + b[:, None], imp), "add the bias inside the output ReLU: "
+             "x' = ReLU(W^T h + b), not ReLU(W^T h) + b"),
+            (_weighted(x, torch.relu(back(torch.relu(torch.einsum("imn,ibn->ibm", W, x + b[:, None])))), imp),
+             "the bias b belongs to the output, after W^T h: the neurons have no bias in this model")]
+
+
 def neuron_loss(learner: Callable) -> Callable:
     """Check ``neuron_loss(W, b, x, importance) -> (inst,)`` against the reference, values and gradients."""
-
-    def test(fn):
-        case = _loss_case(fn, neuron_loss_reference, seed=1, m=3, n=6, density=0.5, decay=0.75)
-        if case is None:
-            return
-        got, want, W, b, x, imp = case
-        pre = torch.einsum("imn,ibn->ibm", W, x)  # (inst, batch, m) before the neurons' ReLU
-
-        def loss(h, out_relu=True, bias_in=False):
-            z = torch.einsum("imn,ibm->ibn", W, h) + (0 if bias_in else b[:, None])
-            return (imp[:, None] * (x - (torch.relu(z) if out_relu else z)) ** 2).sum(-1).mean(-1)
-
-        expect(not _close(got, loss(pre)), "put a ReLU on the neurons, h = ReLU(W x): without it this is exercise 1's "
-               "model, whose hidden space has no privileged directions")
-        expect(not _close(got, loss(torch.relu(pre), out_relu=False)), "keep the ReLU on the output too: "
-               "x' = ReLU(W^T h + b)")
-        outside = torch.relu(torch.einsum("imn,ibm->ibn", W, torch.relu(pre))) + b[:, None]  # ReLU(W^T h) + b
-        expect(not _close(got, (imp[:, None] * (x - outside) ** 2).sum(-1).mean(-1)),
-               "add the bias inside the output ReLU: x' = ReLU(W^T h + b), not ReLU(W^T h) + b")
-        in_hidden = torch.relu(torch.einsum("imn,ibn->ibm", W, x + b[:, None]))
-        expect(not _close(got, loss(in_hidden, bias_in=True)), "the bias b belongs to the output, after W^T h: "
-               "the neurons have no bias in this model")
-        expect(False, "the loss differs from sum_i I_i (x_i - ReLU(W^T ReLU(W x) + b)_i)^2 averaged over the batch; "
-               "check h = ReLU(W x) (shape (inst, batch, m)) and x' = ReLU(W^T h + b) (shape (inst, batch, n))")
-
-    return check("neuron_loss", learner, neuron_loss_reference, test,
+    return check("neuron_loss", learner, neuron_loss_reference, lambda fn: _expect_loss(
+                     fn, neuron_loss_reference, 1, 3, 6, 0.5, 0.75, _neuron_mistakes, "the loss differs from sum_i "
+                     "I_i (x_i - ReLU(W^T ReLU(W x) + b)_i)^2 averaged over the batch; check h = ReLU(W x) (shape "
+                     "(inst, batch, m)) and x' = ReLU(W^T h + b) (shape (inst, batch, n))"),
                  "the same importance-weighted squared error as exercise 1, for a model whose hidden layer is a row of "
                  "neurons: a ReLU acts on each hidden value before the way back",
                  how="map each sample into the hidden space with W and apply the ReLU there (the neurons); map back "
@@ -221,12 +205,8 @@ def sample_features(learner: Callable) -> Callable:
         expect(torch.allclose(on, p, atol=0.015),
                f"feature i must be on with probability p[inst, i]: wanted {p.tolist()}, got "
                f"{[[round(v, 3) for v in r] for r in on.tolist()]}")
-        _expect_uniform_values(x[x > 0])
-        a, c = (x[0, :, 1] > 0).float(), (x[0, :, 2] > 0).float()
-        expect(abs(float((a * c).mean()) - 0.2 * 0.5) < 0.01,
-               "features must switch on independently of each other: draw one uniform per feature and sample")
-        _expect_own_values(x)
-        _expect_generator_used(fn, p)
+        _expect_sampler(fn, p, x, 0, 1, 2, 0.2 * 0.5, "features must switch on independently of each other: draw "
+                                                        "one uniform per feature and sample")
 
     return check("sample_features", learner, sample_features_reference, test,
                  "each feature is on with its own probability p and, when on, takes a uniform value in [0, 1); every "
@@ -255,13 +235,9 @@ def sample_anticorrelated_pairs(learner: Callable) -> Callable:
                f"feature i must be on with probability p[inst, i]: give the first partner u < p_a and the second "
                f"p_a <= u < p_a + p_b of the same draw; wanted {p.tolist()}, got "
                f"{[[round(v, 3) for v in r] for r in rate.tolist()]}")
-        _expect_uniform_values(x[on])
-        a, c = on[1, :, 0].float(), on[1, :, 2].float()  # features of two different pairs
-        expect(abs(float((a * c).mean()) - 0.5 * 0.2) < 0.01,
-               "different pairs must switch on independently of each other: draw one uniform per pair, "
-               "not one per sample")
-        _expect_own_values(x)
-        _expect_generator_used(fn, p)
+        _expect_sampler(fn, p, x, 1, 0, 2, 0.5 * 0.2,  # features 0 and 2 belong to two different pairs
+                        "different pairs must switch on independently of each other: draw one uniform per pair, not "
+                        "one per sample")
 
     return check("sample_anticorrelated_pairs", learner, sample_anticorrelated_pairs_reference, test,
                  "features come in pairs (0, 1), (2, 3), ...; in a sample at most one feature of a pair is on: the "

@@ -13,17 +13,16 @@ reads three diagnostics off it, none of which needs the true features:
 
 Modules, in reading order: ``result`` (``GridResult``, the tidy table), ``rules`` (the
 diagnostics as functions of its numbers), ``grid`` (``run_grid`` trains it), ``cache``
-(``save_grid``/``load_grid``), ``suggest``
-(``suggest_hyperparameters``: each diagnostic as a choice) and ``plots``. Nothing here
+(``save_grid``/``load_grid``) and ``suggest``
+(``suggest_hyperparameters``: each diagnostic as a choice); its figures and the slider
+explorer of its cells are in ``helpers.figures.diagnostics``. Nothing here
 reads the ground truth except the column that says how well each cell recovered it
-(``mmcs_ground_truth``), which exists only for toy data. The slider explorer of a grid's
-cells is ``helpers.widgets.cell_explorer``; notebook 03's recipe and its cached grid
+(``mmcs_ground_truth``), which exists only for toy data. Notebook 03's recipe and its cached grid
 (``toy_recipe``, ``toy_grid``) live in ``helpers.recipes`` and are re-exported here.
 """
 from helpers.diagnostics.cache import load_grid, save_grid
 from helpers.diagnostics.grid import GridDivergedWarning, column_config, run_grid, training_code
-from helpers.diagnostics.plots import PANELS, plot_diagnostics, plot_loss_basins, plot_mmcs_larger_by_size
-from helpers.diagnostics.result import DEAD_CAP, DERIVED, METRICS, GridLog, GridResult
+from helpers.diagnostics.result import DEAD_CAP, DERIVED, METRICS, GridResult
 from helpers.diagnostics.rules import (
     dead_free_run, loss_steepness, mmcs_with_larger, random_baseline_with_larger, ssll, standardized_log,
 )
@@ -32,19 +31,9 @@ from helpers.store import CacheCorruptError, CacheWarning
 from helpers.recipes import toy_grid, toy_recipe
 
 __all__ = [
-    "CacheCorruptError", "CacheWarning", "DEAD_CAP", "DERIVED", "GridDivergedWarning", "GridLog", "GridResult",
-    "METRICS", "PANELS", "Suggestion", "Suggestions", "cell_explorer", "column_config", "dead_free_run",
-    "load_grid", "loss_steepness", "mmcs_with_larger", "plot_diagnostics", "plot_loss_basins",
-    "plot_mmcs_larger_by_size", "random_baseline_with_larger", "run_grid", "save_grid", "ssll",
+    "CacheCorruptError", "CacheWarning", "DEAD_CAP", "DERIVED", "GridDivergedWarning", "GridResult",
+    "METRICS", "Suggestion", "Suggestions", "column_config", "dead_free_run",
+    "load_grid", "loss_steepness", "mmcs_with_larger", "random_baseline_with_larger", "run_grid", "save_grid", "ssll",
     "standardized_log", "suggest_hyperparameters", "toy_grid", "toy_recipe", "training_code",
 ]
 
-
-def __getattr__(name: str):
-    # The explorer moved beside the other sliders; imported on first use, so that reading
-    # a grid never needs ipywidgets.
-    if name == "cell_explorer":
-        from helpers.widgets import cell_explorer
-
-        return cell_explorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers.diagnostics.result import LOG_ARRAYS, METRICS, GridLog, GridResult
+from helpers.diagnostics.result import LOG_ARRAYS, METRICS, GridResult
+from helpers.sae import TrainLog
 from helpers.store import CacheCorruptError, load_entry, read_npz, write_entry, write_npz
 
 CACHE_AREA = "diagnostics"
@@ -85,8 +86,8 @@ def read_grid(folder: Path, entry: dict) -> GridResult:
         dicts = [z[f"size{i}"] for i in range(S)]
     _check_shapes(arrays, dicts, (config.get("sae") or {}).get("d_in"))
     alphas = tuple(float(a) for a in arrays["l1_values"])
-    logs = [GridLog(alphas, **{k: arrays[f"log{i}_{k}"] for k in LOG_ARRAYS},
-                    seconds=float(lm["seconds"]), examples=int(lm["examples"]))
+    logs = [TrainLog(alphas, **{k: arrays[f"log{i}_{k}"] for k in LOG_ARRAYS},
+                     seconds=float(lm["seconds"]), examples=int(lm["examples"]))
             for i, lm in enumerate(entry["log_meta"])]
     if len(logs) != S:
         raise CacheCorruptError(f"entry.json has {len(logs)} training logs for {S} sizes")

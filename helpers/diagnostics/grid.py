@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 
 from helpers.device import get_device, stream_seed
 from helpers.diagnostics.cache import CACHE_AREA, read_grid, write_grid
-from helpers.diagnostics.result import GridLog, GridResult
+from helpers.diagnostics.result import GridResult
 from helpers.diagnostics.rules import mmcs_with_larger
 from helpers.metrics import mmcs
 from helpers.optim import NonFiniteLossError
 from helpers.paths import jsonable, source_hash
 from helpers.store import cached
-from helpers.sae import SAE, SAEConfig, train_sae
+from helpers.sae import SAE, SAEConfig, TrainLog, train_sae
 
 class GridDivergedWarning(RuntimeWarning):
     """Some cells of a grid trained to a NaN, infinite or runaway loss; their metrics are NaN."""
@@ -140,7 +140,8 @@ def _train_grid(sample_fn, base: SAEConfig, sizes_J, alphas, config: dict, refer
                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
     logs, dicts, saes, errors = [], [], [], {}
     for i, J in enumerate(sizes_J):
-        bar.set_description(f"diagnostic grid: size {_label(J, reference_size)} ({i + 1}/{S})")
+        size = f"{J / reference_size:g}x" if reference_size else f"J={J}"
+        bar.set_description(f"diagnostic grid: size {size} ({i + 1}/{S})")
         cfg = column_config(base, J, alphas)
         sae = SAE(cfg, device=dev)
         # train_sae draws batches in chunks through sample_fn; counting the rows drawn moves
@@ -154,10 +155,11 @@ def _train_grid(sample_fn, base: SAEConfig, sizes_J, alphas, config: dict, refer
             return sample_fn(n)
 
         try:
-            logs.append(GridLog.from_train_log(train_sae(sae, counted, progress=False)))
-        except NonFiniteLossError as err:
+            logs.append(train_sae(sae, counted, progress=False))
+        except NonFiniteLossError as err:  # the column's log has no rows
             errors[i] = str(err)
-            logs.append(GridLog.empty(alphas, J))
+            logs.append(TrainLog(alphas, np.zeros(0, dtype=np.int64), *(np.zeros((0, L)) for _ in range(4)),
+                                 np.full((L, J), -1, dtype=np.int64)))
             bar.update(max(base.steps * B - done[0], 0) * cost[i] / B)
         with torch.no_grad():
             D = sae.decoder_directions().detach().float()  # (L, J, d_in)
@@ -168,8 +170,9 @@ def _train_grid(sample_fn, base: SAEConfig, sizes_J, alphas, config: dict, refer
             saes.append(sae)
     bar.close()
 
-    final = [log.final() for log in logs]
-    metrics = {k: np.stack([f[k] for f in final]) for k in ("recon_loss", "l1_loss", "l0", "dead")}
+    final = [log.final() if len(log.steps) else None for log in logs]
+    metrics = {k: np.stack([np.full(L, np.nan) if f is None else f[k] for f in final]).astype(np.float64)
+               for k in ("recon_loss", "l1_loss", "l0", "dead")}
     # A column that stopped with an error is diverged as a whole; one that ran through can
     # still end with a non-finite number or weight in some instance.
     diverged = np.zeros((S, L), dtype=bool)
@@ -220,7 +223,3 @@ def _resolve_sizes(values: Sequence[float], reference_size: int | None) -> tuple
     if not sizes or min(sizes) < 1 or list(sizes) != sorted(set(sizes)):
         raise ValueError(f"dictionary sizes must be positive, distinct and ascending, got {list(sizes)}")
     return sizes
-
-
-def _label(J: int, reference_size: int | None) -> str:
-    return f"{J / reference_size:g}x" if reference_size else f"J={J}"

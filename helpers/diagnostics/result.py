@@ -1,7 +1,7 @@
 """A trained (dictionary size x L1) grid as one tidy table: ``GridResult``.
 
 Every per-cell number is an (S, L) array: S dictionary sizes (rows), L L1 coefficients
-(columns). ``GridLog`` is the training log of one size's column, in the form the cache stores.
+(columns). Each size's column keeps the ``helpers.sae.TrainLog`` its training returned.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from helpers.diagnostics.rules import standardized_log
+from helpers.sae import TrainLog
 
 DEAD_CAP = 100
 """The report caps dead-latent counts at 100 in its heatmaps, to resolve small counts."""
@@ -24,52 +25,7 @@ DERIVED = ("std_log_recon", "std_log_l1", "ssll")
 """Per-cell numbers computed from the stored ones."""
 
 LOG_ARRAYS = ("steps", "recon_loss", "l1_loss", "l0", "dead", "steps_since_fired")
-"""The arrays of a training log (see ``GridLog``)."""
-
-
-@dataclass
-class GridLog:
-    """What happened while one size's column trained; each row averages a logging window."""
-
-    l1_coeffs: tuple[float, ...]
-    """alpha per instance (the grid's L1 values)."""
-    steps: np.ndarray
-    """(rows,) the last step of each window."""
-    recon_loss: np.ndarray
-    """(rows, L) mean (1/h)||x - x_hat||^2."""
-    l1_loss: np.ndarray
-    """(rows, L) mean L1 term (with its coefficient)."""
-    l0: np.ndarray
-    """(rows, L) mean number of active latents per example."""
-    dead: np.ndarray
-    """(rows, L) latents that fired in none of the last dead_window batches."""
-    steps_since_fired: np.ndarray
-    """(L, J) at the end of training."""
-    seconds: float = 0.0
-    """Wall time of the training run."""
-    examples: int = 0
-    """Training examples seen (shared by all instances)."""
-
-    @classmethod
-    def from_train_log(cls, log) -> "GridLog":
-        """Copy the fields of a trainer's log (plain numpy arrays, so it can be cached)."""
-        arrays = {k: np.asarray(getattr(log, k)) for k in LOG_ARRAYS}
-        return cls(tuple(float(a) for a in log.l1_coeffs), **arrays,
-                   seconds=float(log.seconds), examples=int(log.examples))
-
-    @classmethod
-    def empty(cls, l1_coeffs: Sequence[float], d_sae: int) -> "GridLog":
-        """The log of a column whose training stopped with a non-finite loss: no rows."""
-        L = len(l1_coeffs)
-        nan = np.zeros((0, L))
-        return cls(tuple(l1_coeffs), np.zeros(0, dtype=np.int64), nan, nan.copy(), nan.copy(), nan.copy(),
-                   np.full((L, d_sae), -1, dtype=np.int64))
-
-    def final(self) -> dict[str, np.ndarray]:
-        """(L,) values of the last logged window, per metric (NaN if nothing was logged)."""
-        L = len(self.l1_coeffs)
-        return {k: (np.asarray(getattr(self, k)[-1], dtype=np.float64) if len(self.steps) else np.full(L, np.nan))
-                for k in ("recon_loss", "l1_loss", "l0", "dead")}
+"""The arrays of a training log (``helpers.sae.TrainLog``) that the cache stores."""
 
 
 @dataclass
@@ -96,8 +52,8 @@ class GridResult:
     """Size the ratios refer to (G for toy data, the MLP width for a language model)."""
     diverged: np.ndarray | None = None
     """(S, L) True where training produced a NaN or infinite loss; every metric there is NaN."""
-    logs: list[GridLog] = field(default_factory=list)
-    """One training log per size (its instances are the L1 values)."""
+    logs: list[TrainLog] = field(default_factory=list)
+    """One training log per size (its instances are the L1 values); a diverged column's has no rows."""
     dictionaries: list[np.ndarray] | None = None
     """Per size, the (L, J, d_in) unit-norm decoder rows as float16; None if not kept."""
     config: dict = field(default_factory=dict)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from helpers.metrics import mmcs_between
+from helpers.metrics import mmcs_between, random_mmcs_baseline
 
 
 def standardized_log(values: np.ndarray) -> np.ndarray:
@@ -96,8 +96,6 @@ def loss_steepness(grid) -> np.ndarray:
 def random_baseline_with_larger(d_sae_values: Sequence[int], d_in: int, seed: int = 0) -> np.ndarray:
     """(S,) what ``mmcs_with_larger`` gives for unrelated random dictionaries of these sizes in
     d_in dimensions (NaN for the largest): agreement above it is what training found."""
-    from helpers.metrics import random_mmcs_baseline
-
     Js = [int(J) for J in d_sae_values]
     out = np.full(len(Js), np.nan)
     for i in range(len(Js) - 1):

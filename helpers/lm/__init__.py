@@ -8,29 +8,26 @@ hook names), so the course works beside SAELens, which pins TransformerLens 3.9.
 * ``harvest``: MLP activations for a token budget into a memory-mapped cache keyed by the
   model's weights, hooks, corpus and budget, checked against its metadata when reopened.
 * ``evaluation``: L0, FVU, dead and dense latents, and CE loss recovered with the SAE spliced
-  into the MLP, optionally on held-out windows the SAE never trained on.
-* ``features`` / ``geometry``: densities, top contexts, the latents worth reading, logit
-  effects, and the pair geometry of notebook 04's section 5, all streamed over chunks of
-  rows. Figures and the HTML view of contexts are in ``helpers.plotting_lm``.
-* ``dashboard`` / ``dashboard_view``: one dashboard per latent or neuron (density, histogram,
-  examples by quantile, token identity, logit effect), streamed; HTML and text views.
+  into the MLP, optionally on held-out windows the SAE never trained on; ``floors``: fairer
+  references than the zeroed MLP (its mean, a lookup table of the current token).
+* ``features`` / ``geometry``: densities, top contexts, the latents worth reading, logit effects,
+  and the pair geometry of notebook 04's section 5, streamed over chunks of rows; ``dashboard``:
+  one dashboard per latent or neuron. Figures and HTML views are in ``helpers.figures.lm``.
 * ``intervene``: the latents firing on each token of a prompt; ablating and steering one.
-* ``offline``: where the offline model lives (``data/tiny_lm``) and its corpus, Python's ``pydoc``
-  help topics and standard-library sources, split into training and held-out documents.
-* ``structure``: how much of the MLP is a lookup table of the current token (variance share,
-  principal components).
+* ``offline``: where the offline model and its corpus live; ``structure``: how much of the MLP
+  is a lookup table of the current token.
 * ``grid_cache``: the SAE grid trained once and reopened from disk; ``memory``: the sizes of that
-  grid that fit a GPU, with its memory estimate; ``browser``: a line per latent.
+  grid that fit a GPU; ``browser``: a line per latent.
 """
 from helpers.lm.browser import LatentTable, latent_table
 from helpers.lm.validate import KINDS
 from helpers.lm.dashboard import Dashboard, Units, dashboards, latent_units, neuron_units
-from helpers.lm.dashboard_view import DashboardView
 from helpers.lm.grid_cache import sae_grid
 from helpers.lm.intervene import (ablate_hook, format_next_token, format_prompt_latents, next_token_change,
                                   prompt_latents, steer_hook)
-from helpers.lm.evaluation import (Baselines, ContextFreeBaselines, ReconstructionStats, SAEEval, SpliceResult, ce_baselines, ce_with_sae,
-                                   context_free_baselines, context_free_hooks, evaluate_saes, hooked_loss, kl_to_clean, kl_with_sae, loss_with_hook, reconstruction_stats, splice_hook)
+from helpers.lm.evaluation import (Baselines, ReconstructionStats, SAEEval, SpliceResult, ce_baselines, ce_with_sae,
+                                   evaluate_saes, hooked_loss, kl_to_clean, kl_with_sae, reconstruction_stats, splice_hook)
+from helpers.lm.floors import ContextFreeBaselines, context_free_baselines, context_free_hooks
 from helpers.lm.features import (CHUNK_ELEMENTS, LatentActs, LatentStats, LogitEffect, TokenLogit, chunk_rows_for,
                                  latent_activations, latent_stats, logit_effects, pick_latents, residual_effects,
                                  top_contexts, top_rows)
@@ -45,13 +42,13 @@ from helpers.lm.loading import (CORPORA, CORPUS, OFFLINE_MODEL, ONLINE_MODEL, ON
 
 __all__ = [
     "KINDS", "Baselines", "ReconstructionStats", "SAEEval", "SpliceResult", "ce_baselines", "ce_with_sae",
-    "evaluate_saes", "reconstruction_stats", "splice_hook", "loss_with_hook", "hooked_loss", "ContextFreeBaselines", "context_free_baselines", "context_free_hooks", "kl_to_clean", "kl_with_sae", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
+    "evaluate_saes", "reconstruction_stats", "splice_hook", "hooked_loss", "ContextFreeBaselines", "context_free_baselines", "context_free_hooks", "kl_to_clean", "kl_with_sae", "CHUNK_ELEMENTS", "LatentActs", "LatentStats",
     "LogitEffect", "TokenLogit", "chunk_rows_for", "latent_activations", "latent_stats", "logit_effects",
     "pick_latents", "residual_effects", "top_contexts", "top_rows", "PairGeometry", "co_occurrence_lift",
     "geometry_table", "activation_row_geometry", "activation_row_mmcs", "pair_geometry", "random_geometry", "shuffled_geometry", "Activations", "cache_folder", "cache_problem", "harvest", "CORPUS",
     "CORPORA", "corpus_name", "dataset_documents", "OFFLINE_MODEL", "ONLINE_MODEL", "ONLINE_MULTILAYER_MODEL", "corpus_token_windows", "load_model", "mlp_hooks", "model_device",
     "move_model", "weights_fingerprint", "MLPStructure", "mlp_structure", "offline_model_info", "LatentTable", "latent_table", "Dashboard", "Units", "dashboards",
-    "latent_units", "neuron_units", "DashboardView", "sae_grid", "ablate_hook", "format_next_token",
+    "latent_units", "neuron_units", "sae_grid", "ablate_hook", "format_next_token",
     "format_prompt_latents", "next_token_change", "prompt_latents", "steer_hook",
     "T4_BYTES", "GridMemory", "fit_sizes", "grid_memory", "plan_grid",
 ]

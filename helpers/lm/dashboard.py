@@ -12,7 +12,7 @@ twice, chunk by chunk (memory: one chunk, plus a few numbers per unit, token and
    bin on the edge of two bands serves both, but no row is shown in two bands).
 
 Rendering (HTML with tokens shaded by activation, and a plain-text fallback) is in
-``helpers.lm.dashboard_view``.
+``helpers.figures.lm``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from helpers.lm.validate import check_instance, check_int, check_model, check_rows
-from helpers.lm.features import LogitEffect, chunk_rows_for, logit_effects, residual_effects, top_rows
+from helpers.lm.features import LogitEffect, chunk_rows_for, logit_effects, merge_top, residual_effects
 
 QUANTILES = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.95), (0.95, 1.0))
 """Bands of a unit's positive activations (as quantiles) that examples are shown from."""
@@ -151,6 +151,8 @@ def dashboards(units: Units, post: np.ndarray, tokens: np.ndarray, model=None, k
     """
     if not isinstance(units, Units):
         raise TypeError("units must come from lm.latent_units(sae, [...]) or lm.neuron_units([...], d_mlp)")
+    if model is not None:
+        check_model(model)
     check_rows("post", post, units.write.shape[1])
     tokens = np.asarray(tokens)
     if tokens.ndim != 2 or tokens.size != post.shape[0]:
@@ -185,11 +187,7 @@ def dashboards(units: Units, post: np.ndarray, tokens: np.ndarray, model=None, k
             tok_sq[u] += np.bincount(t, weights=a[:, u].astype(np.float64) ** 2, minlength=vocab)
             pos_mass[u] += np.bincount(t, weights=np.maximum(a[:, u], 0), minlength=vocab)
             tok_on[u] += np.bincount(t[a[:, u] > 0], minlength=vocab)
-        r, v = top_rows(a, np.arange(m), k, chunk_rows=len(a) or 1)          # this chunk's top k (chunk-local rows)
-        v = np.concatenate([best_v, v]) if len(a) else best_v
-        r = np.concatenate([best_r, rows[r]]) if len(a) else best_r
-        order = np.lexsort((r, -v), axis=0)[:k]
-        best_v, best_r = np.take_along_axis(v, order, 0), np.take_along_axis(r, order, 0)
+        best_v, best_r = merge_top(best_v, best_r, a, np.broadcast_to(rows[:, None], a.shape), k)
     if n == 0:
         raise ValueError("post holds only BOS rows: harvest more tokens")
 
@@ -214,7 +212,6 @@ def dashboards(units: Units, post: np.ndarray, tokens: np.ndarray, model=None, k
 
     logits = [None] * m
     if model is not None:
-        check_model(model)
         effects = residual_effects(model, units.write, layer=layer)
         logits = logit_effects(model, effects, k=n_logits, tokens=tokens, min_count=min_count)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from helpers.lm.validate import (check_fraction, check_instance, check_int, check_layer, check_model, check_sae,
-                               check_tokens)
+                                 check_tokens)
 from helpers.lm.features import chunk_rows_for
 from helpers.lm.harvest import Activations
 from helpers.lm.loading import mlp_hooks, model_device
@@ -52,9 +52,8 @@ def _hooked_batches(model, tokens: torch.Tensor, fwd_hooks, batch_size: int):
 
 
 def hooked_loss(model, tokens: torch.Tensor, fwd_hooks, batch_size: int = 16) -> float:
-    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` applied: a list of
-    (hook name, hook), or a function of one batch's tokens that returns it (see ``_hooked_batches``);
-    no hooks, the clean loss. The tokens go to the model's device here, in batches."""
+    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``fwd_hooks`` (see ``_hooked_batches``;
+    none: the clean loss), the tokens moved to the model's device here, a batch at a time."""
     total = 0.0
     for toks, hooks in _hooked_batches(model, tokens, fwd_hooks, batch_size):
         loss = model.run_with_hooks(toks, return_type="loss", fwd_hooks=hooks) if hooks else \
@@ -69,29 +68,31 @@ def _zero_after_bos(x, hook):
     return y
 
 
-@torch.no_grad()
-def ce_baselines(model, tokens: torch.Tensor | np.ndarray, layer: int = 0, batch_size: int = 16) -> Baselines:
-    """Loss of the clean model and of the model with the MLP's hidden activations zeroed."""
+def _checked(model, tokens, layer: int | None, batch_size: int, sae=None, instance: int = 0, baselines=None):
+    """The checks of the entry points below, run once before any work: (tokens as a CPU long tensor,
+    the name of the layer's ``hook_post``, batch_size, instance)."""
     check_model(model)
     tokens = check_tokens(tokens, model)
-    layer = check_layer(layer, model)
+    hook = None if layer is None else mlp_hooks(check_layer(layer, model))["post"]
     batch_size = check_int("batch_size", batch_size, 1)
-    hook = mlp_hooks(layer)["post"]
+    if sae is not None:
+        check_sae(sae, model.cfg.d_mlp)
+        instance = check_instance(instance, sae)
+    if baselines is not None and not isinstance(baselines, Baselines):
+        raise TypeError(f"baselines must come from lm.ce_baselines, got {type(baselines).__name__}")
+    return tokens, hook, batch_size, instance
+
+
+def _baselines(model, tokens: torch.Tensor, hook: str, batch_size: int) -> Baselines:
     return Baselines(hooked_loss(model, tokens, [], batch_size),
                      hooked_loss(model, tokens, [(hook, _zero_after_bos)], batch_size))
 
 
 @torch.no_grad()
-def loss_with_hook(model, tokens: torch.Tensor | np.ndarray, hook, layer: int = 0, batch_size: int = 16) -> float:
-    """Mean next-token loss over ``tokens`` (n_seq, seq_len) with ``hook`` on the MLP's post-activations.
-
-    The tokens go to the model's device here, in batches: a cell that calls the model itself
-    would have to remember that (on a GPU, CPU token ids in the embedding are an error).
-    """
-    check_model(model)
-    tokens = check_tokens(tokens, model)
-    layer = check_layer(layer, model)
-    return hooked_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], check_int("batch_size", batch_size, 1))
+def ce_baselines(model, tokens: torch.Tensor | np.ndarray, layer: int = 0, batch_size: int = 16) -> Baselines:
+    """Loss of the clean model and of the model with the MLP's hidden activations zeroed."""
+    tokens, hook, batch_size, _ = _checked(model, tokens, layer, batch_size)
+    return _baselines(model, tokens, hook, batch_size)
 
 
 def splice_hook(sae, instance: int = 0):
@@ -106,6 +107,21 @@ def splice_hook(sae, instance: int = 0):
     return splice
 
 
+def _splice_hooks(sae, instance: int, hook: str) -> list:
+    """``fwd_hooks`` splicing in instance ``instance`` of ``sae`` (selected out of the stack first
+    when it can be, so that the other instances are not computed)."""
+    one = sae.select(instance) if sae.cfg.n_instances > 1 and hasattr(sae, "select") else sae
+    return [(hook, splice_hook(one, 0 if one is not sae else instance))]
+
+
+def _spliced(model, tokens: torch.Tensor, sae, instance: int, hook: str, batch_size: int, base: Baselines) -> SpliceResult:
+    from helpers.metrics import ce_loss_recovered
+
+    with_sae = hooked_loss(model, tokens, _splice_hooks(sae, instance, hook), batch_size)
+    return SpliceResult(base.clean, with_sae, base.zero_ablated,
+                        float(ce_loss_recovered(base.clean, with_sae, base.zero_ablated)))
+
+
 @torch.no_grad()
 def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0, layer: int = 0,
                 batch_size: int = 16, baselines: Baselines | None = None) -> SpliceResult:
@@ -115,102 +131,9 @@ def ce_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0
     first (BOS), which it was not trained on and which stays untouched in all three runs.
     Pass ``baselines`` (from ``ce_baselines`` on the same tokens) to skip recomputing them.
     """
-    from helpers.metrics import ce_loss_recovered
-
-    check_model(model)
-    tokens = check_tokens(tokens, model)
-    layer = check_layer(layer, model)
-    check_sae(sae, model.cfg.d_mlp)
-    instance = check_instance(instance, sae)
-    batch_size = check_int("batch_size", batch_size, 1)
-    if baselines is not None and not isinstance(baselines, Baselines):
-        raise TypeError(f"baselines must come from lm.ce_baselines, got {type(baselines).__name__}")
-    one = sae.select(instance) if sae.cfg.n_instances > 1 and hasattr(sae, "select") else sae
-    base = baselines or ce_baselines(model, tokens, layer, batch_size)
-    hook = splice_hook(one, 0 if one is not sae else instance)
-    with_sae = hooked_loss(model, tokens, [(mlp_hooks(layer)["post"], hook)], batch_size)
-    return SpliceResult(base.clean, with_sae, base.zero_ablated,
-                        float(ce_loss_recovered(base.clean, with_sae, base.zero_ablated)))
-
-
-class ContextFreeBaselines(NamedTuple):
-    """Losses (nats/token) with the MLP's post-activations replaced by something that ignores context.
-
-    Zeroing the MLP is a harsh reference (it can cost more than guessing uniformly over the
-    vocabulary), so "CE loss recovered" against it flatters every SAE. These two are fairer
-    floors: an SAE that does not beat the per-token lookup adds nothing a table of the current
-    token could not.
-    """
-
-    mean_ablated: float
-    """Every position but BOS gets the MLP's mean activation over the training tokens."""
-    token_lookup: float
-    """Every position but BOS gets the mean activation of its current token over the training
-    tokens (the global mean for a token never seen there)."""
-
-
-def token_mean_table(chunks, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(vocab, d) the mean activation of each current token, and (d,) the overall mean, summed in
-    float64 over ``chunks``: pairs of activations (n, d) and their token ids (n,). A token never
-    seen gets the overall mean (the per-token lookup baseline; notebook 04's exercise 1)."""
-    sums = counts = None
-    for x, t in chunks:
-        x, t = torch.as_tensor(np.asarray(x), dtype=torch.float64), torch.as_tensor(np.asarray(t), dtype=torch.int64)
-        if sums is None:
-            sums, counts = torch.zeros(vocab, x.shape[1], dtype=torch.float64), torch.zeros(vocab, dtype=torch.float64)
-        sums.index_add_(0, t, x)
-        counts.index_add_(0, t, torch.ones(len(t), dtype=torch.float64))
-    overall = sums.sum(0) / counts.sum()
-    means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], overall)
-    return means.float(), overall.float()
-
-
-def _token_means(acts: Activations, rows: np.ndarray, vocab: int, chunk: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
-    """``token_mean_table`` of the post-activations over ``rows``, read ``chunk`` rows at a time."""
-    post, tokens = acts.acts["post"], acts.tokens.reshape(-1)
-    return token_mean_table(((post[rows[s:s + chunk]], tokens[rows[s:s + chunk]]) for s in range(0, len(rows), chunk)),
-                            vocab)
-
-
-@torch.no_grad()
-def context_free_baselines(model, acts: Activations, tokens: torch.Tensor | np.ndarray, layer: int = 0,
-                           holdout: float = 0.1, batch_size: int = 16) -> ContextFreeBaselines:
-    """Loss on ``tokens`` with ``hook_post`` replaced by its training mean, and by a per-token lookup.
-
-    Both are fitted on the training windows of ``acts`` (all but the last ``holdout`` of them,
-    BOS positions left out), so judge them on held-out ``tokens``, as the SAEs are.
-    """
-    check_model(model)
-    tokens = check_tokens(tokens, model)
-    hooks = context_free_hooks(model, acts, layer, holdout)
-    return ContextFreeBaselines(hooked_loss(model, tokens, hooks["mean"], batch_size),
-                                hooked_loss(model, tokens, hooks["token lookup"], batch_size))
-
-
-@torch.no_grad()
-def context_free_hooks(model, acts: Activations, layer: int = 0, holdout: float = 0.1) -> dict:
-    """The forward hooks of ``context_free_baselines`` (and of zero-ablation), as ``hooked_loss``
-    and ``kl_to_clean`` take them: ``{"zero": [...], "mean": [...], "token lookup": f(tokens) -> [...]}``."""
-    check_model(model)
-    layer = check_layer(layer, model)
-    rows = acts.rows(check_fraction("holdout", holdout) if holdout else 0.0)
-    means, overall = _token_means(acts, rows, model.cfg.d_vocab)
-    dev, hook = model_device(model), mlp_hooks(layer)["post"]
-    means, overall = means.to(dev), overall.to(dev)
-
-    def mean_hook(x, hook):
-        y = x.clone()
-        y[:, 1:] = overall.to(x.dtype)
-        return y
-
-    def lookup_hooks(toks):  # the hook needs the batch's own tokens
-        def lookup_hook(x, hook):
-            y = x.clone()
-            y[:, 1:] = means[toks[:, 1:]].to(x.dtype)
-            return y
-        return [(hook, lookup_hook)]
-
-    return {"zero": [(hook, _zero_after_bos)], "mean": [(hook, mean_hook)], "token lookup": lookup_hooks}
+    tokens, hook, batch_size, instance = _checked(model, tokens, layer, batch_size, sae, instance, baselines)
+    base = baselines or _baselines(model, tokens, hook, batch_size)
+    return _spliced(model, tokens, sae, instance, hook, batch_size, base)
 
 
 @torch.no_grad()
@@ -218,9 +141,11 @@ def kl_to_clean(model, tokens: torch.Tensor | np.ndarray, fwd_hooks, batch_size:
     """Mean over next-token predictions of KL(clean || hooked), in nats: how far ``fwd_hooks``
     (a list, or a function of one batch's tokens returning one) move the model's next-token
     distribution. Averaged over the same positions as the loss (all but the last)."""
-    check_model(model)
-    tokens = check_tokens(tokens, model)
-    batch_size = check_int("batch_size", batch_size, 1)
+    tokens, _, batch_size, _ = _checked(model, tokens, None, batch_size)
+    return _kl(model, tokens, fwd_hooks, batch_size)
+
+
+def _kl(model, tokens: torch.Tensor, fwd_hooks, batch_size: int) -> float:
     total, count = 0.0, 0
     for toks, hooks in _hooked_batches(model, tokens, fwd_hooks, batch_size):
         clean = torch.log_softmax(model(toks, return_type="logits")[:, :-1].double(), -1)
@@ -234,12 +159,8 @@ def kl_to_clean(model, tokens: torch.Tensor | np.ndarray, fwd_hooks, batch_size:
 def kl_with_sae(model, tokens: torch.Tensor | np.ndarray, sae, instance: int = 0, layer: int = 0,
                 batch_size: int = 16) -> float:
     """``kl_to_clean`` with instance ``instance`` of ``sae`` spliced in (BOS kept), as in ``ce_with_sae``."""
-    check_model(model)
-    check_sae(sae, model.cfg.d_mlp)
-    instance = check_instance(instance, sae)
-    one = sae.select(instance) if sae.cfg.n_instances > 1 and hasattr(sae, "select") else sae
-    hook = splice_hook(one, 0 if one is not sae else instance)
-    return kl_to_clean(model, tokens, [(mlp_hooks(check_layer(layer, model))["post"], hook)], batch_size)
+    tokens, hook, batch_size, instance = _checked(model, tokens, layer, batch_size, sae, instance)
+    return _kl(model, tokens, _splice_hooks(sae, instance, hook), batch_size)
 
 
 class SAEEval(NamedTuple):
@@ -276,15 +197,8 @@ def evaluate_saes(model, sae, acts: Activations, n_rows: int = 8192, n_seq: int 
     check_model(model)
     if not isinstance(acts, Activations) or "post" not in acts.acts:
         raise TypeError("acts must be the Activations of lm.harvest with the 'post' kind harvested")
-    check_sae(sae, model.cfg.d_mlp)
-    n_rows = check_int("n_rows", n_rows, 1)
-    n_seq = check_int("n_seq", n_seq, 1)
-    layer = check_layer(layer, model)
+    n_rows, n_seq = check_int("n_rows", n_rows, 1), check_int("n_seq", n_seq, 1)
     dense_threshold = check_fraction("dense_threshold", dense_threshold)
-    if chunk_rows is not None:
-        check_int("chunk_rows", chunk_rows, 1)
-    if baselines is not None and not isinstance(baselines, Baselines):
-        raise TypeError(f"baselines must come from lm.ce_baselines, got {type(baselines).__name__}")
     post = acts.acts["post"]
     seq_len = acts.tokens.shape[1]
     if holdout is None:
@@ -293,14 +207,13 @@ def evaluate_saes(model, sae, acts: Activations, n_rows: int = 8192, n_seq: int 
     else:
         holdout = check_fraction("holdout", holdout)
         rows, tokens = acts.rows(holdout, held_out=True), acts.held_out_tokens(holdout)[:n_seq]
-    stats = reconstruction_stats(sae, post, rows, chunk_rows)
-    base = baselines or ce_baselines(model, tokens, layer)
-    out = []
-    for i, alpha in enumerate(sae.cfg.l1_coeffs):
-        out.append(SAEEval(sae.cfg.d_sae, float(alpha), float(stats.l0[i]), float(stats.fvu[i]),
-                           int((stats.rate[i] == 0).sum()), int((stats.rate[i] > dense_threshold).sum()),
-                           ce_with_sae(model, tokens, sae, instance=i, layer=layer, baselines=base)))
-    return out
+    tokens, hook, batch_size, _ = _checked(model, tokens, layer, 16, sae, 0, baselines)
+    stats = reconstruction_stats(sae, post, rows, chunk_rows)             # checks chunk_rows first
+    base = baselines or _baselines(model, tokens, hook, batch_size)
+    return [SAEEval(sae.cfg.d_sae, float(alpha), float(stats.l0[i]), float(stats.fvu[i]),
+                    int((stats.rate[i] == 0).sum()), int((stats.rate[i] > dense_threshold).sum()),
+                    _spliced(model, tokens, sae, i, hook, batch_size, base))
+            for i, alpha in enumerate(sae.cfg.l1_coeffs)]
 
 
 class ReconstructionStats(NamedTuple):

@@ -98,21 +98,25 @@ def latent_stats(lat, chunk_rows: int | None = None) -> LatentStats:
     return LatentStats(count / n, (total / n).astype(np.float32), peak)
 
 
+def merge_top(best_v: np.ndarray, best_r: np.ndarray, v: np.ndarray, r: np.ndarray, k: int):
+    """The running top-k of each column: the ``k`` largest of the kept (best_v, best_r) and of a
+    chunk's values ``v`` at rows ``r`` (all (rows, m)), largest first (ties: earlier row first)."""
+    if len(v) > k:  # the chunk's own top k first: the merge below then sorts 2k rows, not the chunk
+        part = np.argpartition(-v, k - 1, axis=0)[:k]
+        v, r = np.take_along_axis(v, part, 0), np.take_along_axis(r, part, 0)
+    v, r = np.concatenate([best_v, v]), np.concatenate([best_r, r])                    # (<= 2k, m)
+    order = np.lexsort((r, -v), axis=0)[:k]                                             # by value, then row
+    return np.take_along_axis(v, order, 0), np.take_along_axis(r, order, 0)
+
+
 def top_rows(lat, latents: np.ndarray, k: int, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(k, m) rows and values of each listed latent's ``k`` largest activations, largest first
-    (ties: earlier row first), kept as a running top-k while the chunks stream past."""
+    """(k, m) rows and values of each listed latent's ``k`` largest activations (``merge_top``)."""
     latents = np.asarray(latents, dtype=np.int64)
     best_v = np.full((0, len(latents)), -np.inf, dtype=np.float32)
     best_r = np.zeros((0, len(latents)), dtype=np.int64)
     for s, c in row_chunks(lat, chunk_rows):
         v = c[:, latents]                                                               # (rows, m)
-        r = np.broadcast_to(np.arange(s, s + len(c))[:, None], v.shape)
-        if len(v) > k:  # the chunk's own top k first: the merge below then sorts 2k rows, not the chunk
-            part = np.argpartition(-v, k - 1, axis=0)[:k]
-            v, r = np.take_along_axis(v, part, 0), np.take_along_axis(r, part, 0)
-        v, r = np.concatenate([best_v, v]), np.concatenate([best_r, r])                # (<= 2k, m)
-        order = np.lexsort((r, -v), axis=0)[:k]                                         # by value, then row
-        best_v, best_r = np.take_along_axis(v, order, 0), np.take_along_axis(r, order, 0)
+        best_v, best_r = merge_top(best_v, best_r, v, np.broadcast_to(np.arange(s, s + len(c))[:, None], v.shape), k)
     return best_r, best_v
 
 

@@ -1,7 +1,7 @@
 """Reading a prompt token by token, and changing one feature to see what the model does.
 
 * ``prompt_latents``: which units (SAE latents or neurons, a ``Units``) fire on each token of a
-  text, strongest first: the pure function behind the prompt box of ``helpers.widgets_lm``.
+  text, strongest first: the pure function behind the prompt box of ``helpers.figures.lm``.
 * ``ablate_hook`` / ``steer_hook``: hooks on the MLP's hidden layer. Ablating removes a unit's
   own contribution, ``x - a(x) w``, which equals splicing in the SAE (as
   ``lm.splice_hook`` does) with that latent zeroed *and* adding back the SAE's error, so

@@ -85,12 +85,11 @@ def _hub_resolves() -> bool:
     return True
 
 
-def _hub_answers(timeout: float | None = None) -> bool:
-    """Whether the hub answers a HEAD request within ``timeout`` seconds (any HTTP status counts)."""
+def _hub_answers() -> bool:
+    """Whether the hub answers a HEAD request within ``HUB_PROBE_SECONDS`` (any HTTP status counts)."""
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
-        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"),
-                                    timeout=HUB_PROBE_SECONDS if timeout is None else timeout):
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=HUB_PROBE_SECONDS):
             return True
     except urllib.error.HTTPError:  # it answered, if only with an error status
         return True
@@ -240,10 +239,6 @@ def corpus_token_windows(model, n_tokens: int, seq_len: int = 128) -> torch.Tens
     (``helpers.lm.offline``) come first (text it never trained on), then the training documents if the budget needs more. A
     dataset of ``CORPORA`` is read from its validation split (text the model never trained on).
     """
-    from helpers.lm.validate import check_int
-
-    check_int("n_tokens", n_tokens, 1)
-    check_int("seq_len", seq_len, 2)
     name = corpus_name(model)
     if name == CORPUS:
         train_docs, held = _documents()

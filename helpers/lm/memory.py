@@ -47,8 +47,9 @@ class GridMemory:
                 f"{self.training / gib:.2f}, one step {self.step / gib:.2f}, the model {self.model / gib:.2f}")
 
 
-def sae_parameters(d_in: int, d_sae: int, n_instances: int, decoder_bias: bool = True) -> int:
-    """Parameters of a stacked SAE: W_enc, W_dec, b_enc and (stored either way) b_dec, per instance."""
+def sae_parameters(d_in: int, d_sae: int, n_instances: int) -> int:
+    """Parameters of a stacked SAE: W_enc, W_dec, b_enc and b_dec (stored with or without
+    ``decoder_bias``), per instance."""
     return n_instances * (2 * d_in * d_sae + d_sae + d_in)
 
 

@@ -11,17 +11,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from helpers.device import check_int as check_at_least
+
 KINDS = ("post", "out")
 """Activation kinds a harvest can record: MLP neurons after the nonlinearity, the MLP's output."""
 
 
 def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    """``value`` as an int in ``[lo, hi]``; bools and floats are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        span = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ValueError(f"{name} must be {span}, got {value}")
+    """``value`` as an int in ``[lo, hi]``: ``helpers.device.check_int`` (bools and floats are
+    refused), with an upper bound."""
+    check_at_least(name, value, lo)
+    if hi is not None and value > hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
     return int(value)
 
 
@@ -58,16 +59,13 @@ def check_layer(layer, model) -> int:
 
 def check_tokens(tokens, model, name: str = "tokens") -> torch.Tensor:
     """(n_seq, seq_len) token ids, numpy or torch, as a CPU long tensor."""
-    if isinstance(tokens, np.ndarray):
-        if not np.issubdtype(tokens.dtype, np.integer):
-            raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
-        tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
-    elif isinstance(tokens, torch.Tensor):
-        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
-        tokens = tokens.detach().to("cpu", torch.long)
-    else:
+    if not isinstance(tokens, (np.ndarray, torch.Tensor)):
         raise TypeError(f"{name} must be a numpy array or torch tensor of token ids, got {type(tokens).__name__}")
+    numpy = isinstance(tokens, np.ndarray)
+    if not (np.issubdtype(tokens.dtype, np.integer) if numpy else
+            not (tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool)):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+    tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64)) if numpy else tokens.detach().to("cpu", torch.long)
     if tokens.dim() != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 2:
         raise ValueError(f"{name} must have shape (n_seq >= 1, seq_len >= 2), got {tuple(tokens.shape)}")
     if tokens.shape[1] > model.cfg.n_ctx:

@@ -18,7 +18,7 @@ from helpers.device import check_int
 from helpers.paths import atomic_write
 from helpers.sae.config import SAEConfig
 from helpers.sae.model import SAE
-from helpers.sae.registry import SAE_CLASSES, sae_class
+from helpers.sae.registry import SAE_CLASSES
 
 SAE_LENS_VERSION = "6.54.12"
 """The SAELens version whose file layout ``save_sae`` writes (recorded in cfg.json)."""
@@ -27,10 +27,6 @@ WEIGHTS_FILE, CFG_FILE = "sae_weights.safetensors", "cfg.json"
 
 # Each class says how it is stored (``saved_as``, ``file_extras``) and read back (``file_shapes``,
 # ``config_from_file``, ``load_extras_``): a file's "architecture" names the registered class.
-
-
-def _instance_folder_name(i: int, alpha: float) -> str:
-    return f"instance_{i:02d}_l1_{alpha:.4g}"
 
 
 def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name: str | None = None) -> list[Path]:
@@ -49,7 +45,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name:
     with torch.no_grad():
         W_dec = sae.decoder_directions().detach().float().cpu()
         for i, alpha in enumerate(cfg.l1_coeffs):
-            out = folder if cfg.n_instances == 1 else folder / _instance_folder_name(i, alpha)
+            out = folder if cfg.n_instances == 1 else folder / f"instance_{i:02d}_l1_{alpha:.4g}"
             out.mkdir(parents=True, exist_ok=True)
             tensors = {
                 "W_enc": sae.W_enc[i].detach().float().cpu().contiguous(),
@@ -97,9 +93,9 @@ def _from_file(folder: Path, meta: dict, tensors: dict[str, torch.Tensor], devic
     """``load_sae`` once the files are read."""
     arch = meta.get("architecture", "standard")
     course = meta.get("course", {})
-    if arch not in SAE_CLASSES:
+    cls = SAE_CLASSES.get(arch)
+    if cls is None:
         raise ValueError(f"{folder}: architecture {arch!r} is not one we implement ({', '.join(SAE_CLASSES)})")
-    cls = sae_class(arch)
     for setting in ("normalize_activations", "reshape_activations"):
         if meta.get(setting, "none") not in ("none", None):
             raise ValueError(f"{folder}: {setting}={meta[setting]!r} is not implemented here (only 'none'); "

@@ -58,8 +58,6 @@ def resample_latents_(opt: torch.optim.Optimizer, W_enc: torch.Tensor, W_dec: to
     many latents were revived. ``generator`` (on ``x``'s device) draws the samples: the
     result never depends on what else drew random numbers before.
     """
-    if to not in RESAMPLE_TARGETS:
-        raise ValueError(f"to must be one of {RESAMPLE_TARGETS}, got {to!r}")
     if not bad.any():
         return 0
     D = W_dec / W_dec.norm(dim=-1, keepdim=True)                              # (I, J, h)

@@ -119,7 +119,8 @@ def train_sae(
                 sums += torch.stack([out.recon_loss.detach(), out.l1_loss.detach(), l0])
                 if cfg.resample_every:
                     fires += (acts > 0).sum(1)
-                    if _resample_due(cfg, step + 1, steps):
+                    done = step + 1  # every resample_every steps, from resample_dead_after to resample_until
+                    if done % cfg.resample_every == 0 and cfg.resample_dead_after <= done <= cfg.resample_until * steps:
                         bad = ((step + 1 - last_fired) >= cfg.resample_dead_after) | redundant(
                             sae.W_dec, fires, cfg.resample_duplicate_cos)
                         if bad.any():  # a pool of fresh samples to aim at (2048: the refit costs 20 passes)
@@ -174,12 +175,6 @@ def check_not_diverged(window_loss: torch.Tensor, start_loss: torch.Tensor, step
         f"train_sae: the loss of instance {name} grew from {float(start_loss[i]):.3g} at step 1 to "
         f"{float(window_loss[i]):.3g} by step {step} ({int(bad.sum())} instance(s) over {DIVERGED_FACTOR:g}x their start): "
         "training diverged. The learning rate is too large for this problem: try a 10x smaller lr.")
-
-
-def _resample_due(cfg, done: int, steps: int) -> bool:
-    """Is step ``done`` (1-based) of ``steps`` one at which ``train_sae`` resamples?"""
-    return (done % cfg.resample_every == 0 and done >= cfg.resample_dead_after
-            and done <= cfg.resample_until * steps)
 
 
 def _draw(sample_fn: Callable[[int], torch.Tensor], n: int, d_in: int, dev: torch.device) -> torch.Tensor:

@@ -3,13 +3,10 @@
 * ``TopKSAE`` (Gao et al. 2024): keep the k largest pre-activations of each example (then
   ReLU); sparsity is set by k, so there is no penalty term. A latent that loses every top-k
   contest gets no gradient and never comes back (it is dead). ``SAEConfig(auxk=AuxKConfig())``
-  switches on the paper's remedy, the AuxK loss: the ``auxk.k`` largest pre-activations among the
-  dead latents alone must reconstruct what the live ones left over (the residual), which pulls
-  dead latents toward directions the dictionary still misses. It is a training term only: encoding and the
-  reconstruction loss are unchanged. Which latents are dead comes from the trainer's record of
-  when each last fired (``train_sae`` passes it to ``forward``), so a forward pass changes no
-  state. (A setting of the config like any other, so it is saved, cached and gridded with it:
-  ``SAE(replace(cfg, auxk=AuxKConfig(coeff=1/32)))``.)
+  switches on the paper's remedy, the AuxK loss (``TopKSAE.aux_loss``), which pulls dead latents
+  toward what the live ones leave over. A training term only: encoding and the reconstruction loss
+  are unchanged, and which latents are dead comes from the trainer's record of when each last
+  fired (``train_sae`` passes it to ``forward``), so a forward pass changes no state.
 * ``BatchTopKSAE`` (Bussmann et al. 2024): keep the k x batch largest activations of the whole
   batch, so busy examples get more latents than quiet ones. While training it tracks a
   threshold (a moving average of the smallest kept activation); in ``.eval()`` mode it encodes
@@ -25,7 +22,6 @@ import math
 import torch
 from torch import nn
 
-from helpers.sae.config import AUXK_COEFF, AUXK_DEAD_WINDOW, AuxKConfig  # noqa: F401 (notebook 05 imports them from here)
 from helpers.sae.model import SAE, ForwardOutput
 from helpers.sae.registry import register_sae_class
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from helpers import store
+from helpers.device import resolve_device
 from helpers.paths import jsonable, source_hash
 from helpers.store import CacheCorruptError, read_npz, write_npz
 
@@ -37,8 +38,6 @@ def training_code() -> str:
 
 def cache_config(name: str, base, settings: dict) -> dict:
     """Everything a cached sweep depends on, as JSON (its hash names the folder)."""
-    from helpers.toy.config import resolve_device
-
     return jsonable({"experiment": name, "base": base.as_dict(), "settings": settings,
                      "device": resolve_device(base.device).type, "torch": torch.__version__.split("+")[0],
                      "code": training_code()}, f"{name} settings")

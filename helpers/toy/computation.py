@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from helpers.device import stream_seed
+from helpers.device import resolve_device, stream_seed
 from helpers.optim import adam, check_finite, scheduler
 from helpers.toy.cache import cached
-from helpers.toy.config import ToyConfig, resolve_device
+from helpers.toy.config import ToyConfig
 from helpers.toy.experiments import check_base, decay_importance, pick_best
 from helpers.toy.train import cpu_threads
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from helpers.device import check_int, parse_device, resolve_device  # noqa: F401  (resolve_device re-exported)
+from helpers.device import check_int, parse_device
 from helpers.optim import LR_SCHEDULES
 
 READOUTS = ("relu", "linear", "softmax")
@@ -37,9 +37,8 @@ def as_float_tensor(value, name: str) -> torch.Tensor:
     return t
 
 
-def per_instance(value, name: str, n_instances: int, n_features: int) -> torch.Tensor:
-    """``value`` as a finite float (inst, n_features) CPU tensor, or an error naming ``name``."""
-    t = as_float_tensor(value, name)
+def per_instance(t: torch.Tensor, name: str, n_instances: int, n_features: int) -> torch.Tensor:
+    """``t`` broadcast to a fresh (inst, n_features) tensor, or an error naming ``name``."""
     try:
         return t.broadcast_to((n_instances, n_features)).clone()
     except RuntimeError:
@@ -103,33 +102,32 @@ class ToyConfig:
             raise ValueError(f"Unknown lr_schedule {self.lr_schedule!r}: use one of {', '.join(LR_SCHEDULES)}.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, Real) or not math.isfinite(self.lr) or self.lr <= 0:
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        n, I = self.n_features, self.n_instances
+        n = self.n_features
         n_paired = 2 * (self.n_correlated_pairs + self.n_anticorrelated_pairs)
         if n_paired > n:
             raise ValueError(f"{n_paired} features in pairs, but only n_features={n}")
-        p = per_instance(self.feature_probability, "feature_probability", I, n)
+        # Kept in the shape given (as float tensors), not broadcast to this size, so that a copy with
+        # another n_features or n_instances (dataclasses.replace) broadcasts them anew.
+        self.feature_probability = as_float_tensor(self.feature_probability, "feature_probability")
+        p = self.probabilities
         if p.min() < 0 or p.max() > 1:
             raise ValueError(f"feature_probability must lie in [0, 1], got values from {p.min():.3g} to {p.max():.3g}")
         a0 = 2 * self.n_correlated_pairs
         if self.n_anticorrelated_pairs and (p[:, a0:n_paired:2] + p[:, a0 + 1 : n_paired : 2]).max() > 1:
             raise ValueError("feature_probability: an anticorrelated pair's two probabilities must add up to at most 1")
-        imp = per_instance(self.importance, "importance", I, n)
-        if imp.min() < 0:
-            raise ValueError(f"importance must be non-negative, got a minimum of {imp.min():.3g}")
-        # Keep the values in the shape they were given (as float tensors), not broadcast to this size,
-        # so that a copy with another n_features or n_instances (dataclasses.replace) broadcasts them anew.
-        self.feature_probability = as_float_tensor(self.feature_probability, "feature_probability")
         self.importance = as_float_tensor(self.importance, "importance")
+        if self.importances.min() < 0:
+            raise ValueError(f"importance must be non-negative, got a minimum of {self.importances.min():.3g}")
 
     @property
     def probabilities(self) -> torch.Tensor:
         """(inst, n_features) density of every feature of every instance (a fresh CPU tensor)."""
-        return self.feature_probability.broadcast_to((self.n_instances, self.n_features)).clone()
+        return per_instance(self.feature_probability, "feature_probability", self.n_instances, self.n_features)
 
     @property
     def importances(self) -> torch.Tensor:
         """(inst, n_features) importance of every feature of every instance (a fresh CPU tensor)."""
-        return self.importance.broadcast_to((self.n_instances, self.n_features)).clone()
+        return per_instance(self.importance, "importance", self.n_instances, self.n_features)
 
     def select(self, idx) -> "ToyConfig":
         """The config of the instances ``idx`` (an int, slice, list or index tensor)."""

@@ -33,7 +33,6 @@ def check_base(base) -> ToyConfig:
 def stacked(base: ToyConfig, feature_probability, importance, **changes) -> ToyConfig:
     """``base`` with one instance per row of ``feature_probability`` (settings, 1 or n) and
     ``importance`` (settings or 1, n), plus any other ``changes`` (pairing, logging)."""
-    check_base(base)
     p = torch.as_tensor(feature_probability, dtype=torch.float32)
     return replace(base, n_instances=p.shape[0], feature_probability=p, importance=importance, **changes)
 

@@ -19,8 +19,8 @@ import math
 import torch
 from torch import nn
 
-from helpers.device import stream_seed
-from helpers.toy.config import READOUTS, ToyConfig, resolve_device
+from helpers.device import resolve_device, stream_seed
+from helpers.toy.config import ToyConfig
 from helpers.toy.data import FeatureSampler
 
 
@@ -39,9 +39,7 @@ def logits(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def readout_fn(readout: str):
-    """The readout ``f`` by name."""
-    if readout not in READOUTS:
-        raise ValueError(f"Unknown readout {readout!r}: use one of {', '.join(READOUTS)}.")
+    """The readout ``f`` by name (one of ``READOUTS``, which ``ToyConfig`` checks)."""
     return {"relu": torch.relu, "linear": lambda z: z, "softmax": lambda z: torch.softmax(z, -1)}[readout]
 
 

@@ -1,5 +1,7 @@
-"""Figures for notebook 02: the ground-truth data and how well SAEs recover it (training curves:
-``helpers.plotting_training``).
+"""Figures for notebook 02: the ground-truth data, how well SAEs recover it (one SAE, the sweeps
+over alpha and dictionary size, firing frequencies), training (loss curves, MMCS during
+training, which planted features a trained SAE holds, the recipe ladder), and the sliders over
+a trained grid.
 
 Every function draws one figure (or into the axes it is given) and returns the figure, so a
 notebook cell is one call plus ``plt.show()``. Inputs are plain tensors/arrays and the logs
@@ -13,8 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from helpers.figures.style import DPI, L1_AXIS, SIZE_AXIS, to_numpy
 from helpers.metrics import best_matches
-from helpers.plotting_toy import DPI, to_numpy
+from helpers.sae import TrainLog
 
 
 # --------------------------------------------------------------------------------------
@@ -83,7 +86,7 @@ def matched_cosines(learned, truth) -> tuple[np.ndarray, np.ndarray]:
     return to_numpy(T @ L[m.index].T), to_numpy(m.cosine)
 
 
-def plot_matched_cosines(learned, truth, ax=None, title: str | None = None, colorbar: bool = True):
+def plot_matched_cosines(learned, truth, ax=None, title: str | None = None):
     """Heatmap of ``matched_cosines``: a bright diagonal means every true feature was found."""
     cos, best = matched_cosines(learned, truth)
     fig = None
@@ -92,8 +95,7 @@ def plot_matched_cosines(learned, truth, ax=None, title: str | None = None, colo
     im = ax.imshow(cos, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     ax.set(xlabel="learned feature (ordered by the true feature it matches best)", ylabel="true feature g",
            title=title if title is not None else f"Learned vs true features (MMCS {best.mean():.3f})")
-    if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, label="cosine similarity")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, label="cosine similarity")
     return fig or ax.figure
 
 
@@ -136,7 +138,7 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
         ax.semilogx(a, to_numpy(values), "o--", color=col, ms=4, label=name)
     ax.axhline(random_baseline, color="tab:gray", ls="--", label=f"random dictionary ({random_baseline:.2f})")
     ax.axhline(threshold, color="tab:green", ls=":", lw=1, label=f"MMCS = {threshold:g} (the zone's threshold)")
-    ax.set(xlabel="L1 coefficient alpha (log scale)", ylabel="MMCS", ylim=(0, 1.02), title=title)
+    ax.set(xlabel=f"{L1_AXIS} (log scale)", ylabel="MMCS", ylim=(0, 1.02), title=title)
     if l0 is not None:
         ax2 = ax.twinx()
         ax2.semilogx(a, to_numpy(l0), "s:", color="tab:orange", ms=4, label="L0 (right axis)")
@@ -148,14 +150,24 @@ def plot_mmcs_vs_l1(l1_values, mmcs_values, random_baseline: float, zone: tuple[
     return fig
 
 
-def _mmcs_image(ax, m: np.ndarray):
-    """An MMCS table as an image on a fixed 0-1 colour scale, each cell labelled with its value."""
+def _mmcs_heatmap(m: np.ndarray, xticks: list, yticks: list, ylabel: str, title: str, size: tuple,
+                  outline: Sequence[tuple[int, int]] = ()):
+    """An MMCS table (rows x alphas) as a heatmap on a fixed 0-1 colour scale, each cell labelled
+    with its value and the cells ``outline`` (i, j) boxed in red."""
+    fig, ax = plt.subplots(figsize=size, dpi=DPI)
     im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, aspect="auto", origin="lower")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color="black" if m[i, j] > 0.6 else "white")
-    return im
+    for i, j in outline:
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+    ax.set_xticks(range(len(xticks)), xticks)
+    ax.set_yticks(range(len(yticks)), yticks)
+    ax.set(xlabel=L1_AXIS, ylabel=ylabel, title=title)
+    fig.colorbar(im, ax=ax, label="MMCS")
+    fig.tight_layout()
+    return fig
 
 
 def _best_index(row: np.ndarray, tie: float) -> int:
@@ -166,22 +178,13 @@ def _best_index(row: np.ndarray, tie: float) -> int:
 
 
 def plot_mmcs_grid(mmcs_grid, size_labels: Sequence[str], l1_values, title: str = "MMCS with the ground truth",
-                   mark_best: bool = True, tie: float = 0.005):
+                   tie: float = 0.005):
     """Heatmap (dictionary size x alpha) of MMCS, the best alpha of each size outlined: where
     several alphas lie within ``tie`` of a row's best MMCS, the middle one (``l1_zone_by_size``'s rule)."""
     m = to_numpy(mmcs_grid)
-    fig, ax = plt.subplots(figsize=(1.0 * len(l1_values) + 2.5, 0.55 * len(size_labels) + 1.8), dpi=DPI)
-    im = _mmcs_image(ax, m)
-    for i in range(m.shape[0] if mark_best else 0):
-        if np.isfinite(m[i]).any():
-            j = _best_index(m[i], tie)
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
-    ax.set_xticks(range(len(l1_values)), [f"{a:.2g}" for a in l1_values])
-    ax.set_yticks(range(len(size_labels)), list(size_labels))
-    ax.set(xlabel="L1 coefficient alpha", ylabel="dictionary size J / G", title=title)
-    fig.colorbar(im, ax=ax, label="MMCS")
-    fig.tight_layout()
-    return fig
+    best = [(i, _best_index(m[i], tie)) for i in range(m.shape[0]) if np.isfinite(m[i]).any()]
+    return _mmcs_heatmap(m, [f"{a:.2g}" for a in l1_values], list(size_labels), f"{SIZE_AXIS} J / G", title,
+                         (1.0 * len(l1_values) + 2.5, 0.55 * len(size_labels) + 1.8), best)
 
 
 def l1_zone_by_size(l1_values, mmcs_grid, threshold: float = 0.95,
@@ -233,7 +236,7 @@ def plot_best_l1_by_size(size_ratios, l1_values, mmcs_grid, d_sae_values, thresh
         ax.yaxis.set_major_formatter(LogFormatterSciNotation(base=10))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlim(r.min() / 1.4, r.max() * 1.4)
-        ax.set(xlabel="dictionary size J / G", ylabel=ylabel, title=title)
+        ax.set(xlabel=f"{SIZE_AXIS} J / G", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3, which="major")
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
@@ -253,7 +256,7 @@ def plot_mmcs_vs_size(size_ratios, mmcs_at_alpha, alpha: float, best_mmcs=None, 
     ax.set_xscale("log", base=2)
     ax.set_xticks(r, [f"{v:g}" for v in r])
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
-    ax.set(xlabel="dictionary size J / G (log scale)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
+    ax.set(xlabel=f"{SIZE_AXIS} J / G (log scale)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
            title="MMCS vs dictionary size at a fixed L1 coefficient")
     ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
@@ -262,15 +265,8 @@ def plot_mmcs_vs_size(size_ratios, mmcs_at_alpha, alpha: float, best_mmcs=None, 
 
 def plot_mmcs_noise_grid(noise_levels, l1_values, mmcs_grid, title: str = "Denoising SAEs: MMCS (J = G)"):
     """The report's appendix figure: MMCS as a heatmap over (input noise, alpha)."""
-    m = to_numpy(mmcs_grid)
-    fig, ax = plt.subplots(figsize=(0.9 * len(l1_values) + 2.8, 0.5 * len(noise_levels) + 1.8), dpi=DPI)
-    im = _mmcs_image(ax, m)
-    ax.set_xticks(range(len(l1_values)), [f"{a:g}" for a in l1_values])
-    ax.set_yticks(range(len(noise_levels)), [f"{v:g}" for v in noise_levels])
-    ax.set(xlabel="L1 coefficient alpha", ylabel="input noise std / RMS of x", title=title)
-    fig.colorbar(im, ax=ax, label="MMCS")
-    fig.tight_layout()
-    return fig
+    return _mmcs_heatmap(to_numpy(mmcs_grid), [f"{a:g}" for a in l1_values], [f"{v:g}" for v in noise_levels],
+                         "input noise std / RMS of x", title, (0.9 * len(l1_values) + 2.8, 0.5 * len(noise_levels) + 1.8))
 
 
 def plot_firing_frequencies(frequencies: dict, dead: dict, n_samples: int, dead_rate: float, feature_range,
@@ -300,3 +296,114 @@ def plot_firing_frequencies(frequencies: dict, dead: dict, n_samples: int, dead_
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# 5. Training
+# --------------------------------------------------------------------------------------
+def plot_training_curves(log: TrainLog, instance: int = 0, title: str = ""):
+    """Reconstruction loss, L1 term and L0 against the training step for one instance."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.2), dpi=DPI)
+    for ax, values, name, log_y in (
+        (axes[0], log.recon_loss, "reconstruction loss (1/h)||x - x_hat||^2", True),
+        (axes[1], log.l1_loss, "L1 term (alpha/J)||c||_1", True),
+        (axes[2], log.l0, "L0: active latents per example", False),
+    ):
+        ax.plot(log.steps, values[:, instance], color="tab:blue")
+        ax.set(xlabel="training step", ylabel=name.split(":")[0].split(" (")[0], title=name)
+        if log_y:
+            ax.set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_mmcs_vs_samples(curves: dict, threshold: float = 0.95, title: str = "MMCS during training"):
+    """MMCS against training samples, one line per ``{label: (samples, mmcs)}``."""
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=DPI)
+    styles = ("-", "--", "-.", ":")
+    colors = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+    for k, (name, (n, m)) in enumerate(curves.items()):
+        ax.plot(np.asarray(n) / 1e3, to_numpy(m), styles[k % 2], color=colors[k % len(colors)], label=name)
+    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
+    ax.set(xlabel="training samples (thousands)", ylabel="MMCS with the planted features", ylim=(0, 1.02),
+           title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_recovery_by_frequency(dictionaries: dict, truth, probabilities, threshold: float = 0.9,
+                               title: str = "Which planted features each SAE holds"):
+    """Best cosine of every planted feature with any latent, against how often the feature fires.
+
+    ``dictionaries``: {label: (J, h) learned rows}; ``truth``: (G, h); ``probabilities``: (G,).
+    """
+    p, T = to_numpy(probabilities), torch.as_tensor(truth).detach().cpu().float()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=DPI)
+    for (name, D), (col, mark) in zip(dictionaries.items(), (("tab:orange", "o"), ("tab:blue", "s"), ("tab:green", "^"))):
+        best = to_numpy(best_matches(torch.as_tensor(D).detach().cpu().float(), T).cosine)   # (G,)
+        ax.scatter(p, best, s=9, marker=mark, color=col, alpha=0.6,
+                   label=f"{name}: {(best < threshold).sum()} below {threshold:g}")
+    ax.axhline(threshold, color="tab:gray", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="probability that the feature is on in a sample (log scale)",
+           ylabel="best cosine with any latent", ylim=(0, 1.03), title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_recipe_ladder(rows: dict, title: str = "One change at a time"):
+    """Final MMCS per recipe as dots, ``{label: (mmcs, dead latents)}``, top row first."""
+    labels = list(rows)[::-1]
+    m = np.array([rows[k][0] for k in labels])
+    y = np.arange(len(rows))
+    lo = max(0.0, np.floor((m.min() - 0.03) * 50) / 50)      # the axis starts near the lowest value, not at 0
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * len(rows) + 1.2), dpi=DPI)
+    ax.hlines(y, lo, m, color="tab:gray", lw=1)
+    ax.plot(m, y, "o", color="tab:blue")
+    for i, k in enumerate(labels):
+        ax.text(m[i] + 0.002, i, f"{rows[k][0]:.3f}  ({rows[k][1]} dead)", va="center", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set(xlim=(lo, 1.0), xlabel="MMCS with the planted features at the end", title=title)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# Sliders over a trained grid
+# --------------------------------------------------------------------------------------
+def grid_match_explorer(grid, truth: torch.Tensor, size: float | None = None, l1: float | None = None):
+    """Pick (dictionary size, alpha) of a trained grid and see how its dictionary matches ``truth``.
+
+    ``grid``: a ``GridResult`` (``helpers.diagnostics``) trained with ``keep_dictionaries=True``;
+    ``truth``: (G, d) ground-truth features. ``size``/``l1`` choose the starting cell.
+    Shows the histogram of each true feature's best cosine and the matched cosine matrix.
+    Returns the ``interact`` handle (call ``draw(i, j)`` on it to redraw without widgets).
+    """
+    import ipywidgets as widgets
+
+    labels = [grid.size_label(i) for i in range(grid.shape[0])]
+    alphas = [float(a) for a in grid.l1_values]
+    i0 = labels.index(f"{size:g}x") if size is not None and f"{size:g}x" in labels else 0
+    j0 = min(range(len(alphas)), key=lambda j: abs(alphas[j] - l1)) if l1 is not None else len(alphas) // 2
+    size_w = widgets.SelectionSlider(options=[(lab, i) for i, lab in enumerate(labels)], value=i0,
+                                     description="size J/G", continuous_update=False)
+    l1_w = widgets.SelectionSlider(options=[(f"{a:.3g}", j) for j, a in enumerate(alphas)], value=j0,
+                                   description="L1 alpha", continuous_update=False)
+
+    def draw(i: int, j: int):
+        learned = grid.dictionary(i, j)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=DPI, gridspec_kw={"width_ratios": [1, 1.1]})
+        plot_max_cosine_histogram(learned, truth, ax=axes[0])
+        plot_matched_cosines(learned, truth, ax=axes[1], title="Matched cosine matrix")
+        fig.suptitle(f"J = {labels[i]} G = {int(grid.d_sae_values[i])} latents, alpha = {alphas[j]:.3g}: "
+                     f"MMCS {grid.mmcs_ground_truth[i, j]:.3f}, L0 {grid.l0[i, j]:.1f}, dead {int(grid.dead[i, j])}")
+        fig.tight_layout()
+        plt.show()
+
+    handle = widgets.interact(draw, i=size_w, j=l1_w)
+    handle.draw = draw
+    return handle

@@ -1,8 +1,11 @@
-"""Figures for notebook 01: toy models of superposition.
+"""Figures for notebook 01: toy models of superposition (the columns of W, W^T W and the bias,
+the readouts compared, feature dimensionality, computation in superposition) and the sliders
+over a precomputed sweep. Pairs, polytopes and phase diagrams: ``helpers.figures.toy_geometry``.
 
 Every function draws one figure (or into the axes it is given) and returns the figure, so a
 notebook cell is one call plus ``plt.show()``. Inputs are the results ``helpers.toy``
-returns; nothing here trains anything.
+returns; nothing here trains anything. The interactive 3-D view is
+``helpers.figures.interactive.tegum_polytope``.
 """
 from __future__ import annotations
 
@@ -10,19 +13,10 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.patches import Patch
 
 from helpers import toy
-
-DPI = 80
-"""The resolution of every matplotlib figure of the course (``helpers.plotting_*``, the widgets and
-``plotly_figures``' static versions): figures are stored in the notebooks, and a modest one keeps them small."""
-
-
-def to_numpy(t) -> np.ndarray:
-    """A tensor (any device, any float dtype) or array-like as a NumPy array, for plotting."""
-    return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+from helpers.figures.style import DPI, to_numpy
 
 
 def feature_colors(n: int) -> np.ndarray:
@@ -84,10 +78,10 @@ def plot_arrow_grid(W_grid, row_labels: Sequence[str], col_labels: Sequence[str]
 # --------------------------------------------------------------------------------------
 # W^T W and the bias
 # --------------------------------------------------------------------------------------
-def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool = True, b_lim: float | None = None):
+def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, b_lim: float | None = None):
     """W^T W (n, n) as a heatmap (red: +, blue: -, limits +-1) and the bias (n,) beside it, on its
     own colour scale (``b_lim``, default its largest |b|): a bias of -0.2 would be pale next to the +-1
-    of W^T W. Each bias value is written in its cell."""
+    of W^T W. Each bias value is written in its cell. Returns both images, for the caller's colour bars."""
     W, b = to_numpy(W), to_numpy(b)
     n = W.shape[1]
     G = W.T @ W
@@ -103,9 +97,6 @@ def draw_wtw_bias(ax_wtw, ax_b, W, b, title: str | None = None, colorbar: bool =
         ax_b.text(0, i, f"{v:+.2f}", ha="center", va="center", fontsize=6,
                   color="white" if abs(v) > 0.6 * b_lim else "black")
     ax_b.set(xticks=[0], xticklabels=["b"], yticks=[])
-    if colorbar:
-        plt.colorbar(im, ax=[ax_wtw], fraction=0.05, pad=0.04, label="W^T W entry")
-        plt.colorbar(im_b, ax=[ax_b], fraction=0.5, pad=0.1, label="bias b")
     return im, im_b
 
 
@@ -117,7 +108,7 @@ def plot_wtw_grid(W, b, labels: Sequence[str], title: str):
                              gridspec_kw={"width_ratios": [6, 1.3] * k})
     b_lim = max(float(np.abs(b).max()), 1e-3)
     for j in range(k):
-        im, im_b = draw_wtw_bias(axes[2 * j], axes[2 * j + 1], W[j], b[j], labels[j], colorbar=False, b_lim=b_lim)
+        im, im_b = draw_wtw_bias(axes[2 * j], axes[2 * j + 1], W[j], b[j], labels[j], b_lim=b_lim)
         if j:
             axes[2 * j].set_ylabel("")
     fig.subplots_adjust(left=0.04, right=0.88, wspace=0.35)
@@ -238,7 +229,7 @@ def draw_sweep_cell(sw: "toy.Sweep", i_decay: int, j_density: int, note: str = "
     ax0, ax1, cax1, ax2, cax2 = (fig.add_subplot(gs[k]) for k in range(5))
     W, b = sw.W[i_decay, j_density], sw.b[i_decay, j_density]
     draw_arrows(ax0, W, title="columns of W (arrows)")
-    im, im_b = draw_wtw_bias(ax1, ax2, W, b, title="W^T W (interference)", colorbar=False)
+    im, im_b = draw_wtw_bias(ax1, ax2, W, b, title="W^T W (interference)")
     fig.colorbar(im, cax=cax1, label="W^T W entry")
     fig.colorbar(im_b, cax=cax2, label="bias b (orange +, purple -)")
     ax2.set_title("bias b", fontsize=9)
@@ -328,3 +319,34 @@ def plot_neurons(models: dict, best: dict, densities, unit_names: dict | None = 
                title="most important\nfirst", title_fontsize=8)
     fig.suptitle(f"{n} features on {W.shape[-2]} hidden units: who reads what (lowest-loss seed per density)")
     return fig
+
+
+# --------------------------------------------------------------------------------------
+# Sliders over a precomputed sweep
+# --------------------------------------------------------------------------------------
+def sweep_explorer(sw: "toy.Sweep", density: float | None = None, decay: float | None = None):
+    """Sliders for density and importance decay over a precomputed ``toy.Sweep``.
+
+    Moving a slider only picks a trained model and redraws it, so it feels live. Returns the
+    ``interact`` handle (call ``handle.draw(i, j)`` to draw without widgets).
+    """
+    import ipywidgets as widgets
+
+    j0 = int(np.abs(np.log(sw.densities) - np.log(density)).argmin()) if density else len(sw.densities) // 2
+    i0 = int(np.abs(sw.decays - decay).argmin()) if decay else len(sw.decays) // 2
+    dens_w = widgets.SelectionSlider(options=[(f"{d:.3g}", j) for j, d in enumerate(sw.densities)], value=j0,
+                                     description="density", continuous_update=True)
+    dec_w = widgets.SelectionSlider(options=[(f"{k:.2f}", i) for i, k in enumerate(sw.decays)], value=i0,
+                                    description="decay", continuous_update=True)
+
+    def draw(i: int, j: int):
+        draw_sweep_cell(sw, i, j)
+        plt.show()
+
+    # A static picture of the starting setting first: viewers that cannot run widgets (a stored notebook,
+    # GitHub) show this one; the live sliders below redraw their own copy.
+    draw_sweep_cell(sw, i0, j0, note="starting setting (static copy): ")
+    plt.show()
+    handle = widgets.interact(draw, i=dec_w, j=dens_w)
+    handle.draw = draw
+    return handle

@@ -1,19 +1,25 @@
-"""Interactive figures (plotly) where hovering teaches more than a static plot.
+"""Interactive figures (plotly) where hovering teaches more than a static plot, and the static
+twin a viewer without JavaScript needs where the notebook has no other.
 
 * ``grid_heatmaps``: a diagnostic grid (``helpers.diagnostics.GridResult``), one heatmap per
   metric; hovering a cell shows all of its numbers (L0, dead latents, losses, SSLL, MMCS).
+  Static twin: ``helpers.figures.diagnostics.plot_diagnostics``; both name and colour each
+  metric from ``style.METRIC_STYLE``.
 * ``tegum_polytope``: feature directions in 3 dimensions (notebook 01): the points, the
   spokes from the origin and their convex hull, so an octahedron, a trigonal bipyramid or a
   tetrahedron can be turned around. ``ideal_polytope`` gives the perfect shapes to compare.
+  Static twin: ``helpers.figures.toy_geometry.plot_polytopes_3d``.
 * ``decoder_geometry``: pairs of latents (``lm.PairGeometry``), decoder cosine against
-  co-occurrence, hover naming the two latents.
+  co-occurrence, hover naming the two latents (the notebook's static view of the same pairs is
+  ``helpers.figures.lm.plot_geometry_nulls``).
 * ``feature_browser``: every latent of an SAE (``lm.browser.LatentTable``), density against
-  how much of it is one token; hover shows its top token and what it promotes.
+  how much of it is one token; hover shows its top token and what it promotes. Static twin:
+  ``feature_browser_static``.
 
 ``show(fig)`` displays a figure compactly: the plotly JSON (JupyterLab renders it) and a small
 HTML version that loads plotly.js from its CDN (Colab), with no 4 MB copy of plotly.js in the
-notebook, and a line of text for viewers without JavaScript (GitHub). Every notebook cell
-that shows one also draws a static matplotlib version.
+notebook, and a line of text for viewers without JavaScript (GitHub), which see the static
+twin drawn in the cell before.
 """
 from __future__ import annotations
 
@@ -22,6 +28,9 @@ import json
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from helpers.figures.style import DPI, L1_AXIS, METRIC_STYLE, SIZE_AXIS, check_metrics
+from helpers.figures.toy_geometry import directions_3d
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 """The mimetype JupyterLab renders plotly figures from."""
@@ -51,18 +60,10 @@ def bundle(fig: go.Figure, note: str = "static version above") -> dict:
 # --------------------------------------------------------------------------------------
 # (a) a diagnostic grid
 # --------------------------------------------------------------------------------------
-_HEAT = {"l0": ("L0 (active latents)", "Viridis", True), "dead": ("dead latents", "Reds", False),
-         "recon_loss": ("reconstruction loss", "Blues", True), "mmcs_larger": ("MMCS with larger", "Greens", False),
-         "ssll": ("SSLL", "Purples", False), "mmcs_ground_truth": ("MMCS with the truth", "Greens", False),
-         "l1_loss": ("L1 loss", "Oranges", True)}
-
-
 def grid_heatmaps(grid, metrics=("l0", "dead", "recon_loss", "mmcs_larger"), title: str = "Diagnostic grid") -> go.Figure:
     """One heatmap per metric of ``grid`` (sizes down, L1 values across), each cell printed and
     its hover listing every number of that cell."""
-    for m in metrics:
-        if m not in _HEAT:
-            raise ValueError(f"metrics: unknown {m!r}, use some of {sorted(_HEAT)}")
+    check_metrics(metrics)
     S, L = grid.shape
     x = [f"{a:.3g}" for a in grid.l1_values]
     y = [grid.size_label(i) for i in range(S)]
@@ -70,18 +71,19 @@ def grid_heatmaps(grid, metrics=("l0", "dead", "recon_loss", "mmcs_larger"), tit
     if np.isfinite(grid.mmcs_ground_truth).any():
         hover_keys.append("mmcs_ground_truth")
     custom = np.stack([np.asarray(grid.metric(k), dtype=float) for k in hover_keys], axis=-1)     # (S, L, n)
-    lines = "<br>".join(f"{_HEAT[k][0]}: %{{customdata[{n}]:.4g}}" for n, k in enumerate(hover_keys))
-    fig = make_subplots(1, len(metrics), subplot_titles=[_HEAT[m][0] for m in metrics], horizontal_spacing=0.06)
+    lines = "<br>".join(f"{METRIC_STYLE[k].short}: %{{customdata[{n}]:.4g}}" for n, k in enumerate(hover_keys))
+    fig = make_subplots(1, len(metrics), subplot_titles=[METRIC_STYLE[m].short for m in metrics],
+                        horizontal_spacing=0.06)
     for c, m in enumerate(metrics):
         z = np.asarray(grid.metric(m), dtype=float)
-        label, scale, log = _HEAT[m]
-        color = np.log10(np.clip(z, 1e-12, None)) if log else z
+        style = METRIC_STYLE[m]
+        color = np.log10(np.clip(z, 1e-12, None)) if style.log else z
         fig.add_trace(go.Heatmap(z=np.round(color, 4), x=x, y=y, text=np.vectorize(lambda v: f"{v:.3g}")(z),
-                                 texttemplate="%{text}", customdata=np.round(custom, 5), colorscale=scale,
-                                 showscale=False, name=label,
+                                 texttemplate="%{text}", customdata=np.round(custom, 5), colorscale=style.colorscale,
+                                 showscale=False, name=style.short,
                                  hovertemplate=f"size %{{y}}, alpha %{{x}}<br>{lines}<extra></extra>"), 1, c + 1)
-        fig.update_xaxes(title_text="L1 coefficient alpha", type="category", row=1, col=c + 1)
-    fig.update_yaxes(title_text="dictionary size", type="category", row=1, col=1)
+        fig.update_xaxes(title_text=L1_AXIS, type="category", row=1, col=c + 1)
+    fig.update_yaxes(title_text=SIZE_AXIS, type="category", row=1, col=1)
     fig.update_layout(title=title, height=300, width=260 * len(metrics) + 80, margin=dict(l=60, r=20, t=70, b=50))
     return fig
 
@@ -101,24 +103,14 @@ def ideal_polytope(name: str) -> np.ndarray:
     raise ValueError(f"name must be 'octahedron', 'trigonal bipyramid' or 'tetrahedron', got {name!r}")
 
 
-def _directions_3d(W, instance: int) -> np.ndarray:
-    """(n, 3) feature directions from W (n, 3) or (3, n), a tensor, or a toy model (its W[instance])."""
-    if hasattr(W, "W") and hasattr(W, "cfg"):                     # a ToyModel: W is (inst, m, n)
-        W = W.W[instance]
-    W = np.asarray(W.detach().cpu() if hasattr(W, "detach") else W, dtype=float)
-    if W.ndim != 2 or 3 not in W.shape:
-        raise ValueError(f"W must have shape (n_features, 3) or (3, n_features), got {W.shape}")
-    return W if W.shape[1] == 3 else W.T
-
-
-def tegum_polytope(W, instance: int = 0, title: str = "Feature directions in 3 dimensions",
-                   min_norm: float = 0.5) -> go.Figure:
-    """The features of ``W`` as points in 3-D with spokes from the origin and their convex hull.
+def tegum_polytope(W, title: str = "Feature directions in 3 dimensions", min_norm: float = 0.5) -> go.Figure:
+    """The features of ``W`` ((3, n) as a toy model stores it, or (n, 3)) as points in 3-D with
+    spokes from the origin and their convex hull.
 
     Features with norm below ``min_norm`` (not represented) are drawn grey at the origin side
     and left out of the hull. Hover: the feature, its norm and its largest |cosine| with another.
     """
-    P = _directions_3d(W, instance)                                                    # (n, 3)
+    P = directions_3d(W)                                                               # (n, 3)
     norms = np.linalg.norm(P, axis=1)
     unit = P / np.clip(norms, 1e-9, None)[:, None]
     cos = unit @ unit.T
@@ -195,8 +187,6 @@ def feature_browser(table, title: str = "Every latent of the SAE") -> go.Figure:
 def feature_browser_static(table, title: str = "Every latent of the SAE", label: int = 6):
     """The matplotlib version of ``feature_browser``; ``label`` single-token latents, spread over the densities, are named."""
     import matplotlib.pyplot as plt
-
-    from helpers.plotting_toy import DPI
 
     fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
     sc = ax.scatter(table.density, table.top_token_share, c=np.log10(table.max), s=6, cmap="viridis")
