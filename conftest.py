@@ -24,7 +24,7 @@ os.environ.setdefault("TUTORIAL_SCALE", "ci")
 os.environ.setdefault("COURSE_CACHE", tempfile.mkdtemp(prefix="course-test-cache-"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-# A false claim raises (helpers.claims.ClaimFailed): a notebook whose sentence is no longer true
+# A false claim raises (helpers.course.claims.ClaimFailed): a notebook whose sentence is no longer true
 # fails its nbval run, whatever scale the stored outputs come from.
 os.environ.setdefault("COURSE_CLAIMS_STRICT", "1")
 

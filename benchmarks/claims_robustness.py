@@ -1,6 +1,6 @@
 """Which of the course's claims hold for any seed: every notebook, once per COURSE_SEED.
 
-A claim (``helpers.claims.claim``) checks one sentence of a notebook against the run beside
+A claim (``helpers.course.claims.claim``) checks one sentence of a notebook against the run beside
 it. A reader's run is another run: this script runs every notebook of ``notebooks/`` once per
 seed in ``--seeds``, each seed with ``COURSE_SEED`` set and a cache folder of its own (empty
 at the start, so nothing computed under one seed is reused by another), through

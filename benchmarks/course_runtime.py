@@ -9,7 +9,7 @@ executed copies). Per notebook it measures
 * ``slowest_cells``: the five slowest cells (index in the notebook, first line, seconds);
 * ``peak_rss_mb``: the largest resident memory of the kernel and its child processes,
   polled every 0.1 s, or the kernel's own high-water mark (``VmHWM``) when that is larger;
-* the claims (``helpers.claims``) that held, failed or were skipped, read from the file the
+* the claims (``helpers.course.claims``) that held, failed or were skipped, read from the file the
   kernel appends them to (``COURSE_CLAIMS_FILE``).
 
 A cell that raises is recorded (``error``: cell index, error name) and the run goes on with

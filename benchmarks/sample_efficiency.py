@@ -42,7 +42,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import stream_seed
 from helpers.metrics import mmcs, mmcs_between
-from helpers.sae import SAE, SAEConfig, train_sae
+from helpers.sae import SAE, ResampleConfig, SAEConfig, train_sae
 
 TARGET = 0.99
 
@@ -168,11 +168,12 @@ def recipe_config(r: Recipe, h: int, J: int, max_samples: int, check_every: int)
     measurements in the README were made, on any CPU)."""
     B = r.batch
     dead = max(1, -(-r.dead_after // B))
+    every = r.resample_every // B  # 0: no resampling
+    resample = ResampleConfig(every=every, dead_after=dead, duplicate_cos=r.duplicate_cos, to=r.resample_to,
+                              until=r.resample_until) if every else None
     return SAEConfig(d_in=h, d_sae=J, l1_coeffs=r.alphas, lr=r.lr, batch_size=B, steps=max_samples // B,
                      lr_schedule=r.schedule, renorm_decoder=r.renorm == "step", decoder_bias=r.decoder_bias,
-                     resample_every=r.resample_every // B, resample_dead_after=dead,
-                     resample_duplicate_cos=r.duplicate_cos, resample_to=r.resample_to,
-                     resample_until=r.resample_until, dead_window=dead, matmul_dtype="float32",
+                     resample=resample, dead_window=dead, matmul_dtype="float32",
                      log_every=max(1, -(-check_every // B)), seed=r.seed)  # checks where the sample counts pass
 
 

@@ -7,12 +7,12 @@ recovery beyond MMCS), ``diagnostics`` (choosing size and L1 without ground trut
 ``lm`` (SAEs on a language model's MLP, notebook 04; ``lm.offline``: where its offline model lives
 and the corpus it was trained on; ``scripts/build_tiny_lm.py`` builds that model), ``beyond``
 (notebooks 05 and 06: modern SAEs, the report's suspects, absorption, choosing L0 and width).
-The course's plumbing: ``device`` (device, seeds), ``course`` (``course.sizes``: how big every run
-is per ``TUTORIAL_SCALE``, one frozen block per notebook: ``sizes().toy.steps``), ``optim``
-(the optimizer, learning-rate schedule and finite-loss check every trainer shares), ``recipes``
-(the toy data's SAE recipe and notebook 03's cached grid at each scale), ``paths`` (shipped data,
-caches), ``claims``, ``exercises`` and ``checks`` (the exercises' checks), ``colab`` (the
-notebooks' setup cell); figures (static, interactive, sliders) in ``figures``, one module per notebook.
+The course's plumbing lives in ``course`` (``course.sizes``: how big every run is per
+``TUTORIAL_SCALE``, one frozen block per notebook: ``sizes().toy.steps``; ``course.recipes``,
+``course.claims``, ``course.exercises``, ``course.checks``, ``course.colab``), beside ``device``
+(device, seeds), ``optim`` (the optimizer, learning-rate schedule and finite-loss check every
+trainer shares), ``paths`` and ``store`` (shipped data, caches); figures (static, interactive,
+sliders) in ``figures``, one module per notebook.
 Import the module you need: ``from helpers import sae``. The everyday functions of ``device`` and
 ``course.sizes`` are importable from the package itself: ``from helpers import get_device, sizes``.
 """

@@ -4,8 +4,8 @@ tests/test_checks_common.py.)"""
 import pytest
 import torch
 
-from helpers.checks import beyond as checks
-from helpers.exercises import ExerciseError
+from helpers.course.checks import beyond as checks
+from helpers.course.exercises import ExerciseError
 
 
 def _scatter(pre, idx, values):

@@ -1,4 +1,4 @@
-"""The checks of notebook 06's exercises (helpers.checks.choosing): the references are the course's
+"""The checks of notebook 06's exercises (helpers.course.checks.choosing): the references are the course's
 own functions in helpers.beyond.choosing, other correct solutions pass, and each likely wrong
 solution fails with its own message."""
 import math
@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from helpers.checks import choosing as checks
-from helpers.exercises import ExerciseError
+from helpers.course.checks import choosing as checks
+from helpers.course.exercises import ExerciseError
 
 NAMES = ("matryoshka_loss", "nth_decoder_projection", "seed_consistency", "elbow")
 

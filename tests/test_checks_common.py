@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.checks import beyond, choosing, diagnostics, lm, sae, toy, training
+from helpers.course.checks import beyond, choosing, diagnostics, lm, sae, toy, training
 
 EXERCISES = {
     toy: ("toy_loss", "neuron_loss", "sample_features", "feature_dimensionality", "classify_phase", "sample_anticorrelated_pairs",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.checks import diagnostics as checks
+from helpers.course.checks import diagnostics as checks
 from helpers.diagnostics.rules import dead_free_run
-from helpers.exercises import ExerciseError
+from helpers.course.exercises import ExerciseError
 
 
 def test_dead_latents_catches_off_by_one_windows():

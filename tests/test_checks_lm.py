@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers import lm
-from helpers.checks import lm as checks
-from helpers.exercises import ExerciseError
+from helpers.course.checks import lm as checks
+from helpers.course.exercises import ExerciseError
 from helpers.sae import SAE, SAEConfig
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.checks import sae as checks
+from helpers.course.checks import sae as checks
 from helpers.data import GroundTruthConfig, GroundTruthData
-from helpers.exercises import ExerciseError
+from helpers.course.exercises import ExerciseError
 
 
 # --- the generator's Bernoulli step ------------------------------------------------------

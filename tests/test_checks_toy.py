@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers.checks import toy as checks
-from helpers.exercises import ExerciseError
+from helpers.course.checks import toy as checks
+from helpers.course.exercises import ExerciseError
 
 
 # --- forward pass and loss ----------------------------------------------------------------

@@ -4,9 +4,9 @@ reference pass. (The reference and stub cases are in tests/test_checks_common.py
 import pytest
 import torch
 
-from helpers.checks import training as checks
-from helpers.checks.toy import toy_loss_reference
-from helpers.exercises import ExerciseError
+from helpers.course.checks import training as checks
+from helpers.course.checks.toy import toy_loss_reference
+from helpers.course.exercises import ExerciseError
 
 
 # --- the toy model's training loop ----------------------------------------------------------

@@ -14,8 +14,8 @@ import torch
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from nbval.plugin import get_sanitize_patterns
 
-from helpers import claims
-from helpers.claims import claim, claims_summary, fmt
+from helpers.course import claims
+from helpers.course.claims import claim, claims_summary, fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 SANITIZE = ROOT / "tests" / "sanitize.cfg"
@@ -187,7 +187,7 @@ def test_sanitizer_keeps_the_mark_and_ignores_the_last_digits(capsys):
 
 
 def test_strict_mode_raises_on_a_false_claim_and_not_on_a_true_one(capsys, monkeypatch):
-    from helpers.claims import ClaimFailed
+    from helpers.course.claims import ClaimFailed
 
     monkeypatch.setenv("COURSE_CLAIMS_STRICT", "1")
     assert claim("about four", 4.0, within=(3.9, 4.1))
@@ -200,7 +200,7 @@ def test_strict_mode_raises_on_a_false_claim_and_not_on_a_true_one(capsys, monke
 def _claim_notebook(path: Path, value: float) -> None:
     """A one-cell notebook whose stored output is a ✔ line of another run (other digits, no output check)."""
     cell = new_code_cell(
-        "from helpers.claims import claim\n"
+        "from helpers.course.claims import claim\n"
         f"claim('the value is about four', {value!r}, within=(3.9, 4.1))",  # no ';': the verdict shows nothing
         execution_count=1,
         outputs=[new_output("stream", name="stdout", text="✔ the value is about four (measured 4.01)\n")],
@@ -232,7 +232,7 @@ def test_course_runtime_reports_time_memory_claims_and_errors(tmp_path):
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
     nbformat.write(new_notebook(cells=[
-        new_code_cell("from helpers.claims import claim\nimport time; time.sleep(0.2)"),
+        new_code_cell("from helpers.course.claims import claim\nimport time; time.sleep(0.2)"),
         new_code_cell("claim('one plus one is two', 1 + 1, within=(2, 2))"),
     ]), nb_dir / "01_tiny.ipynb")
     nbformat.write(new_notebook(cells=[new_code_cell("raise KeyError('on purpose')"), new_code_cell("1")]),
@@ -250,7 +250,7 @@ def test_course_runtime_reports_time_memory_claims_and_errors(tmp_path):
     assert tiny["name"] == "01_tiny" and tiny["error"] is None, tiny
     assert tiny["wall_seconds"] >= 0.2 and 10 < tiny["peak_rss_mb"] < 10_000, tiny
     assert [c["index"] for c in tiny["slowest_cells"]] == [0, 1], "the sleeping cell must be the slowest"
-    assert tiny["slowest_cells"][0]["first_line"] == "from helpers.claims import claim"
+    assert tiny["slowest_cells"][0]["first_line"] == "from helpers.course.claims import claim"
     assert (tiny["claims_held"], tiny["claims_failed"], tiny["claims_skipped"]) == (1, [], 0), tiny
     assert broken["error"] == {"index": 0, "name": "KeyError", "message": "'on purpose'"}, (
         f"a failing cell must be recorded and the run go on: {broken}")

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import claims, toy
+from helpers import toy
+from helpers.course import claims
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.diagnostics.grid import column_config
 from helpers.diagnostics.rules import mmcs_with_larger, random_baseline_with_larger

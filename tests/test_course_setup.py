@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import colab
+from helpers.course import colab
 from helpers.course.sizes import SCALES, current_scale, sizes
 from helpers.device import get_device, seed_everything
 
@@ -67,8 +67,8 @@ def test_notebook_starts_with_the_shared_setup_cell(nb_path):
     nb = json.loads(nb_path.read_text())
     first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
     assert "".join(first_code["source"]) == colab.SETUP_CELL, (
-        f"{nb_path.name}: the first code cell differs from helpers.colab.SETUP_CELL; "
-        "run `python -m helpers.colab --sync-notebooks` to refresh it"
+        f"{nb_path.name}: the first code cell differs from helpers.course.colab.SETUP_CELL; "
+        "run `python -m helpers.course.colab --sync-notebooks` to refresh it"
     )
     sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "sys.path" not in sources.replace(colab.SETUP_CELL, ""), f"{nb_path.name} edits sys.path"

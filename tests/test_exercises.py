@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import exercises as ex
+from helpers.course import exercises as ex
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,9 +65,9 @@ def test_committed_exercise_notebooks_are_up_to_date():
         if not ex.has_exercises(nb):
             assert not dst.exists(), f"{dst} exists but {src.name} has no exercises: delete it"
             continue
-        assert dst.exists(), f"{src.name} has exercises but no {dst}: run `python -m helpers.exercises`"
+        assert dst.exists(), f"{src.name} has exercises but no {dst}: run `python -m helpers.course.exercises`"
         assert dst.read_text() == ex.render(ex.exercise_notebook(nb)), (
-            f"{dst.relative_to(ROOT)} is out of date with {src.name}: run `python -m helpers.exercises`")
+            f"{dst.relative_to(ROOT)} is out of date with {src.name}: run `python -m helpers.course.exercises`")
         assert ex.BEGIN not in dst.read_text() and "NBVAL_CHECK_OUTPUT" not in dst.read_text()
 
 
@@ -75,11 +75,11 @@ _CODE = re.compile(r"\b(torch|np|F)\.|\.(sum|mean|norm|clone|to|reshape|square)\
 
 
 def _hints():
-    """(check name, hint, how) of every check(...) call in helpers/checks, read from the source."""
+    """(check name, hint, how) of every check(...) call in helpers/course/checks, read from the source."""
     import ast
 
     found = []
-    for path in sorted((ROOT / "helpers" / "checks").glob("*.py")):
+    for path in sorted((ROOT / "helpers" / "course" / "checks").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check":
                 args = {k.arg: k.value for k in node.keywords}
@@ -92,7 +92,7 @@ def _hints():
 
 def test_hints_say_the_idea_and_the_steps_never_the_code():
     hints = _hints()
-    assert len(hints) >= 15, f"found only {len(hints)} checks in helpers/checks"
+    assert len(hints) >= 15, f"found only {len(hints)} checks in helpers/course/checks"
     for name, hint, how in hints:
         assert how, f"{name}: give a second hint (how=...) with the steps, in words"
         for label, text in (("hint", hint), ("how", how)):

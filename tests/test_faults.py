@@ -71,10 +71,13 @@ def test_a_cached_lm_grid_with_a_wrongly_typed_cfg_json_is_trained_again(tmp_pat
 
 def test_sae_config_refuses_values_of_the_wrong_type_by_name():
     """A string or bool where a number belongs raised 'must be real number, not str' (or was kept)."""
-    for field, value in [("lr", "fast"), ("lr", True), ("input_noise_std", "none"), ("resample_until", "end"),
-                         ("jumprelu_bandwidth", None), ("l1_coeffs", "a"), ("decoder_bias", "no"), ("d_sae", True)]:
+    flat = [("lr", "fast"), ("lr", True), ("input_noise_std", "none"), ("l1_coeffs", "a"), ("decoder_bias", "no"),
+            ("d_sae", True)]
+    nested = [("resample.until", "end", dict(resample={"every": 5, "until": "end"})),  # a nested config's field
+              ("JumpReLUConfig.bandwidth", None, dict(architecture="jumprelu", variant={"bandwidth": None}))]
+    for field, value, kwargs in [(field, value, {field: value}) for field, value in flat] + nested:
         with pytest.raises(TypeError, match=rf"{field} must be .*got {value!r}") as err:
-            SAEConfig(**{"d_in": 8, "d_sae": 16, field: value})
+            SAEConfig(**{"d_in": 8, "d_sae": 16, **kwargs})
         assert "pass" in str(err.value), f"the error for {field}={value!r} must say what to pass: {err.value}"
     with pytest.raises(TypeError, match=r"k must be a number, got 'five'"):
         SAEConfig(d_in=8, d_sae=16, architecture="topk", k="five")

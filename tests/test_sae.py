@@ -13,10 +13,11 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.course.sizes import sizes
 from helpers.metrics import mmcs
-from helpers.sae import (SAE, AuxKConfig, BatchTopKSAE, JumpReLUSAE, NonFiniteLossError, SAEConfig, TopKSAE,
-                         load_sae, save_sae, train_sae)
+from helpers.sae import (SAE, AuxKConfig, BatchTopKSAE, JumpReLUConfig, JumpReLUSAE, NonFiniteLossError, SAEConfig,
+                         TopKSAE, load_sae, save_sae, train_sae)
 
-VARIANTS = {"standard": {}, "topk": dict(k=4), "batchtopk": dict(k=4.0), "jumprelu": dict(jumprelu_init_threshold=0.05)}
+VARIANTS = {"standard": {}, "topk": dict(k=4), "batchtopk": dict(k=4.0),
+            "jumprelu": dict(variant=JumpReLUConfig(init_threshold=0.05))}
 
 
 def _random_sae(decoder_bias=False, divide=True, l1=(0.1, 1.0, 3.0), seed=0, batch_size=256,
@@ -163,7 +164,7 @@ def test_jumprelu_threshold_learns_through_the_straight_through_estimator():
     assert grad is not None and torch.isfinite(grad).all(), "log_threshold must receive a finite gradient"
     pre = sae.pre_acts(x).detach()                                                   # (I, B, J)
     theta = sae.threshold.detach()[:, None, :]
-    near = ((pre - theta).abs() < sae.cfg.jumprelu_bandwidth / 2).any(1)             # (I, J)
+    near = ((pre - theta).abs() < sae.cfg.variant.bandwidth / 2).any(1)              # (I, J)
     assert (grad[near] != 0).any(), "latents with pre-activations near their threshold must get threshold gradient"
     assert (grad[~near] == 0).all(), "the estimator passes gradient only within bandwidth/2 of the threshold"
     # More L0 penalty pushes thresholds up: the L0 term's gradient on log theta is negative.
@@ -378,7 +379,9 @@ def test_decoder_bias_starts_at_the_data_mean_and_bad_sample_fn_is_caught():
     (dict(input_noise_std=math.inf), "input_noise_std"), (dict(dead_window=0), "dead_window"),
     (dict(log_every=0), "log_every"), (dict(architecture="gated"), "architecture"),
     (dict(architecture="topk"), "k"), (dict(architecture="topk", k=2.5), "k"), (dict(architecture="batchtopk", k=99), "k"),
-    (dict(lr_schedule="exponential"), "lr_schedule"), (dict(jumprelu_bandwidth=0.0), "jumprelu_bandwidth"),
+    (dict(lr_schedule="exponential"), "lr_schedule"),
+    (dict(architecture="jumprelu", variant={"bandwidth": 0.0}), "JumpReLUConfig.bandwidth"),
+    (dict(variant=JumpReLUConfig()), "variant"), (dict(architecture="topk", k=2, resample={"every": 5}), "resample"),
 ])
 def test_bad_sae_configs_are_clear_errors_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"\b{field}\b"):
@@ -391,7 +394,8 @@ def test_bad_sae_configs_are_clear_errors_naming_the_field(kwargs, field):
     (dict(d_in=True), TypeError, "d_in"), (dict(d_sae=16.0), TypeError, "d_sae"), (dict(d_in=-4), ValueError, "d_in"),
     (dict(batch_size=False), TypeError, "batch_size"), (dict(steps=-1), ValueError, "steps"),
     (dict(steps=10.5), TypeError, "steps"), (dict(seed=True), TypeError, "seed"),
-    (dict(log_every=2.0), TypeError, "log_every"), (dict(resample_every=-1), ValueError, "resample_every"),
+    (dict(log_every=2.0), TypeError, "log_every"), (dict(resample={"every": -1}), ValueError, "resample.every"),
+    (dict(resample={"every": 10, "dead_after": 2.5}), TypeError, "resample.dead_after"),
 ])
 def test_sae_config_sizes_must_be_whole_numbers_not_bools(kwargs, error, field):
     """A bool is an int to Python: SAEConfig(d_in=True) built a one-dimensional SAE without a word."""
@@ -637,28 +641,49 @@ def test_toy_recipe_is_the_grid_recipe_of_each_scale():
         1e-2, "warmup_cosine", True, 256, 512, (0.3,))
 
 
-def test_a_new_variant_is_one_class_and_one_registry_line():
-    """A variant is a subclass plus register_sae_class; then SAE(cfg), save_sae and load_sae all
-    handle it, and a second class under a registered name is refused instead of replacing it."""
-    from helpers.sae import SAE_CLASSES, register_sae_class, save_sae, load_sae
+def test_a_new_variant_is_one_class_its_config_and_one_registry_line():
+    """A variant is a subclass, the frozen dataclass of its own settings, and register_sae_class;
+    then SAEConfig checks and fills in its settings (``variant``), and SAE(cfg), save_sae and load_sae
+    handle it with them; a second class under a registered name is refused instead of replacing it."""
+    from dataclasses import dataclass
+    from helpers.sae import SAE_CLASSES, register_sae_class
 
-    class LeakyReLUSAE(SAE):  # a toy variant: negative pre-activations leak through at 1%
+    @dataclass(frozen=True)
+    class LeakyConfig:  # the variant's own settings
+        slope: float = 0.01
+        """How much of a negative pre-activation leaks through."""
+
+    class LeakyReLUSAE(SAE):  # a toy variant: negative pre-activations leak through
         architecture = saved_as = "leaky-test"
+        variant_config = LeakyConfig
 
         def activation(self, pre):
-            return torch.nn.functional.leaky_relu(pre, 0.01)
+            return torch.nn.functional.leaky_relu(pre, self.cfg.variant.slope)
 
     try:
         register_sae_class(LeakyReLUSAE)
-        cfg = SAEConfig(d_in=8, d_sae=16, architecture="leaky-test")
+        assert SAEConfig(d_in=8, d_sae=16, architecture="leaky-test").variant == LeakyConfig(), \
+            "variant=None must become the variant's defaults"
+        cfg = SAEConfig(d_in=8, d_sae=16, architecture="leaky-test", variant=LeakyConfig(slope=0.2))
+        assert SAEConfig(**asdict(cfg)) == cfg, "asdict(cfg) (the variant a dict) must build the same config again"
         sae = SAE(cfg, device="cpu")
         assert type(sae) is LeakyReLUSAE, "SAE(cfg) must build the registered class"
         x = torch.randn(5, 8)
-        assert (sae.encode(x) < 0).any(), "the variant's own activation must be used"
+        pre = sae.pre_acts(x)
+        assert torch.equal(sae.encode(x), torch.where(pre > 0, pre, 0.2 * pre)), "the variant's own setting must be used"
         with tempfile.TemporaryDirectory() as d:
-            save_sae(sae, d)
+            saved = save_sae(sae, d)[0]
+            assert json.loads((saved / "cfg.json").read_text())["course"]["variant"] == {"slope": 0.2}
             back = load_sae(d, device="cpu")
-        assert type(back) is LeakyReLUSAE and torch.allclose(back.encode(x), sae.encode(x))
+        assert type(back) is LeakyReLUSAE and back.cfg == cfg and back.cfg.variant == LeakyConfig(slope=0.2), \
+            f"the variant's settings must load back, got {back.cfg.variant}"
+        assert torch.equal(back.encode(x), sae.encode(x))
+        with pytest.raises(TypeError, match=r"variant must be a LeakyConfig or None, got JumpReLUConfig.*variant=LeakyConfig\(\)"):
+            SAEConfig(d_in=8, d_sae=16, architecture="leaky-test", variant=JumpReLUConfig())
+        with pytest.raises(TypeError, match=r"variant has no field 'slop': its fields are slope"):
+            SAEConfig(d_in=8, d_sae=16, architecture="leaky-test", variant={"slop": 0.2})
+        with pytest.raises(ValueError, match=r"architecture='standard' has none.*pass variant=None"):
+            SAEConfig(d_in=8, d_sae=16, variant=LeakyConfig())
 
         class OtherTopK(TopKSAE):  # defined for an experiment: must not change what SAE(cfg) builds
             pass
@@ -669,6 +694,17 @@ def test_a_new_variant_is_one_class_and_one_registry_line():
         SAE_CLASSES.pop("leaky-test", None)
     with pytest.raises(ValueError, match="architecture must be one of"):
         SAEConfig(d_in=8, d_sae=16, architecture="leaky-test")
+
+
+def test_jumprelu_settings_are_its_variant_config_and_a_batchtopk_file_loads_with_the_defaults(tmp_path):
+    jump = JumpReLUConfig(init_threshold=0.03, bandwidth=0.1)
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, architecture="jumprelu", variant=jump), device="cpu")
+    assert torch.allclose(sae.threshold, torch.full_like(sae.threshold, 0.03)), "init_threshold starts every theta"
+    assert load_sae(save_sae(sae, tmp_path / "jump")[0], device="cpu").cfg.variant == jump
+    btk = SAE(SAEConfig(d_in=16, d_sae=32, architecture="batchtopk", k=4.0), device="cpu")
+    assert btk.cfg.variant is None, "an architecture without settings of its own has variant None"
+    assert load_sae(save_sae(btk, tmp_path / "btk")[0], device="cpu").cfg.variant == JumpReLUConfig(), \
+        "a BatchTopK saved as a JumpReLU loads with JumpReLU's defaults"
 
 
 def test_a_run_that_diverges_without_nan_is_stopped_with_a_message():

@@ -8,7 +8,7 @@ import torch
 
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.metrics import mmcs
-from helpers.sae import SAE, SAEConfig, train_sae
+from helpers.sae import SAE, ResampleConfig, SAEConfig, train_sae
 from helpers.sae.resample import POOL, redundant, resample_latents_
 
 
@@ -64,7 +64,7 @@ def test_train_sae_resampling_revives_dead_latents_and_recovers_more_features():
     res = {}
     for every in (0, 25):
         torch.manual_seed(0)
-        sae = SAE(replace(base, resample_every=every, resample_until=0.75), device="cpu")
+        sae = SAE(replace(base, resample=ResampleConfig(every=every, until=0.75) if every else None), device="cpu")
         with torch.no_grad():
             sae.b_enc[:, :16] = -100.0
         log = train_sae(sae, GroundTruthData(data_cfg).sample, progress=False)
@@ -77,17 +77,16 @@ def test_train_sae_resampling_revives_dead_latents_and_recovers_more_features():
         f"against {res[0][0]:.3f} without): check train_sae's resampling call and helpers.sae.resample")
 
 
-@pytest.mark.parametrize("field, value", [("resample_every", -1), ("resample_dead_after", 0),
-                                          ("resample_duplicate_cos", 1.5), ("resample_until", 0.0),
-                                          ("resample_to", "noise")])
+@pytest.mark.parametrize("field, value", [("every", -1), ("dead_after", 0), ("duplicate_cos", 1.5), ("until", 0.0),
+                                          ("to", "noise")])
 def test_resampling_settings_are_checked_by_name(field, value):
-    with pytest.raises(ValueError, match=field):
-        SAEConfig(d_in=4, d_sae=8, **{field: value})
+    with pytest.raises(ValueError, match=rf"resample\.{field}\b"):
+        SAEConfig(d_in=4, d_sae=8, resample={"every": 10, field: value})
 
 
 def test_resampling_is_refused_for_variants_it_does_not_know():
-    with pytest.raises(ValueError, match="resample_every"):
-        SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2, resample_every=10)
+    with pytest.raises(ValueError, match=r"resample .*architecture='standard' only, got 'topk': pass resample=None"):
+        SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2, resample=ResampleConfig(every=10))
 
 
 def test_grid_sizes_start_unrelated_and_agreement_averages_every_larger_size():
@@ -123,7 +122,8 @@ def test_recipes_train_through_train_sae_with_mmcs_at_every_check():
 
     recipe = replace(se.OURS, alphas=(0.1, 0.3), resample_every=1024, dead_after=2048)
     cfg = se.recipe_config(recipe, 32, 64, 5120, 1280)
-    assert (cfg.steps, cfg.log_every, cfg.resample_every, cfg.resample_dead_after, cfg.dead_window) == (20, 5, 4, 8, 8)
+    assert (cfg.steps, cfg.log_every, cfg.resample.every, cfg.resample.dead_after, cfg.dead_window) == (20, 5, 4, 8, 8)
+    assert se.recipe_config(se.REPORT, 32, 64, 5120, 1280).resample is None, "a recipe without resampling has none"
     assert cfg.renorm_decoder and cfg.lr_schedule == "warmup_cosine" and cfg.l1_coeffs == (0.1, 0.3)
     run = se.train(recipe, 5120, 1280, GroundTruthConfig(n_features=64, d=32, seed=0))
     assert run.samples == [1280, 2560, 3840, 5120] and [len(row) for row in run.mmcs] == [2] * 4

@@ -14,7 +14,7 @@ import torch
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.device import course_seed, rng, seed_everything, stream_seed
 from helpers.paths import cache_key
-from helpers.sae import SAE, SAEConfig, train_sae
+from helpers.sae import SAE, ResampleConfig, SAEConfig, train_sae
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 
@@ -86,7 +86,7 @@ def _resampling_run(unrelated_draws: int, monkeypatch) -> tuple[torch.Tensor, np
     np.random.rand(unrelated_draws)
     data = GroundTruthData(GroundTruthConfig(n_features=32, d=16, seed=0))
     cfg = SAEConfig(d_in=16, d_sae=128, l1_coeffs=(3.0,), steps=200, batch_size=64, lr=3e-3, log_every=40,
-                    resample_every=40, resample_dead_after=20, resample_to="refit", seed=0)
+                    resample=ResampleConfig(every=40, dead_after=20, to="refit"), seed=0)
     sae = SAE(cfg)
     log = train_sae(sae, data.sample, progress=False)
     return sae.W_dec.detach().clone(), log.final()["l0"], sum(revived)

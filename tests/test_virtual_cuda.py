@@ -19,7 +19,7 @@ import torch
 from helpers import lm, toy
 from helpers.data import GroundTruthConfig, GroundTruthData
 from helpers.diagnostics import run_grid
-from helpers.sae import SAE, SAEConfig, train_sae
+from helpers.sae import SAE, ResampleConfig, SAEConfig, train_sae
 from helpers.sae import SAE_CLASSES
 
 from virtual_cuda import VirtualDeviceMismatch, virtual_cuda  # tests/virtual_cuda.py
@@ -134,7 +134,7 @@ def test_every_sae_variant_trains_on_the_gpu_path(architecture):
     cfg = SAEConfig(d_in=12, d_sae=24, l1_coeffs=(0.1, 1.0), architecture=architecture, steps=40, batch_size=64,
                     log_every=10, dead_window=10, seed=1, decoder_bias=True, **kw)
     if architecture == "standard":
-        cfg = replace(cfg, resample_every=20)
+        cfg = replace(cfg, resample=ResampleConfig(every=20))
     with virtual_cuda():
         sae = SAE(cfg)
         assert sae.device.type == "cuda" and not _on_cuda(sae), f"{architecture}: on the CPU: {_on_cuda(sae)}"

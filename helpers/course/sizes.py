@@ -185,9 +185,9 @@ class ChooseSizes:
 class RunSizes:
     """How big every run in the course is, for one ``TUTORIAL_SCALE``: one block per notebook.
 
-    Later notebooks reuse earlier blocks: ``helpers.recipes.toy_recipe``, the SAE recipe notebooks
+    Later notebooks reuse earlier blocks: ``helpers.course.recipes.toy_recipe``, the SAE recipe notebooks
     02, 03, 05 and 06 start from, is notebook 02's data and batch (``sae.gt_*``, ``sae.batch``) with
-    notebook 03's grid settings (``grid.*``); ``helpers.recipes.toy_grid``, the grid notebooks 02 to
+    notebook 03's grid settings (``grid.*``); ``helpers.course.recipes.toy_grid``, the grid notebooks 02 to
     05 read, is ``sae.dict_ratios`` x ``grid.l1_values``; notebook 06 harvests notebook 04's
     ``lm.tokens`` and uses its ``lm.dead_window``.
     """

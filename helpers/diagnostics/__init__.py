@@ -18,7 +18,7 @@ diagnostics as functions of its numbers), ``grid`` (``run_grid`` trains it), ``c
 explorer of its cells are in ``helpers.figures.diagnostics``. Nothing here
 reads the ground truth except the column that says how well each cell recovered it
 (``mmcs_ground_truth``), which exists only for toy data. Notebook 03's recipe and its cached grid
-(``toy_recipe``, ``toy_grid``) live in ``helpers.recipes`` and are re-exported here.
+(``toy_recipe``, ``toy_grid``) live in ``helpers.course.recipes`` and are re-exported here.
 """
 from helpers.diagnostics.cache import load_grid, save_grid
 from helpers.diagnostics.grid import GridDivergedWarning, column_config, run_grid, training_code
@@ -28,7 +28,7 @@ from helpers.diagnostics.rules import (
 )
 from helpers.diagnostics.suggest import Suggestion, Suggestions, suggest_hyperparameters
 from helpers.store import CacheCorruptError, CacheWarning
-from helpers.recipes import toy_grid, toy_recipe
+from helpers.course.recipes import toy_grid, toy_recipe
 
 __all__ = [
     "CacheCorruptError", "CacheWarning", "DEAD_CAP", "DERIVED", "GridDivergedWarning", "GridResult",

@@ -1,4 +1,4 @@
-"""Grids on disk: ``save_grid`` / ``load_grid`` (the recipe of notebook 03's grid is in ``helpers.recipes``).
+"""Grids on disk: ``save_grid`` / ``load_grid`` (the recipe of notebook 03's grid is in ``helpers.course.recipes``).
 
 A grid is an entry of the course's one store (``helpers.store.cached``): ``grid.npz`` (every
 number and log), ``dictionaries.npz`` (the learned dictionaries, float16) and ``entry.json``

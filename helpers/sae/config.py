@@ -2,7 +2,10 @@
 
 A config object travels whole (``dataclasses.replace(cfg, d_sae=1024)`` makes the next cell of a
 sweep), and every field is checked here, so a bad value fails at construction with its name
-rather than as a NaN a thousand steps into training.
+rather than as a NaN a thousand steps into training. Settings that belong to one idea sit in a
+small config of their own, nested in ``SAEConfig`` so that they are saved, cached and gridded
+like every other field: ``AuxKConfig`` (``auxk``), ``ResampleConfig`` (``resample``), and a
+variant's own settings (``variant``; JumpReLU's ``JumpReLUConfig``, or a reader's variant's).
 """
 from __future__ import annotations
 
@@ -29,6 +32,14 @@ even the rarest feature of the toy data (about 2% of examples) would have fired 
 batches, and a latent revived late has too few steps left to learn its feature."""
 
 
+def number(name: str, value, example: str) -> float:
+    """``value`` as a float, or a TypeError naming ``name`` and what to pass (``example``): a bool,
+    a string or None is not a number (numpy's numbers are)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}): pass e.g. {example}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class AuxKConfig:
     """The AuxK loss of Gao et al. 2024 (``SAEConfig.auxk``), which revives dead TopK latents:
@@ -43,13 +54,11 @@ class AuxKConfig:
     """Training batches without firing after which a latent counts as dead for AuxK."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.coeff, bool) or not isinstance(self.coeff, Real):
-            raise TypeError(f"auxk.coeff must be a number, got {self.coeff!r} ({type(self.coeff).__name__}): "
-                            f"pass e.g. AuxKConfig(coeff={AUXK_COEFF})")
-        if not (math.isfinite(self.coeff) and self.coeff > 0):
+        coeff = number("auxk.coeff", self.coeff, f"AuxKConfig(coeff={AUXK_COEFF})")
+        if not (math.isfinite(coeff) and coeff > 0):
             raise ValueError(f"auxk.coeff must be a positive finite number, got {self.coeff!r}: pass e.g. "
                              f"AuxKConfig(coeff={AUXK_COEFF}), or auxk=None for no AuxK loss")
-        object.__setattr__(self, "coeff", float(self.coeff))
+        object.__setattr__(self, "coeff", coeff)
         for name, example, or_else in (("k", 16, " (or k=None: d_in // 2)"), ("dead_window", AUXK_DEAD_WINDOW, "")):
             value = getattr(self, name)
             if value is None and name == "k":
@@ -60,6 +69,54 @@ class AuxKConfig:
             if value < 1:
                 raise ValueError(message)
             object.__setattr__(self, name, int(value))
+
+
+@dataclass(frozen=True)
+class ResampleConfig:
+    """When and how ``train_sae`` revives the latents that do nothing useful (``SAEConfig.resample``,
+    for the standard SAE): every ``every`` steps, those silent for ``dead_after`` steps and the
+    rarer of each near-duplicate pair, pointed at what the SAE cannot express (``helpers.sae.resample``;
+    notebook 02, section 6). The diagnostic grids never resample, since they read the dead latents."""
+
+    every: int
+    """Steps between two resamplings (the first comes once ``dead_after`` steps have passed)."""
+    dead_after: int = 60
+    """Steps without firing after which resampling counts a latent dead (60 x 256 ~ 15k samples)."""
+    duplicate_cos: float = 0.8
+    """Also revive the rarer latent of any pair whose decoder rows have a cosine above this (0: none)."""
+    to: str = "refit"
+    """Where a revived latent points: ``input``, ``residual`` or ``refit`` (see ``helpers.sae.resample``)."""
+    until: float = 1.0
+    """No resampling after this fraction of the run (below 1: latents that die late stay dead)."""
+
+    def __post_init__(self) -> None:
+        for name in ("every", "dead_after"):
+            check_int(f"resample.{name}", getattr(self, name), 1)
+        for name in ("duplicate_cos", "until"):
+            example = f"ResampleConfig(every=40, {name}={ResampleConfig.__dataclass_fields__[name].default})"
+            object.__setattr__(self, name, number(f"resample.{name}", getattr(self, name), example))
+        if not 0 <= self.duplicate_cos <= 1:
+            raise ValueError(f"resample.duplicate_cos must be a cosine in [0, 1] (0: no duplicate check), "
+                             f"got {self.duplicate_cos!r}")
+        if not 0 < self.until <= 1:
+            raise ValueError(f"resample.until must be a fraction of the run in (0, 1], got {self.until!r}")
+        if self.to not in RESAMPLE_TARGETS:
+            raise ValueError(f"resample.to must be one of {RESAMPLE_TARGETS}, got {self.to!r}")
+
+
+def nested(name: str, value, cls: type, example: str):
+    """``value`` (a ``cls``, a dict of its fields as ``asdict`` and a saved cfg.json hold it, or
+    None) as a ``cls`` or None; anything else is a TypeError naming ``name``."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"{name} has no field {unknown[0]!r}: its fields are {', '.join(cls.__dataclass_fields__)}")
+        value = cls(**value)
+    if value is not None and not isinstance(value, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{name} must be {article} {cls.__name__} or None, got {value!r} ({type(value).__name__}): "
+                        f"pass e.g. {name}={example}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -100,19 +157,9 @@ class SAEConfig:
     """Also reset the decoder rows to unit length after every Adam step (ARENA does). The forward
     pass uses unit rows either way; without the reset Adam lengthens the stored rows step by step,
     so the same lr turns them less and less (at G = 512: MMCS 0.83 instead of 0.89 after 512k samples)."""
-    resample_every: int = 0
-    """Every this many steps, revive the latents that do nothing useful (0: never; the diagnostic
-    grids never do, since they read the dead latents): those silent for ``resample_dead_after``
-    steps and the rarer of each near-duplicate pair, pointed at what the SAE cannot express
-    (``helpers.sae.resample``; notebook 02, section 6)."""
-    resample_dead_after: int = 60
-    """Steps without firing after which resampling counts a latent dead (60 x 256 ~ 15k samples)."""
-    resample_duplicate_cos: float = 0.8
-    """Resampling also revives the rarer latent of any pair whose decoder rows have a cosine above this (0: none)."""
-    resample_to: str = "refit"
-    """Where a revived latent points: ``input``, ``residual`` or ``refit`` (see ``helpers.sae.resample``)."""
-    resample_until: float = 1.0
-    """No resampling after this fraction of the run (below 1: latents that die late stay dead)."""
+    resample: ResampleConfig | None = None
+    """Revive the latents that do nothing useful as training goes (``ResampleConfig``; the standard
+    SAE only); None: never. A dict of its fields is taken too (what ``asdict`` and a saved cfg.json hold)."""
     compile: bool = False
     """Train through ``torch.compile(sae.loss)``: faster per step on a GPU, seconds to compile."""
     matmul_dtype: str = "auto"
@@ -122,13 +169,14 @@ class SAEConfig:
     training: evaluations multiply in float32."""
     k: float | None = None
     """Active latents per example: an integer for ``topk``, a batch average for ``batchtopk``."""
-    jumprelu_init_threshold: float = 0.01
-    """Starting threshold of every JumpReLU latent (SAELens' default)."""
-    jumprelu_bandwidth: float = 0.05
-    """Width of the window in which the straight-through estimator passes threshold gradient."""
     auxk: AuxKConfig | None = None
     """The AuxK loss (``AuxKConfig``) for the architectures that have one (``topk``, ``batchtopk``);
     None: none. A dict of its fields is taken too (what ``asdict`` and a saved cfg.json hold)."""
+    variant: object | None = None
+    """The settings of the architecture's own class: an instance of the frozen dataclass its class
+    names as ``variant_config`` (``jumprelu``: ``JumpReLUConfig``), or a dict of its fields; None:
+    that dataclass's defaults (filled in here, so a saved config records them). An architecture
+    whose class names none takes None only."""
 
     def __post_init__(self) -> None:
         try:
@@ -138,14 +186,10 @@ class SAEConfig:
                             "pass e.g. l1_coeffs=(0.1, 1.0)") from None
         object.__setattr__(self, "l1_coeffs", coeffs)
         for name, lo in (("d_in", 1), ("d_sae", 1), ("batch_size", 1), ("steps", 0), ("dead_window", 1), ("seed", None),
-                         ("log_every", 1), ("resample_every", 0), ("resample_dead_after", 1)):
+                         ("log_every", 1)):
             check_int(name, getattr(self, name), lo)  # a bool is an int to Python: refused here
-        for name in ("lr", "input_noise_std", "resample_duplicate_cos", "resample_until", "jumprelu_init_threshold",
-                     "jumprelu_bandwidth", *(("k",) if self.k is not None else ())):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Real):
-                example = 32 if name == "k" else SAEConfig.__dataclass_fields__[name].default
-                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}): pass e.g. {name}={example}")
+        for name in ("lr", "input_noise_std", *(("k",) if self.k is not None else ())):
+            number(name, getattr(self, name), f"{name}={32 if name == 'k' else SAEConfig.__dataclass_fields__[name].default}")
         for name in ("decoder_bias", "l1_divide_by_d_sae", "renorm_decoder", "compile"):
             value = getattr(self, name)
             if not isinstance(value, (bool, np.bool_)):  # a string such as "no" would count as True
@@ -167,42 +211,35 @@ class SAEConfig:
                                  f"architecture={self.architecture!r}, got k={self.k!r}")
             if self.architecture == "topk" and self.k != int(self.k):
                 raise ValueError(f"k must be a whole number of latents for architecture='topk', got {self.k!r}")
-        if not 0 <= self.resample_duplicate_cos <= 1:
-            raise ValueError(f"resample_duplicate_cos must be a cosine in [0, 1] (0: no duplicate check), "
-                             f"got {self.resample_duplicate_cos!r}")
-        if not 0 < self.resample_until <= 1:
-            raise ValueError(f"resample_until must be a fraction of the run in (0, 1], got {self.resample_until!r}")
-        if self.resample_to not in RESAMPLE_TARGETS:
-            raise ValueError(f"resample_to must be one of {RESAMPLE_TARGETS}, got {self.resample_to!r}")
-        if self.resample_every and self.architecture != "standard":
-            raise ValueError(f"resample_every works for architecture='standard' only, got {self.architecture!r}: "
-                             "set resample_every=0")
-        for name in ("jumprelu_init_threshold", "jumprelu_bandwidth"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        resample = nested("resample", self.resample, ResampleConfig, "ResampleConfig(every=40)")
+        object.__setattr__(self, "resample", resample)
+        if resample is not None and self.architecture != "standard":
+            raise ValueError(f"resample (resampling dead latents) works for architecture='standard' only, "
+                             f"got {self.architecture!r}: pass resample=None")
         self._check_auxk()
+        self._check_variant()
 
     def _check_auxk(self) -> None:
-        auxk = self.auxk
-        if isinstance(auxk, Mapping):  # asdict(cfg) or a saved cfg.json: the round trip
-            unknown = sorted(set(auxk) - set(AuxKConfig.__dataclass_fields__))
-            if unknown:
-                raise TypeError(f"auxk has no field {unknown[0]!r}: its fields are "
-                                f"{', '.join(AuxKConfig.__dataclass_fields__)}")
-            auxk = AuxKConfig(**auxk)
-            object.__setattr__(self, "auxk", auxk)
+        auxk = nested("auxk", self.auxk, AuxKConfig, f"AuxKConfig(coeff={AUXK_COEFF})")
+        object.__setattr__(self, "auxk", auxk)
         if auxk is None:
             return
-        if not isinstance(auxk, AuxKConfig):
-            raise TypeError(f"auxk must be an AuxKConfig or None, got {auxk!r} ({type(auxk).__name__}): "
-                            f"pass e.g. auxk=AuxKConfig(coeff={AUXK_COEFF})")
         if not getattr(sae_class(self.architecture), "takes_auxk", False):
             raise ValueError(f"auxk (the AuxK loss) is for the TopK family (topk, batchtopk), not "
                              f"architecture={self.architecture!r}: pass auxk=None")
         if auxk.k is None and self.d_in // 2 < 1:
             raise ValueError(f"auxk.k defaults to d_in // 2, which is 0 for d_in={self.d_in}: pass e.g. "
                              "auxk=AuxKConfig(k=1)")
+
+    def _check_variant(self) -> None:
+        own = getattr(sae_class(self.architecture), "variant_config", None)  # the dataclass its class names
+        if own is None:
+            if self.variant is not None:
+                raise ValueError(f"variant holds the settings of an architecture's own class, and "
+                                 f"architecture={self.architecture!r} has none, got {self.variant!r}: pass variant=None")
+            return
+        variant = nested("variant", self.variant, own, f"{own.__name__}()")
+        object.__setattr__(self, "variant", own() if variant is None else variant)
 
     @property
     def n_instances(self) -> int:

@@ -60,7 +60,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None, hook_name:
             tensors.update(extra_tensors)
             meta.update(extra_meta)
             meta["metadata"] = {"sae_lens_version": SAE_LENS_VERSION, **meta_extra}
-            meta["course"] = {**asdict(cfg), "l1_coeffs": [alpha], "seed": cfg.seed + i}  # auxk: a dict or null
+            meta["course"] = {**asdict(cfg), "l1_coeffs": [alpha], "seed": cfg.seed + i}  # nested configs: dicts or null
             with atomic_write(out / WEIGHTS_FILE) as tmp:
                 save_file(tensors, str(tmp))
             with atomic_write(out / CFG_FILE) as tmp:
@@ -132,7 +132,11 @@ def _from_file(folder: Path, meta: dict, tensors: dict[str, torch.Tensor], devic
     # apply_b_dec_to_input=false and a non-zero b_dec is therefore still the same SAE here:
     # b_dec becomes a fixed output offset (decoder_bias=False keeps it out of training).
     apply = bool(meta.get("apply_b_dec_to_input", True))
+    # Keys with no field here are dropped: an older file's flat resample_* and jumprelu_* settings
+    # (now ``resample`` and ``variant``) steer training only, never what the weights compute.
     fields = {k: v for k, v in course.items() if k in SAEConfig.__dataclass_fields__}
+    if fields.get("architecture", arch) != arch:  # saved as another class (a BatchTopK as a JumpReLU):
+        fields.pop("variant", None)               # its own settings are not the file's class's
     decoder_bias = apply and (bool(t["b_dec"].abs().max() > 0) or bool(fields.get("decoder_bias", False)))
     if fields.get("decoder_bias", decoder_bias) != decoder_bias:
         raise ValueError(f"{folder}: apply_b_dec_to_input={apply} contradicts the saved course config "

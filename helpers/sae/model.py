@@ -66,6 +66,11 @@ class SAE(nn.Module):
     Its ``forward`` then takes ``steps_since_fired`` (inst, d_sae), the trainer's count of batches since
     each latent last fired, which ``train_sae`` passes on every step while ``cfg.auxk`` is set (the
     AuxK loss reads it to find the dead latents). The model itself keeps no record."""
+    variant_config = None
+    """The frozen dataclass of this class's own settings, which ``SAEConfig.variant`` then holds
+    (``JumpReLUSAE``: ``JumpReLUConfig``); None: it has none. A new variant with settings of its
+    own is this class, that dataclass and one ``register_sae_class`` line; its settings are then
+    saved, cached and gridded with the rest of the config."""
 
     def __new__(cls, cfg: SAEConfig | None = None, *args, **kwargs):
         if cls is SAE and cfg is not None:  # (None: copy/pickle)

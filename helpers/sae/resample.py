@@ -12,7 +12,7 @@ it points matters (notebook 02, section 6):
 * ``refit``: at the residual left after refitting the active latents' coefficients without the
   penalty (``helpers.recovery.refit_on_support``): only what no active latent can express.
 
-``train_sae`` calls this every ``SAEConfig.resample_every`` steps; benchmarks/sample_efficiency.py
+``train_sae`` calls this every ``ResampleConfig.every`` steps (``SAEConfig.resample``); benchmarks/sample_efficiency.py
 measures what each choice buys.
 """
 from __future__ import annotations

@@ -80,6 +80,7 @@ def train_sae(
     resample_gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.seed, "sae-resample"))
     labels = [f"alpha={a:g}" for a in cfg.l1_coeffs]
     record = cfg.auxk is not None  # AuxK reads the firing record (SAEConfig allows auxk only where a class takes it)
+    rs = cfg.resample              # revive useless latents as training goes (a ResampleConfig), or None
     sae.train()
 
     last_fired = torch.zeros(I, J, dtype=torch.long, device=dev)  # step each latent last fired
@@ -117,15 +118,14 @@ def train_sae(
                 last_fired.masked_fill_(acts.amax(1) > 0, step + 1)                # fired in this batch
                 l0 = torch.count_nonzero(acts, dim=(1, 2)) / acts.shape[1]         # (I,) mean active per example
                 sums += torch.stack([out.recon_loss.detach(), out.l1_loss.detach(), l0])
-                if cfg.resample_every:
+                if rs is not None:
                     fires += (acts > 0).sum(1)
-                    done = step + 1  # every resample_every steps, from resample_dead_after to resample_until
-                    if done % cfg.resample_every == 0 and cfg.resample_dead_after <= done <= cfg.resample_until * steps:
-                        bad = ((step + 1 - last_fired) >= cfg.resample_dead_after) | redundant(
-                            sae.W_dec, fires, cfg.resample_duplicate_cos)
+                    done = step + 1  # every rs.every steps, from rs.dead_after to rs.until of the run
+                    if done % rs.every == 0 and rs.dead_after <= done <= rs.until * steps:
+                        bad = ((step + 1 - last_fired) >= rs.dead_after) | redundant(sae.W_dec, fires, rs.duplicate_cos)
                         if bad.any():  # a pool of fresh samples to aim at (2048: the refit costs 20 passes)
                             resample_latents_(opt, sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec,
-                                              _draw(sample_fn, 2048, cfg.d_in, dev), bad, cfg.resample_to,
+                                              _draw(sample_fn, 2048, cfg.d_in, dev), bad, rs.to,
                                               generator=resample_gen)
                         fires.zero_()
                 if step == 0:

@@ -13,15 +13,18 @@
   one example at a time with that threshold, which is how SAELens saves it (as ``jumprelu``).
 * ``JumpReLUSAE`` (Rajamanoharan et al. 2024): c = pre * [pre > theta] with a learned threshold
   theta per latent and an L0 penalty. The step has no useful gradient, so theta learns through
-  a straight-through estimator: a rectangle kernel of width ``jumprelu_bandwidth`` around theta.
+  a straight-through estimator: a rectangle kernel of width ``JumpReLUConfig.bandwidth`` around
+  theta. Its two settings are the variant's own (``SAEConfig.variant``), as a reader's variant's would be.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from helpers.sae.config import number
 from helpers.sae.model import SAE, ForwardOutput
 from helpers.sae.registry import register_sae_class
 
@@ -180,14 +183,33 @@ class StepFunction(torch.autograd.Function):
         return None, (-(1.0 / eps) * window * grad).sum_to_size(threshold.shape), None
 
 
+@dataclass(frozen=True)
+class JumpReLUConfig:
+    """JumpReLU's own settings: ``SAEConfig(architecture="jumprelu", variant=JumpReLUConfig(...))``."""
+
+    init_threshold: float = 0.01
+    """Starting threshold of every latent (SAELens' default)."""
+    bandwidth: float = 0.05
+    """Width of the window in which the straight-through estimator passes threshold gradient."""
+
+    def __post_init__(self) -> None:
+        for name in ("init_threshold", "bandwidth"):
+            example = f"JumpReLUConfig({name}={JumpReLUConfig.__dataclass_fields__[name].default})"
+            value = number(f"JumpReLUConfig.{name}", getattr(self, name), example)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"JumpReLUConfig.{name} must be a positive finite number, got {value!r}: pass e.g. {example}")
+            object.__setattr__(self, name, value)
+
+
 @register_sae_class
 class JumpReLUSAE(SAE):
     architecture = saved_as = "jumprelu"
+    variant_config = JumpReLUConfig
 
     def __init__(self, cfg, device=None):
         super().__init__(cfg, device)
         # theta = exp(log_threshold) stays positive (SAELens trains the same parametrisation)
-        start = torch.full((cfg.n_instances, cfg.d_sae), math.log(cfg.jumprelu_init_threshold))
+        start = torch.full((cfg.n_instances, cfg.d_sae), math.log(cfg.variant.init_threshold))
         self.log_threshold = nn.Parameter(start.to(self.device))  # (I, J)
 
     @property
@@ -206,9 +228,9 @@ class JumpReLUSAE(SAE):
         self.log_threshold.copy_(tensors["threshold"].clamp(min=0).log()[None])
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        return JumpReLUFunction.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth)
+        return JumpReLUFunction.apply(pre, self.threshold[:, None, :], self.cfg.variant.bandwidth)
 
     def sparsity_loss(self, pre: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
         """(inst,) alpha x L0 (over J with ``l1_divide_by_d_sae``), the L0 through the STE."""
-        l0 = StepFunction.apply(pre, self.threshold[:, None, :], self.cfg.jumprelu_bandwidth).sum(-1).mean(-1)
+        l0 = StepFunction.apply(pre, self.threshold[:, None, :], self.cfg.variant.bandwidth).sum(-1).mean(-1)
         return l0 * self._penalty()

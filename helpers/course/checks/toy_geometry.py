@@ -1,9 +1,9 @@
 """Checks for notebook 01's exercises that read a trained W: the phase of an extra feature,
-feature dimensionality and the tegum factors (``helpers.checks.toy`` re-exports them).
+feature dimensionality and the tegum factors (``helpers.course.checks.toy`` re-exports them).
 
 Each check runs the reader's function on small cases whose answers are known (or computed by
 the reference) and returns the function the notebook goes on with (see
-``helpers.exercises.check``).
+``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from helpers.exercises import check, expect
+from helpers.course.exercises import check, expect
 # The package's own functions are the references: the answer a learner's code is compared with
 # is the code the course runs.
 from helpers.toy.geometry import classify_extra_feature as classify_phase_reference

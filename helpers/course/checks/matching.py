@@ -1,10 +1,10 @@
 """Checks of the two exercises that match dictionaries one to one (Hungarian matching): the MCC
-recovery score of notebook 05 and the cross-seed consistency of notebook 06 (``helpers.checks.beyond``
-and ``helpers.checks.choosing`` re-export them, so ``checks.<topic>.<name>`` finds them).
+recovery score of notebook 05 and the cross-seed consistency of notebook 06 (``helpers.course.checks.beyond``
+and ``helpers.course.checks.choosing`` re-export them, so ``checks.<topic>.<name>`` finds them).
 
 The references are the course's ``helpers.beyond.scores.mcc`` and ``helpers.beyond.choosing.consistency``.
 Both checks start the likely mistakes from the same pieces, ``matching_parts``, and return the
-function the notebook goes on with (see ``helpers.exercises.check``).
+function the notebook goes on with (see ``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 
 from helpers.beyond.choosing import consistency as seed_consistency_reference
 from helpers.beyond.scores import mcc as mcc_reference
-from helpers.checks.common import as_float, near, reject, unit_rows
-from helpers.exercises import check
+from helpers.course.checks.common import as_float, near, reject, unit_rows
+from helpers.course.exercises import check
 
 
 # --------------------------------------------------------------------------------------

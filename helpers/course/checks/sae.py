@@ -3,7 +3,7 @@ SAE's forward pass and loss, and the mean max cosine similarity (MMCS).
 
 Each check runs the reader's function on small cases whose answers are known (or computed by
 the reference) and returns the function the notebook goes on with (see
-``helpers.exercises.check``).
+``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Callable
 
 import torch
 
-from helpers.checks.common import shape_of
-from helpers.exercises import check, expect
+from helpers.course.checks.common import shape_of
+from helpers.course.exercises import check, expect
 from helpers.metrics import mmcs as mmcs_reference  # the course's MMCS is the exercise's reference
 from helpers.sae import SAE, SAEConfig
 

@@ -1,9 +1,9 @@
 """Checks for notebook 04's exercises on CE loss recovered: the per-token lookup baseline, and CE
 loss recovered with its floors (the SAE and three floors spliced into the model, checked through
-the model itself against ``helpers.lm``'s machinery). ``helpers.checks.lm`` re-exports them, so
+the model itself against ``helpers.lm``'s machinery). ``helpers.course.checks.lm`` re-exports them, so
 ``checks.lm.<name>`` finds every check of the notebook.
 
-Each check returns the function the notebook goes on with (see ``helpers.exercises.check``).
+Each check returns the function the notebook goes on with (see ``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from helpers.exercises import check, expect
+from helpers.course.exercises import check, expect
 from helpers.lm.evaluation import hooked_loss
 from helpers.lm.floors import token_mean_table
 

@@ -2,7 +2,7 @@
 log losses (SSLL), and method 3 on the grid: MMCS with every larger dictionary and the cell it picks.
 
 Each check runs the reader's function on small hand-made cases whose answers are known, and
-returns the function the notebook goes on with (see ``helpers.exercises.check``).
+returns the function the notebook goes on with (see ``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from helpers.checks.common import reject, unit_rows
-from helpers.exercises import check, expect
+from helpers.course.checks.common import reject, unit_rows
+from helpers.course.exercises import check, expect
 from helpers.diagnostics import rules
 
 

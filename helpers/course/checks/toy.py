@@ -1,11 +1,11 @@
 """Checks for notebook 01's exercises: the toy model's forward pass and importance-weighted loss,
 the sparse feature sampler and the anticorrelated-pair sampler. The checks that read a trained W
 (the phase of an extra feature, feature dimensionality, tegum factors) live in
-``helpers.checks.toy_geometry`` and are re-exported here, so ``checks.toy.<name>`` finds them all.
+``helpers.course.checks.toy_geometry`` and are re-exported here, so ``checks.toy.<name>`` finds them all.
 
 Each check runs the reader's function on small cases whose answers are known (or computed by
 the reference) and returns the function the notebook goes on with (see
-``helpers.exercises.check``).
+``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Callable
 
 import torch
 
-from helpers.checks.toy_geometry import (classify_phase, classify_phase_reference, feature_dimensionality,
+from helpers.course.checks.toy_geometry import (classify_phase, classify_phase_reference, feature_dimensionality,
                                          feature_dimensionality_reference, tegum_factors, tegum_factors_reference)
-from helpers.checks.common import expect_reproducible, expect_same_gradients, reject, same, shape_of
-from helpers.exercises import check, expect
+from helpers.course.checks.common import expect_reproducible, expect_same_gradients, reject, same, shape_of
+from helpers.course.exercises import check, expect
 from helpers.toy.data import FeatureSampler
 from helpers.toy.model import toy_loss as package_toy_loss
 

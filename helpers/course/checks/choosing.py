@@ -1,13 +1,13 @@
 """Checks for notebook 06's exercises (choosing L0 and width): the Matryoshka loss, the nth
 decoder projection s_n of "Sparse but Wrong", the cross-seed consistency of two dictionaries and
-the elbow of a curve (the consistency check lives in ``helpers.checks.matching`` beside MCC's, and
+the elbow of a curve (the consistency check lives in ``helpers.course.checks.matching`` beside MCC's, and
 is re-exported here).
 
 The references are the course's own code: ``helpers.beyond.matryoshka.matryoshka_loss`` (the loss
 ``PerInstanceBatchTopK`` trains with) and, in ``helpers.beyond.choosing``, ``nth_decoder_projection``,
 ``consistency`` and ``elbow`` (with its default ``log_x=True``). Each check runs the reader's function on several small
 random cases, names the likely mistake when the answer differs, and returns the function the
-notebook goes on with (see ``helpers.exercises.check``).
+notebook goes on with (see ``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import torch
 from helpers.beyond.choosing import elbow as elbow_reference
 from helpers.beyond.matryoshka import matryoshka_loss as matryoshka_loss_reference
 from helpers.beyond.choosing import nth_decoder_projection as nth_decoder_projection_reference
-from helpers.checks.matching import seed_consistency, seed_consistency_reference  # notebook 06 finds all its checks here
-from helpers.checks.common import as_tensor, expect_same_gradients, reject, same, shape_of, unit_rows
-from helpers.exercises import check, expect
+from helpers.course.checks.matching import seed_consistency, seed_consistency_reference  # notebook 06 finds all its checks here
+from helpers.course.checks.common import as_tensor, expect_same_gradients, reject, same, shape_of, unit_rows
+from helpers.course.exercises import check, expect
 
 __all__ = ["matryoshka_loss", "matryoshka_loss_reference", "nth_decoder_projection",
            "nth_decoder_projection_reference", "seed_consistency", "seed_consistency_reference",

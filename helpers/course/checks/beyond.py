@@ -1,12 +1,12 @@
 """Checks for notebook 05's exercises: the activations of the modern SAEs (TopK, BatchTopK), the
 straight-through gradient of JumpReLU's threshold, and the MCC recovery score (checked in
-``helpers.checks.matching`` beside notebook 06's cross-seed consistency, and re-exported here).
+``helpers.course.checks.matching`` beside notebook 06's cross-seed consistency, and re-exported here).
 
 The references are the course's own code: ``TopKSAE.activation``, ``BatchTopKSAE.activation``
 (training mode) and ``JumpReLUFunction.backward`` (through autograd) in ``helpers.sae.variants``.
 Each check runs the reader's function on small cases, compares values and, where the function is
 trained through, gradients, and returns the function the notebook goes on with (see
-``helpers.exercises.check``).
+``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Callable
 
 import torch
 
-from helpers.checks.common import reject, same, shape_of
-from helpers.checks.matching import mcc, mcc_reference  # notebook 05 finds all its checks here
-from helpers.exercises import check, expect
+from helpers.course.checks.common import reject, same, shape_of
+from helpers.course.checks.matching import mcc, mcc_reference  # notebook 05 finds all its checks here
+from helpers.course.exercises import check, expect
 # The package's own functions are the references (TopKSAE and BatchTopKSAE call the activations).
 from helpers.sae.variants import JumpReLUFunction
 from helpers.sae.variants import batchtopk_activation as batchtopk_activation_reference

@@ -1,9 +1,9 @@
 """Checks for notebook 04's exercises: the top activating contexts of a latent and a latent's logit
 effect. The checks of the per-token lookup and of CE loss recovered with its floors live in
-``helpers.checks.lm_floors`` and are re-exported here, so ``checks.lm.<name>`` finds them all.
+``helpers.course.checks.lm_floors`` and are re-exported here, so ``checks.lm.<name>`` finds them all.
 
 Each check runs the reader's function on small cases whose answers are known and returns the
-function the notebook goes on with (see ``helpers.exercises.check``).
+function the notebook goes on with (see ``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from helpers.checks.lm_floors import (ce_with_floors, ce_with_floors_reference,  # noqa: F401 (notebook 04 reads them here)
+from helpers.course.checks.lm_floors import (ce_with_floors, ce_with_floors_reference,  # noqa: F401 (notebook 04 reads them here)
                                       token_lookup_baseline, token_lookup_baseline_reference)
-from helpers.exercises import check, expect
+from helpers.course.exercises import check, expect
 from helpers.lm.features import top_contexts as top_contexts_reference
 
 

@@ -1,10 +1,10 @@
-"""Checks for notebook 01's training exercise: the toy model's Adam loop (``helpers.checks.training``
+"""Checks for notebook 01's training exercise: the toy model's Adam loop (``helpers.course.checks.training``
 re-exports it beside the resampling of dead latents).
 
 ``train_toy`` is checked against the course's loop (``helpers.toy.train.train``: a fresh batch a
 step, backward, Adam step, gradients cleared) run on the same batches, and against the loops with
 the likely mistakes. The check returns the function the notebook goes on with (see
-``helpers.exercises.check``).
+``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Callable
 
 import torch
 
-from helpers.checks.common import same
-from helpers.checks.toy import sample_features_reference, toy_loss_reference
-from helpers.exercises import check, expect
+from helpers.course.checks.common import same
+from helpers.course.checks.toy import sample_features_reference, toy_loss_reference
+from helpers.course.exercises import check, expect
 
 
 # --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ The committed notebooks hold the solutions, each between two marker lines::
         return torch.relu(...)
         ### END SOLUTION
 
-``python -m helpers.exercises`` writes the exercise versions to ``notebooks/exercises/``:
+``python -m helpers.course.exercises`` writes the exercise versions to ``notebooks/exercises/``:
 every solution block becomes ``raise NotImplementedError(...)`` at the same indentation,
 outputs are cleared, and nbval's output checks are dropped (an exercise notebook has no
 stored outputs to compare with). A test regenerates them and fails if the committed ones are
@@ -129,7 +129,7 @@ def render(nb: dict) -> str:
 
 def write_exercise_notebooks(notebooks: Path | None = None) -> list[Path]:
     """Regenerate ``notebooks/exercises/<name>.ipynb`` for every solution notebook with exercises."""
-    notebooks = Path(notebooks) if notebooks else Path(__file__).resolve().parents[1] / "notebooks"
+    notebooks = Path(notebooks) if notebooks else Path(__file__).resolve().parents[2] / "notebooks"
     written = []
     for src in sorted(notebooks.glob("[0-9]*.ipynb")):
         nb = json.loads(src.read_text())
@@ -142,6 +142,6 @@ def write_exercise_notebooks(notebooks: Path | None = None) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":  # python -m helpers.exercises
+if __name__ == "__main__":  # python -m helpers.course.exercises
     for path in write_exercise_notebooks(Path(sys.argv[1]) if len(sys.argv) > 1 else None):
         print("wrote", path)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 REPO_URL = "https://github.com/sae-course/superposition-and-saes"
-"""The course repository. Change it here, then run ``python -m helpers.colab --sync-notebooks``
+"""The course repository. Change it here, then run ``python -m helpers.course.colab --sync-notebooks``
 to refresh the notebooks' setup cells; the README's Colab badges are edited by hand."""
 
 BRANCH = "main"
@@ -41,7 +41,7 @@ def sync_notebooks(notebooks_dir: str | Path | None = None) -> list[str]:
 
     Returns the names of the notebooks that changed.
     """
-    folder = Path(notebooks_dir) if notebooks_dir is not None else Path(__file__).resolve().parents[1] / "notebooks"
+    folder = Path(notebooks_dir) if notebooks_dir is not None else Path(__file__).resolve().parents[2] / "notebooks"
     changed = []
     for nb_path in sorted(folder.glob("[0-9]*.ipynb")):
         nb = json.loads(nb_path.read_text(encoding="utf-8"))

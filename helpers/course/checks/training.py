@@ -1,11 +1,11 @@
 """Checks for the bigger training exercises of notebooks 01 and 02: the toy model's Adam loop
-(checked in ``helpers.checks.toy_training``, re-exported here), and resampling the dead latents of
+(checked in ``helpers.course.checks.toy_training``, re-exported here), and resampling the dead latents of
 an SAE.
 
 ``resample_dead_latents`` is checked against ``helpers.sae.resample.resample_latents_`` with
 ``to="input"`` (Anthropic's recipe), by what must hold after it (structure) and by which inputs it
 picks (statistics over many seeds). Each check returns the function the notebook goes on with
-(see ``helpers.exercises.check``).
+(see ``helpers.course.exercises.check``).
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Callable
 
 import torch
 
-from helpers.checks.common import expect_reproducible
-from helpers.checks.toy_training import toy_train_step, toy_train_step_reference  # notebook 01 reads it here
-from helpers.exercises import check, expect
+from helpers.course.checks.common import expect_reproducible
+from helpers.course.checks.toy_training import toy_train_step, toy_train_step_reference  # notebook 01 reads it here
+from helpers.course.exercises import check, expect
 
 __all__ = ["toy_train_step", "toy_train_step_reference", "resample_dead", "resample_dead_reference"]
 

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from helpers.exercises import expect
+from helpers.course.exercises import expect
 
 Mistakes = Iterable[tuple[object, str]]
 """(what a solution with the mistake returns, the message that names the mistake), in the order to try."""
