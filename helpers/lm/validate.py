@@ -59,13 +59,16 @@ def check_layer(layer, model) -> int:
 
 def check_tokens(tokens, model, name: str = "tokens") -> torch.Tensor:
     """(n_seq, seq_len) token ids, numpy or torch, as a CPU long tensor."""
-    if not isinstance(tokens, (np.ndarray, torch.Tensor)):
+    if isinstance(tokens, np.ndarray):
+        if not np.issubdtype(tokens.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+        tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    elif isinstance(tokens, torch.Tensor):
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
+        tokens = tokens.detach().to("cpu", torch.long)
+    else:
         raise TypeError(f"{name} must be a numpy array or torch tensor of token ids, got {type(tokens).__name__}")
-    numpy = isinstance(tokens, np.ndarray)
-    if not (np.issubdtype(tokens.dtype, np.integer) if numpy else
-            not (tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool)):
-        raise TypeError(f"{name} must hold integer token ids, got dtype {tokens.dtype}")
-    tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64)) if numpy else tokens.detach().to("cpu", torch.long)
     if tokens.dim() != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 2:
         raise ValueError(f"{name} must have shape (n_seq >= 1, seq_len >= 2), got {tuple(tokens.shape)}")
     if tokens.shape[1] > model.cfg.n_ctx:
