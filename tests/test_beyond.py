@@ -74,6 +74,31 @@ def test_a_damaged_train_cached_file_is_retrained_with_a_warning(tmp_path, monke
         assert torch.equal(loaded.sae.state_dict()[k], v), f"the loaded stack's {k} differs from the trained one"
 
 
+def test_what_is_trained_and_scored_does_not_depend_on_the_cache(tmp_path, monkeypatch):
+    """Training and scoring drew from the data's one stream, which a cache hit does not advance: the
+    second stack, and every score after it, came out differently when the first was reopened from
+    the cache instead of trained. Each now draws from a stream of its own."""
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    cfg = SAEConfig(d_in=32, d_sae=16, l1_coeffs=(0.1, 1.0), steps=20, log_every=10, dead_window=10)
+
+    def notebook(data):   # two stacks trained (or reopened) in turn, then scored
+        a = train_cached(cfg, data, "test-order-a", device="cpu")
+        b = train_cached(replace(cfg, seed=1), data, "test-order-b", device="cpu")
+        return b, score_sae(a.sae, data, n=512)
+
+    fresh_b, fresh_scores = notebook(GroundTruthData(SMALL, device="cpu"))     # both trained
+    (tmp_path / "beyond").rename(tmp_path / "kept")
+    train_cached(cfg, GroundTruthData(SMALL, device="cpu"), "test-order-a", device="cpu")  # only the first cached
+    data = GroundTruthData(SMALL, device="cpu")
+    data.sample(1000)                                                           # a reader's look at the data
+    b, scores = notebook(data)                                                  # a: reopened; b: trained
+    for k, v in fresh_b.sae.state_dict().items():
+        assert torch.equal(b.sae.state_dict()[k], v), (
+            f"the second stack's {k} differs when the first came from the cache: training must draw from its own stream")
+    assert scores == fresh_scores, ("score_sae must score on the same samples whatever was drawn before: "
+                                    f"{scores[0]} vs {fresh_scores[0]}")
+
+
 def test_per_instance_topk_refuses_bad_ks():
     cfg = SAEConfig(d_in=8, d_sae=16, l1_coeffs=(0.0, 0.0), architecture="topk", k=2)
     with pytest.raises(ValueError, match="ks"):

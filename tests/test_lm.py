@@ -164,6 +164,22 @@ def test_harvest_shapes_cache_reuse_and_invalidation(model, cache):
     assert not list(cache.rglob("*.partial*")), "a finished harvest must not leave a partial folder"
 
 
+def test_a_harvests_fixed_stream_draws_the_same_rows_and_puts_the_training_stream_back(model, cache):
+    from helpers.beyond.choosing import HarvestData
+    acts = lm.harvest(model, 1024, seq_len=64, batch_size=4, progress=False)
+    data, other = HarvestData(acts), HarvestData(acts)
+    other.sample(100)                                        # drawn before: must not matter inside the block
+    with data.fixed_stream("x"):
+        a = data.sample(8)
+    with other.fixed_stream("x"):
+        b = other.sample(8)
+    assert torch.equal(a, b), "a fixed stream must give the same rows whatever was drawn before"
+    with data.fixed_stream("y"):
+        assert not torch.equal(data.sample(8), a), "another stream name must give other rows"
+    assert torch.equal(data.sample(8), HarvestData(acts).sample(8)), (
+        "after the block the training stream must continue where it was (here: at its start)")
+
+
 def test_a_harvest_that_would_fill_the_disk_refuses_before_writing(model, cache, monkeypatch):
     harvest_module = sys.modules["helpers.lm.harvest"]  # helpers.lm.harvest is also the function's name
     full = types.SimpleNamespace(total=10**9, used=10**9 - 1000, free=1000)

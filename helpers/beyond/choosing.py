@@ -13,13 +13,14 @@ The SAEs are in ``helpers.beyond.matryoshka``, the grid and its L0 rules in ``he
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from helpers.beyond.scores import eval_mode, mcc
+from helpers.device import stream_seed
 from helpers.recovery import cosines
 
 
@@ -123,8 +124,17 @@ class HarvestData:
     def held_out(self, n: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self._acts[self._rows[:n]]))
 
+    @contextmanager
     def fixed_stream(self, name: str):
-        return nullcontext()                        # held-out rows are fixed already
+        """Inside the block, ``sample`` draws rows from a generator seeded by ``name`` and the seed;
+        the training stream is put back where it was afterwards (``held_out`` is fixed anyway)."""
+        gen = self.sample.generator
+        state = gen.get_state()
+        gen.manual_seed(stream_seed(self.cfg["seed"], name))
+        try:
+            yield self
+        finally:
+            gen.set_state(state)
 
 
 @torch.no_grad()

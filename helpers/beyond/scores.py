@@ -71,10 +71,11 @@ def eval_mode(sae):
 @torch.no_grad()
 def score_sae(sae, data, labels: Sequence[str] | None = None, n: int = 8192, threshold: float = 0.9) -> list[Scores]:
     """``Scores`` of each instance of ``sae`` on ``n`` fresh samples of ``data`` (a GroundTruthData),
-    in ``eval_mode``."""
+    in ``eval_mode``. The samples come from a fixed stream (``data.fixed_stream("score")``): every SAE
+    scored on the same data is scored on the same samples, whatever was drawn before."""
     if n < 1:
         raise ValueError(f"n must be a positive number of samples, got {n}")
-    with eval_mode(sae):
+    with eval_mode(sae), data.fixed_stream("score"):
         x, c = data.sample_with_coefficients(n)                   # (n, h), (n, G)
         x, c = x.to(sae.device), c.to(sae.device)
         acts = sae.encode(x)                                      # (I, n, J)

@@ -75,7 +75,9 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
     trains a TopK or BatchTopK stack with the AuxK loss (``helpers.sae.variants``): it sets
     ``cfg.auxk``'s coefficient (``AuxKConfig(coeff=aux_coeff)`` when ``cfg.auxk`` is None). The cache
     key covers the config, ``ks``, the data's config and the code of the SAE, its training and the
-    data generator, so a change to any of them trains again.
+    data generator, so a change to any of them trains again. Training draws from a stream of its own,
+    named after ``name`` (``data.fixed_stream``), so what it learns, and every sample drawn after it,
+    is the same whether this stack or any other was trained just now or reopened from the cache.
     """
     needed = (cls or PerInstanceTopK).architecture
     if ks is not None and cfg.architecture != needed:
@@ -93,7 +95,8 @@ def train_cached(cfg: SAEConfig, data, name: str, ks: Sequence[int] | None = Non
 
     def train() -> Trained:
         sae = _build(cfg, ks, dev, cls, **options)
-        return Trained(sae, train_sae(sae, data.sample, progress=False).final())
+        with data.fixed_stream(f"train:{name}"):
+            return Trained(sae, train_sae(sae, data.sample, progress=False).final())
 
     def load(folder, entry) -> Trained:
         arrays = read_npz(folder, "stack.npz", entry["files"]["stack.npz"])
@@ -119,7 +122,7 @@ def k_grid(data, base: SAEConfig, size_ratios: Sequence[float], ks: Sequence[int
     """A (size x k) grid of TopK SAEs on ``data`` (a GroundTruthData): a ``GridResult`` and the stacks.
 
     The grid's ``l1_values`` hold the k values; its ``l1_loss`` is the mean L1 norm of the
-    codes over J on ``n_eval`` fresh samples (TopK penalises nothing, so SSLL reads the
+    codes over J on ``n_eval`` fresh samples (the same for every size) (TopK penalises nothing, so SSLL reads the
     norm a penalty would have seen). Each size is one ``PerInstanceTopK`` with its own seed
     (``k_grid_config``), trained through ``train_cached``.
     """
@@ -136,7 +139,7 @@ def k_grid(data, base: SAEConfig, size_ratios: Sequence[float], ks: Sequence[int
     for J in sizes_J:
         sae, final = train_cached(k_grid_config(base, J, ks), data, f"{name}-J{J}", ks, dev)
         finals.append(final)
-        with torch.no_grad():
+        with torch.no_grad(), data.fixed_stream(f"{name}-l1"):                     # the same samples for every size
             acts = sae.encode(data.sample(n_eval).to(dev))                          # (K, n, J)
             l1.append((acts.sum(-1).mean(-1) / J).cpu().numpy())
             dicts.append(sae.decoder_directions().detach().float())                # (K, J, h)

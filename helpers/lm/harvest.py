@@ -88,6 +88,7 @@ class Activations(NamedTuple):
             idx = torch.randint(0, data.shape[0], (n,), generator=gen).to(dev)
             return data[idx]
 
+        sample.generator = gen          # what HarvestData.fixed_stream reseeds for a while
         return sample
 
 
