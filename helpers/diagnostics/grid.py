@@ -158,8 +158,9 @@ def _train_grid(sample_fn, base: SAEConfig, sizes_J, alphas, config: dict, refer
             logs.append(train_sae(sae, counted, progress=False))
         except NonFiniteLossError as err:  # the column's log has no rows
             errors[i] = str(err)
-            logs.append(TrainLog(alphas, np.zeros(0, dtype=np.int64), *(np.zeros((0, L)) for _ in range(4)),
-                                 np.full((L, J), -1, dtype=np.int64)))
+            empty = np.zeros((0, L))
+            logs.append(TrainLog(alphas, steps=np.zeros(0, dtype=np.int64), recon_loss=empty, l1_loss=empty, l0=empty,
+                                 dead=empty, steps_since_fired=np.full((L, J), -1, dtype=np.int64)))
             bar.update(max(base.steps * B - done[0], 0) * cost[i] / B)
         with torch.no_grad():
             D = sae.decoder_directions().detach().float()  # (L, J, d_in)
