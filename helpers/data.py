@@ -32,7 +32,7 @@ from numbers import Real
 import torch
 from torch import nn
 
-from helpers.device import check_int, get_device, stream_seed
+from helpers.device import check_int, get_device, reseeded, stream_seed
 
 
 @dataclass(frozen=True)
@@ -138,12 +138,8 @@ class GroundTruthData:
         the training stream is left where it was. An evaluation drawn this way gives the same
         samples however much was drawn before (for instance whether an SAE was trained just now
         or reopened from a cache)."""
-        saved = self._sample_gen
-        self._sample_gen = torch.Generator(device=saved.device).manual_seed(stream_seed(self.cfg.seed, name))
-        try:
+        with reseeded(self._sample_gen, stream_seed(self.cfg.seed, name)):
             yield self
-        finally:
-            self._sample_gen = saved
 
     def _child_mask(self) -> torch.Tensor:
         """(G,) True for the child features of the hierarchy (none without one)."""

@@ -128,6 +128,20 @@ def rng(seed: int = 0, stream: str = "notebook", device: str | torch.device = "c
 
 
 @contextlib.contextmanager
+def reseeded(generator: torch.Generator, seed: int):
+    """Inside the block ``generator`` draws from ``seed``; afterwards it continues where it was.
+
+    A data source's ``fixed_stream`` uses it: an evaluation or a cached training run then sees the
+    same samples however much was drawn from the source before."""
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield generator
+    finally:
+        generator.set_state(state)
+
+
+@contextlib.contextmanager
 def cpu_threads(device: torch.device, work: int, threshold: int):
     """Run small CPU work on one thread; leave GPUs and large work alone.
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from helpers.beyond.scores import eval_mode, mcc
-from helpers.device import stream_seed
+from helpers.device import reseeded, stream_seed
 from helpers.recovery import cosines
 
 
@@ -128,13 +128,8 @@ class HarvestData:
     def fixed_stream(self, name: str):
         """Inside the block, ``sample`` draws rows from a generator seeded by ``name`` and the seed;
         the training stream is put back where it was afterwards (``held_out`` is fixed anyway)."""
-        gen = self.sample.generator
-        state = gen.get_state()
-        gen.manual_seed(stream_seed(self.cfg["seed"], name))
-        try:
+        with reseeded(self.sample.generator, stream_seed(self.cfg["seed"], name)):
             yield self
-        finally:
-            gen.set_state(state)
 
 
 @torch.no_grad()

@@ -122,8 +122,8 @@ def k_grid(data, base: SAEConfig, size_ratios: Sequence[float], ks: Sequence[int
     """A (size x k) grid of TopK SAEs on ``data`` (a GroundTruthData): a ``GridResult`` and the stacks.
 
     The grid's ``l1_values`` hold the k values; its ``l1_loss`` is the mean L1 norm of the
-    codes over J on ``n_eval`` fresh samples (the same for every size) (TopK penalises nothing, so SSLL reads the
-    norm a penalty would have seen). Each size is one ``PerInstanceTopK`` with its own seed
+    codes over J on ``n_eval`` fresh samples, the same for every size (TopK penalises nothing, so SSLL
+    reads the norm a penalty would have seen). Each size is one ``PerInstanceTopK`` with its own seed
     (``k_grid_config``), trained through ``train_cached``.
     """
     ks = [int(k) for k in ks]
